@@ -1,0 +1,13 @@
+"""The one error type for bad input: its message is a single line the CLI prints as is."""
+
+
+class BenchError(Exception):
+    """A user-facing error (bad flag, config, data file, plugin), reported in one line with exit 2.
+
+    Raise it with a message that names the file/field/flag and says what was expected; the CLI
+    prints `error: <message>` and no traceback (unless --debug).
+    """
+
+    def __init__(self, message: str):
+        # One line: a message with newlines would break the CLI's one-line contract.
+        super().__init__(" ".join(str(message).split()))

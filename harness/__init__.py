@@ -1,0 +1,1 @@
+"""Brings methods and tasks together: model, training, FLOP counting, timing, records, reports."""

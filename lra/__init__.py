@@ -1,0 +1,1 @@
+"""Tasks: declarative task specs, data generators and loaders of the official formats."""

@@ -1,0 +1,34 @@
+"""Attention-core plugins and their registry.
+
+    from methods import AttentionMethod, register_attention, create_attention, list_attentions
+
+Importing this package registers the built-in methods; third-party ones arrive through the
+`treeformer_bench.attention` entry-point group or `--plugin`. Heavy optional dependencies
+(xformers, triton) are imported only when a method that needs them runs.
+"""
+
+from methods.base import AttentionMethod, Capabilities
+from methods.plugins import load_plugin
+from methods.registry import (
+    ATTENTION,
+    attention_options,
+    create_attention,
+    get_attention_class,
+    list_attentions,
+    register_attention,
+)
+
+# Built-in methods: each module registers itself with @register_attention.
+from methods import full, sdpa  # noqa: E402,F401  (registration)
+
+__all__ = [
+    "ATTENTION",
+    "AttentionMethod",
+    "Capabilities",
+    "attention_options",
+    "create_attention",
+    "get_attention_class",
+    "list_attentions",
+    "load_plugin",
+    "register_attention",
+]

@@ -1,0 +1,100 @@
+"""The attention-core plugin interface.
+
+An attention *core* maps projected q, k, v to the attended values; the Q/K/V and output
+projections belong to the model, so every method is compared on the same projections and a
+method can be swapped mid-training (the Treeformer bootstrap) while keeping them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import torch
+from torch import nn
+
+from bench_common import BenchError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can do, declared so the harness skips impossible runs and records why."""
+
+    key_padding_mask: bool = True  # honours key_padding_mask (padded keys get no weight)
+    fixed_length: bool = False  # needs seq_len <= max_seq_len fixed at construction (Linformer)
+    cuda_only: bool = False  # has no CPU kernels (xformers)
+
+
+class AttentionMethod(nn.Module):
+    """Base class of every attention core.
+
+    Subclasses implement `forward(q, k, v, key_padding_mask=None)` with q, k, v of shape
+    (batch, heads, n, head_dim) and key_padding_mask (batch, n) bool, True = real token, returning
+    (batch, heads, n, head_dim); and `macs(seq_len)`, the multiply-accumulates one forward pass of
+    the core executes for one example (all heads). `create_attention` passes num_heads, head_dim
+    and max_seq_len and sets them on the instance, so a plugin may call `super().__init__()` bare.
+    """
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    registry_name: ClassVar[str] = ""  # set by register_attention
+
+    def __init__(self, num_heads: int = 0, head_dim: int = 0, max_seq_len: int = 0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.max_seq_len = max_seq_len
+
+    def macs(self, seq_len: int) -> int:
+        """Multiply-accumulates this implementation executes in one forward pass, one example.
+
+        Counted as the harness's fvcore handles count (harness/flops.py), so the two agree:
+        matmul/bmm/einsum/linear: one MAC per multiply-add; softmax, log_softmax and exp: one per
+        element; scatter_add/index_add/cumsum: one per element added; scaled_dot_product_attention:
+        2*nq*nk*d matmul MACs plus nq*nk softmax MACs per (batch, head); data movement and
+        comparisons (gather, index_select, sort, masked_fill, where, plain elementwise add/mul):
+        zero.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement macs(seq_len)")
+
+    def algorithmic_macs(self, seq_len: int) -> int:
+        """MACs the algorithm needs; differs from `macs` when the fast path does extra work."""
+        return self.macs(seq_len)
+
+    def diagnostics(self) -> dict:
+        """Method-specific measurements recorded at evaluation (e.g. tree leaf occupancy)."""
+        return {}
+
+    def unsupported_reason(self, seq_len: int, device: str, has_padding: bool) -> Optional[str]:
+        """Why this method cannot run this setting, or None when it can."""
+        return unsupported_reason(type(self), seq_len, self.max_seq_len, device, has_padding)
+
+
+def unsupported_reason(
+    cls: type[AttentionMethod], seq_len: int, max_seq_len: int, device: str, has_padding: bool
+) -> Optional[str]:
+    """Checks declared capabilities against a setting, before any module is built."""
+    caps = cls.capabilities
+    name = cls.registry_name or cls.__name__
+    if caps.cuda_only and not str(device).startswith("cuda"):
+        return f"{name} needs a CUDA device (has no CPU kernels); got device '{device}'"
+    if caps.fixed_length and max_seq_len and seq_len > max_seq_len:
+        return f"{name} needs a fixed length: sequence length {seq_len} exceeds max_seq_len {max_seq_len}"
+    if has_padding and not caps.key_padding_mask:
+        return f"{name} does not support key-padding masks, and this task pads its sequences"
+    return None
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask) -> None:
+    """Validates core inputs once, with a message naming the offending tensor."""
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise BenchError(
+            f"attention expects q, k, v of shape (batch, heads, n, head_dim); "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if key_padding_mask is not None and (
+        key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (q.shape[0], q.shape[2])
+    ):
+        raise BenchError(
+            f"key_padding_mask must be bool of shape (batch, n) = {(q.shape[0], q.shape[2])}, "
+            f"got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+        )

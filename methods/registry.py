@@ -1,0 +1,111 @@
+"""The attention-method registry: register, look up, validate options, build."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Callable, Literal, Union, get_args, get_origin
+
+from bench_common import BenchError, Registry, check_option_keys
+from bench_common.registry import constructor_options
+from methods.base import AttentionMethod
+
+ATTENTION = Registry("attention method", AttentionMethod)
+
+# Arguments every core receives from the model; everything else in __init__ is an option.
+SHAPE_ARGS = ("num_heads", "head_dim", "max_seq_len")
+
+
+def register_attention(name: str) -> Callable[[type[AttentionMethod]], type[AttentionMethod]]:
+    """Class decorator: `@register_attention("my-window")` over an `AttentionMethod` subclass."""
+
+    def decorator(cls: type[AttentionMethod]) -> type[AttentionMethod]:
+        ATTENTION.add(name, cls)
+        cls.registry_name = name
+        return cls
+
+    return decorator
+
+
+def get_attention_class(name: str) -> type[AttentionMethod]:
+    from methods.plugins import load_entry_point_plugins
+
+    load_entry_point_plugins()
+    return ATTENTION.get(name)
+
+
+def list_attentions() -> list[str]:
+    """Names of all registered methods: built-ins, entry-point plugins and loaded --plugin files."""
+    from methods.plugins import load_entry_point_plugins
+
+    load_entry_point_plugins()
+    return ATTENTION.names()
+
+
+def attention_options(name: str) -> dict[str, Any]:
+    """The options `name` accepts with their defaults (documentation and the `list` command)."""
+    params = constructor_options(get_attention_class(name), SHAPE_ARGS)
+    return {k: (None if p.default is p.empty else p.default) for k, p in params.items()}
+
+
+def validate_attention_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Checks option names and simple types against the constructor; returns coerced options."""
+    cls = get_attention_class(name)
+    params = constructor_options(cls, SHAPE_ARGS)
+    check_option_keys(f"attention method '{name}'", options, params)
+    hints = typing.get_type_hints(cls.__init__)
+    return {k: _coerce(f"attention method '{name}' option '{k}'", v, hints.get(k)) for k, v in options.items()}
+
+
+def create_attention(
+    name: str, *, num_heads: int, head_dim: int, max_seq_len: int, **options: Any
+) -> AttentionMethod:
+    """Builds the registered method `name` with validated options."""
+    for arg, value in (("num_heads", num_heads), ("head_dim", head_dim), ("max_seq_len", max_seq_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise BenchError(f"create_attention('{name}'): {arg} must be a positive integer, got {value!r}")
+    options = validate_attention_options(name, options)
+    cls = get_attention_class(name)
+    method = cls(num_heads=num_heads, head_dim=head_dim, max_seq_len=max_seq_len, **options)
+    method.num_heads, method.head_dim, method.max_seq_len = num_heads, head_dim, max_seq_len
+    return method
+
+
+def _coerce(what: str, value: Any, hint: Any) -> Any:
+    """Checks `value` against a simple annotation; unknown annotations accept anything."""
+    if hint is None or hint is Any:
+        return value
+    origin = get_origin(hint)
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise BenchError(f"{what}: expected one of {', '.join(map(repr, get_args(hint)))}, got {value!r}")
+        return value
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(what, value, arg)
+            except BenchError as err:
+                errors.append(str(err))
+        raise BenchError(errors[0] if errors else f"{what}: unexpected value {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise BenchError(f"{what}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BenchError(f"{what}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BenchError(f"{what}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise BenchError(f"{what}: expected a string, got {value!r}")
+        return value
+    return value

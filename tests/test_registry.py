@@ -1,0 +1,65 @@
+"""The strict registry: duplicates, wrong types, unknown names and unknown options are errors."""
+
+import pytest
+import torch
+
+from bench_common import BenchError, Registry
+from methods import AttentionMethod, create_attention, list_attentions, register_attention
+
+
+def test_duplicate_name_is_an_error(restore_attention_registry):
+    with pytest.raises(BenchError, match="already registered"):
+
+        @register_attention("full")
+        class Again(AttentionMethod):
+            pass
+
+
+def test_wrong_base_class_is_an_error(restore_attention_registry):
+    with pytest.raises(BenchError, match="is not a AttentionMethod"):
+        register_attention("not-a-method")(torch.nn.Linear)
+
+
+def test_unknown_name_suggests_and_lists():
+    with pytest.raises(BenchError, match=r"unknown attention method 'sdpaa'; did you mean 'sdpa'\?.*available: .*full"):
+        create_attention("sdpaa", num_heads=2, head_dim=8, max_seq_len=16)
+
+
+def test_unknown_option_names_key_and_accepted(restore_attention_registry):
+    @register_attention("windowed-test")
+    class Windowed(AttentionMethod):
+        def __init__(self, num_heads, head_dim, max_seq_len, window: int = 16):
+            super().__init__()
+            self.window = window
+
+    with pytest.raises(BenchError, match="unknown option 'windw' \\(did you mean 'window'\\?\\); accepted: window"):
+        create_attention("windowed-test", num_heads=2, head_dim=8, max_seq_len=16, windw=3)
+    with pytest.raises(BenchError, match="option 'window': expected an integer"):
+        create_attention("windowed-test", num_heads=2, head_dim=8, max_seq_len=16, window="3")
+    method = create_attention("windowed-test", num_heads=2, head_dim=8, max_seq_len=16, window=4)
+    assert (method.window, method.num_heads, method.head_dim, method.max_seq_len) == (4, 2, 8, 16)
+    assert "windowed-test" in list_attentions()
+
+
+def test_generic_registry_for_other_kinds():
+    class Suite:
+        pass
+
+    suites = Registry("suite", Suite)
+    suites.add("smoke", Suite())
+    with pytest.raises(BenchError, match="unknown suite 'smok'; did you mean 'smoke'"):
+        suites.get("smok")
+    with pytest.raises(BenchError, match="is not a Suite"):
+        suites.add("bad", object())
+    with pytest.raises(BenchError, match="name must be a non-empty string"):
+        suites.add(" ", Suite())
+
+
+def test_sdpa_equals_full_with_padding():
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 33, 16, generator=generator).unbind(0)
+    mask = torch.ones(2, 33, dtype=torch.bool)
+    mask[0, 20:] = False
+    full = create_attention("full", num_heads=4, head_dim=16, max_seq_len=33)
+    sdpa = create_attention("sdpa", num_heads=4, head_dim=16, max_seq_len=33)
+    torch.testing.assert_close(sdpa(q, k, v, mask), full(q, k, v, mask), atol=1e-5, rtol=1e-5)
