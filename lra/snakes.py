@@ -57,6 +57,7 @@ class Sample:
     margin: int
     snakes: tuple[np.ndarray, np.ndarray]  # per target snake, float intensity (for tests/diagnostics)
     markers: tuple[tuple[int, int], tuple[int, int]]  # (y, x) of the two marker centres
+    marker_snakes: tuple[int, int]  # which target snake each marker sits on
 
 
 # ---------------------------------------------------------------- geometry and sprites
@@ -444,4 +445,4 @@ def generate_sample(params: SnakeParams, rng: np.random.Generator) -> Sample:
     marked = np.maximum(image, markers)
     peak = float(marked.max())
     pixels = np.round(255.0 * marked / peak).astype(np.uint8) if peak > 0 else np.zeros_like(marked, dtype=np.uint8)
-    return Sample(pixels, label, margin, (snakes[0], snakes[1]), (first, second))
+    return Sample(pixels, label, margin, (snakes[0], snakes[1]), (first, second), (origin_index, terminal_index))
