@@ -174,6 +174,7 @@ def _seed_struct(orientation: float, length: int, thickness: float, margin: int,
     head = length + margin + 1
     _, mask = _paddle(orientation, length, thickness, margin, antialias)
     struct = _place((side, side), mask, (head, head)) >= 1.0
+    # An empty footprint would make every pixel free; fall back to the tail pixel alone.
     return struct if struct.any() else np.ones((1, 1), dtype=bool)
 
 

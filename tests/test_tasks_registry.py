@@ -173,3 +173,15 @@ def test_official_pathfinder_directory_is_preferred_over_generation(tmp_path: Pa
     assert [len(splits[s]) for s in ("train", "val", "test")] == [16, 2, 2]
     assert splits["train"].inputs.shape == (16, 1024) and splits["train"].inputs.dtype == np.uint8
     assert not (tmp_path / "generated").exists()
+
+
+def test_listing_tasks_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lra; lra.list_tasks(); "
+        "print(sorted(m for m in ('tensorflow_datasets', 'sentencepiece', 'torch', 'harness', 'methods') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    assert result.stdout.strip() == "[]"
