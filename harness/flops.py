@@ -187,6 +187,7 @@ ZERO_COST_OPS: tuple[str, ...] = tuple(
     bitwise_xor bitwise_not __or__ __xor__ isfinite isnan
     sum mean any all count_nonzero
     repeat repeat_interleave expand_as view_as flip tril triu diagonal movedim swapaxes
+    numpy_T mT mH adjoint matrix_H t_ isinf
     ones_like empty_like new_ones fill_ zero_ clone alias lift_fresh scalar_tensor
     rand rand_like randn randn_like randint normal_ uniform_ bernoulli bernoulli_
     """.split()
