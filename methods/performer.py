@@ -114,11 +114,10 @@ class PerformerAttention(AttentionMethod):
             else:
                 real = projected if keep is None else projected.masked_fill(~keep, -torch.inf)
                 shift = real.amax(dim=(-2, -1), keepdim=True)  # (B, H, 1, 1): cancels per head
+                # No real key at all: a shift of -inf would turn exp() into inf and its gradient NaN.
                 shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-            exponent = projected - half_norm - shift.detach()
-            if keep is not None:
-                exponent = exponent.masked_fill(~keep, -torch.inf)  # padded keys: exp -> 0, no overflow
-            phi = (torch.exp(exponent) + SOFTMAX_EPS) / math.sqrt(self.num_features)
+            exponent = projected - half_norm - shift.detach()  # (B, H, n, m)
+            phi = (torch.exp(exponent) + SOFTMAX_EPS) / math.sqrt(self.num_features)  # ratio m^-1/2
         return phi if keep is None else phi.masked_fill(~keep, 0.0)
 
     def macs(self, seq_len: int) -> int:
