@@ -169,6 +169,8 @@ def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
 
 def load_plugins(plugins: Sequence[str]) -> None:
     """Loads --plugin modules/files in a worker process, as the CLI did in the driver."""
+    if not plugins:
+        return  # spare the worker the methods (and torch) import until the run needs it
     from methods import load_plugin
 
     for plugin in plugins:
