@@ -1,6 +1,7 @@
 """The report renderer over synthetic record files: cells, averages, files, and no model imports."""
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,9 +35,11 @@ def write_record(run_dir: Path, method: str, task: str, seed: int, status: str =
     write_json_atomic(run_dir / "records" / task / method / f"seed{seed}.json", record)
 
 
-@pytest.fixture
-def run_dir(tmp_path):
-    """Three methods on three tasks; 'linformer' OOMs on 'image', 'performer' has one failed seed."""
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """Three methods on three tasks; 'linformer' OOMs on 'image', 'performer' has one failed seed;
+    plus efficiency rows. Shared by the tests that only read it (rendering takes seconds)."""
+    tmp_path = tmp_path_factory.mktemp("run")
     for seed, (a, b) in enumerate([(0.60, 0.70), (0.62, 0.74), (0.64, 0.72)]):
         write_record(tmp_path, "full", "listops", seed, accuracy=a, macs=4_000_000)
         write_record(tmp_path, "full", "text", seed, accuracy=b, macs=4_000_000)
@@ -48,7 +51,13 @@ def run_dir(tmp_path):
         write_record(tmp_path, "performer", "image", seed, accuracy=0.3, macs=2_000_000)
         text_status = "diverged" if seed == 1 else "ok"
         write_record(tmp_path, "performer", "text", seed, status=text_status, accuracy=0.9 if seed != 1 else None)
+    write_efficiency(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def report_dir(run_dir):
+    return render_report(run_dir)
 
 
 def write_efficiency(run_dir: Path) -> None:
@@ -66,8 +75,8 @@ def write_efficiency(run_dir: Path) -> None:
     (run_dir / "efficiency.json").write_text(json.dumps({"env": {"device": "cpu"}, "rows": rows}))
 
 
-def test_accuracy_table_cells_and_average(run_dir):
-    out = render_report(run_dir)
+def test_accuracy_table_cells_and_average(report_dir):
+    out = report_dir
     table = pd.read_csv(out / "accuracy.csv", index_col="method", dtype=str)
     listops = [60, 62, 64]
     assert table.loc["full", "listops"] == f"{statistics.mean(listops):.2f} ± {statistics.stdev(listops):.2f}"
@@ -93,9 +102,8 @@ def test_average_excludes_a_failed_task_instead_of_counting_zero(tmp_path):
     assert float(table.loc["full", "Avg (1)"]) == pytest.approx(80.0)
 
 
-def test_every_file_is_written_and_the_index_shows_them(run_dir):
-    write_efficiency(run_dir)
-    out = render_report(run_dir)
+def test_every_file_is_written_and_the_index_shows_them(report_dir):
+    out = report_dir
     for name in ("accuracy.md", "accuracy.tex", "accuracy.csv", "macs.md", "macs.tex", "macs.csv", "cost.md",
                  "cells.csv", "runs.csv", "efficiency.md", "efficiency.csv", "accuracy_vs_macs.png",
                  "time_vs_length.png", "memory_vs_length.png", "training_curves.png", "index.md", "index.html"):
@@ -136,8 +144,8 @@ def test_empty_directory_and_a_damaged_record(tmp_path):
     assert "50.00" in index
 
 
-def test_render_report_never_imports_models_or_methods(run_dir):
-    write_efficiency(run_dir)
+def test_render_report_never_imports_models_or_methods(run_dir, tmp_path):
+    run_dir = shutil.copytree(run_dir, tmp_path / "copy")
     script = (
         "import sys; from pathlib import Path; from harness.report import render_report; "
         f"render_report(Path({str(run_dir)!r})); "
