@@ -88,8 +88,10 @@ class TreeformerTC(TreeAttention):
         """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
         batch, heads, n, dim = k.shape
         groups = batch * heads
-        gate = keys.gate.unsqueeze(-1)  # (B, H, n, 1)
-        rows = torch.cat([k * gate, v * gate, gate], dim=-1).view(groups * n, 2 * dim + 1)
+        ones = k.new_ones(batch, heads, n, 1)
+        # One contiguous copy of [k, v, 1], then one product with the gate.
+        rows = torch.cat([k, v, ones], dim=-1).view(groups * n, 2 * dim + 1)
+        rows = rows * keys.gate.reshape(groups * n, 1)
         # Slot of each key: (b*H + h) * L + leaf; padding goes to one extra slot that is dropped.
         leaf = keys.leaf.reshape(groups, n)
         base = torch.arange(groups, device=k.device).unsqueeze(1) * self.leaves

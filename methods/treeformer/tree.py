@@ -130,7 +130,8 @@ class _DGTRouting(torch.autograd.Function):
         grad_z = torch.matmul(grad_scores, paths).mul_(window).view(batch, heads, m, -1)  # (B, H, m, N)
         grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
         grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
-        grad_bias = grad_z.sum(dim=(0, 2))  # (H, N)
+        # A product with ones: summing over the middle dimension is several times slower on CPU.
+        grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
         return grad_x, grad_weight, grad_bias, None
 
 
