@@ -19,7 +19,6 @@ import executor_probes as probes
 from bench_common import BenchError
 from harness.executors import (
     RunSpec,
-    executor_from_flags,
     failure_record,
     get_executor,
     record_of_exception,
@@ -67,15 +66,6 @@ def test_unknown_executor_and_option_are_one_line_errors():
         get_executor("subprocess", timeout=3)
     with pytest.raises(BenchError, match="timeout_s must be a positive number"):
         get_executor("subprocess", timeout_s=0)
-
-
-def test_flags_for_another_executor_are_refused():
-    with pytest.raises(BenchError, match="--ray-address applies to --executor ray only"):
-        executor_from_flags("local", ray_address="auto")
-    with pytest.raises(BenchError, match="apply to --executor subprocess only"):
-        executor_from_flags("ray", timeout_s=5)
-    executor = executor_from_flags("subprocess", plugins=["x.y"], timeout_s=5, memory_gb=1)
-    assert (executor.name, executor.timeout_s, executor.memory_gb, executor.plugins) == ("subprocess", 5, 1, ["x.y"])
 
 
 def test_listing_methods_does_not_import_ray():
@@ -152,19 +142,6 @@ def test_subprocess_limit_defaults_to_the_runs_time_limit_plus_grace():
     assert time.monotonic() - start < 60  # the hang (an hour) was cut short
 
 
-@pytest.mark.slow
-def test_subprocess_loads_plugins_in_the_child(tmp_path, restore_attention_registry):
-    plugin = tmp_path / "probe_plugin.py"
-    plugin.write_text(PLUGIN_SOURCE)
-    executor = executor_from_flags("subprocess", plugins=[str(plugin)], timeout_s=60)
-    [(_, record)] = collect(executor, probes.list_methods, specs([0]))
-    assert record["status"] == "ok", record["reason"]
-    assert "probe-plugin" in record["diagnostics"]["methods"]
-    from methods import list_attentions
-
-    assert "probe-plugin" not in list_attentions()  # loaded there, not here
-
-
 # --- ray --------------------------------------------------------------------------------------
 
 
@@ -176,14 +153,14 @@ def _free_port() -> int:
 
 def test_unreachable_ray_address_fails_fast_before_any_run(tmp_path):
     marker = tmp_path / "started"
-    executor = executor_from_flags("ray", ray_address=f"127.0.0.1:{_free_port()}")
+    executor = get_executor("ray", ray_address=f"127.0.0.1:{_free_port()}")
     start = time.monotonic()
     with pytest.raises(BenchError, match=r"--ray-address 127.0.0.1:\d+: no Ray cluster reachable there"):
         executor.map(probes.touch_marker, specs([0], marker=str(marker)), lambda spec, record: None)
     assert time.monotonic() - start < 30
     assert not marker.exists()
     with pytest.raises(BenchError, match="expected auto, HOST:PORT"):
-        executor_from_flags("ray", ray_address="nowhere").map(probes.report_pid, specs([0]), lambda s, r: None)
+        get_executor("ray", ray_address="nowhere").map(probes.report_pid, specs([0]), lambda s, r: None)
 
 
 @pytest.fixture(scope="session")
@@ -210,14 +187,17 @@ def test_ray_records_return_to_the_driver_and_failures_are_rows(ray_cluster):
 
 
 @pytest.mark.slow
-def test_ray_ships_plugin_files_to_workers(ray_cluster, tmp_path, restore_attention_registry):
+def test_ray_ships_plugin_files_to_workers(ray_cluster, tmp_path):
     plugin = tmp_path / "probe_plugin.py"
     plugin.write_text(PLUGIN_SOURCE)
-    executor = executor_from_flags("ray", plugins=[str(plugin)])
-    plugin.unlink()  # workers must not need the driver's file
-    [(_, record)] = collect(executor, probes.list_methods, specs([0]))
+    runtime = {"plugins": [str(plugin)]}
+    [(_, record)] = collect(get_executor("ray"), probes.list_methods, specs([0], runtime=runtime))
     assert record["status"] == "ok", record["reason"]
     assert "probe-plugin" in record["diagnostics"]["methods"]
+    loaded_from = Path(record["diagnostics"]["plugin_files"]["probe-plugin"])
+    assert loaded_from != plugin and "treeformer-bench-plugins" in loaded_from.parts  # a shipped copy
+    assert loaded_from.read_text() == PLUGIN_SOURCE
+    assert record["config"]["runtime"] == runtime  # the record keeps the driver's config
 
 
 @pytest.mark.slow
