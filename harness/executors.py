@@ -79,6 +79,10 @@ def get_executor(name: str, **options: Any) -> Executor:
         factory = EXECUTORS[name]
     except KeyError:
         raise BenchError(f"--executor: unknown executor '{name}'; available: {', '.join(sorted(EXECUTORS))}") from None
+    from harness.distributed import launched_by_torchrun
+
+    if name != "local" and launched_by_torchrun():
+        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
     target = getattr(factory, "target", None)
     cls = getattr(importlib.import_module(target[0]), target[1]) if target else factory
     check_option_keys(f"--executor {name}", options, constructor_options(cls))

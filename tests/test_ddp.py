@@ -37,13 +37,13 @@ def test_world_is_read_from_torchrun_variables_only_when_all_are_set():
 
 
 def test_non_local_executor_is_refused_under_torchrun(monkeypatch):
-    from harness.executors import executor_from_flags
+    from harness.executors import get_executor
 
     for name, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(BenchError, match="--executor subprocess cannot run under torchrun"):
-        executor_from_flags("subprocess")
-    assert executor_from_flags("local").name == "local"
+        get_executor("subprocess")
+    assert get_executor("local").name == "local"
 
 
 def _probe(tmp_path: Path, world_size: int, global_batch: int = 8) -> subprocess.CompletedProcess:
