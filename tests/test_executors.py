@@ -207,3 +207,82 @@ def test_ray_gpu_request_without_gpus_fails_before_any_run(ray_cluster, tmp_path
     with pytest.raises(BenchError, match="--device cuda needs 1 GPU per run, but the Ray cluster has 0"):
         get_executor("ray").map(probes.touch_marker, batch, lambda spec, record: None)
     assert not marker.exists()
+
+
+# --- real runs: the same records through ray as through local ---------------------------------
+
+TINY_PLUGIN = str(Path(__file__).with_name("scaleout_tiny_plugin.py"))
+# Measured, not computed: these differ between any two runs of the same config.
+VOLATILE_METRICS = {"train_seconds", "steps_per_second", "tokens_per_second", "peak_memory_mb"}
+
+
+def sweep_records(executor, out: Path, suite: str, sets: list, plugins: list, seeds=(0, 1)) -> dict:
+    from harness.sweep import SweepRequest, resolve_specs, run_sweep
+
+    request = SweepRequest(suite=suite, seeds=list(seeds), sets=sets, out=out, data_dir=out.parent / "data",
+                           plugins=plugins)
+    specs = resolve_specs(request)
+    return {record["task"] + "/" + record["method"] + f"/{record['seed']}": record
+            for record in run_sweep(specs, out, executor)}
+
+
+def assert_same_records(local: dict, remote: dict) -> None:
+    """Same runs, statuses, configs, accuracies and FLOPs; losses within 1e-5 relative (both sides
+    run with one torch thread, so they should match exactly; the margin covers BLAS dispatch)."""
+    assert sorted(local) == sorted(remote)
+    for key, mine in local.items():
+        theirs = remote[key]
+        assert (theirs["status"], theirs["reason"]) == (mine["status"], mine["reason"]), key
+        assert theirs["config_hash"] == mine["config_hash"], key
+        assert theirs["flops"] == mine["flops"], key
+        assert theirs["bootstrap"] == mine["bootstrap"], key
+        for metric, value in mine["metrics"].items():
+            if metric == "history":
+                assert [h["step"] for h in theirs["metrics"]["history"]] == [h["step"] for h in value], key
+                for a, b in zip(theirs["metrics"]["history"], value):
+                    assert a["val_accuracy"] == b["val_accuracy"], key
+                    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5), key
+            elif metric not in VOLATILE_METRICS:
+                assert theirs["metrics"][metric] == value, f"{key}: {metric}"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Ray workers run with OMP_NUM_THREADS=1: the local side must sum in the same order."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_ray_sweep_gives_the_same_records_as_local(ray_cluster, tmp_path, one_torch_thread):
+    """The tiny suite (2 methods x 2 seeds) of real training runs; the plugin that provides its
+    task travels to the workers as a --plugin file, so this also covers plugins in workers."""
+    from harness.executors import LocalExecutor
+    from methods import load_plugin
+
+    load_plugin(TINY_PLUGIN)
+    sets = ["train.steps=12", "train.eval_every=6"]
+    local = sweep_records(LocalExecutor(), tmp_path / "local", "scaleout-tiny", sets, [TINY_PLUGIN])
+    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "scaleout-tiny", sets, [TINY_PLUGIN])
+    assert {r["status"] for r in local.values()} == {"ok"}
+    assert_same_records(local, remote)
+    assert (tmp_path / "ray" / "records" / "tiny-majority" / "sdpa" / "seed1.json").is_file()  # the driver wrote it
+
+
+@pytest.mark.slow
+def test_ray_smoke_suite_matches_local(ray_cluster, tmp_path, one_torch_thread):
+    """The smoke suite as CI knows it, seed 0, through both executors."""
+    from harness.executors import LocalExecutor
+    from harness.runner import load_task
+
+    try:
+        load_task("mqar")
+    except (BenchError, ImportError) as err:
+        pytest.skip(f"the smoke suite's task is not available here: {err}")
+    local = sweep_records(LocalExecutor(), tmp_path / "local", "smoke", [], [], seeds=(0,))
+    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "smoke", [], [], seeds=(0,))
+    assert_same_records(local, remote)
