@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from bench_common import BenchError, check_option_keys
 from bench_common.registry import constructor_options
@@ -87,6 +87,30 @@ def get_executor(name: str, **options: Any) -> Executor:
     cls = getattr(importlib.import_module(target[0]), target[1]) if target else factory
     check_option_keys(f"--executor {name}", options, constructor_options(cls))
     return factory(**options)
+
+
+def executor_from_flags(
+    name: str,
+    plugins: Sequence[str] = (),
+    ray_address: Optional[str] = None,
+    timeout_s: Optional[float] = None,
+    memory_gb: Optional[float] = None,
+) -> Executor:
+    """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
+
+    `plugins` is accepted for the CLI's call but not needed: the --plugin list travels in every
+    run's config (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
+    """
+    del plugins
+    if ray_address is not None and name != "ray":
+        raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
+    if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
+        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
+    if name == "subprocess":
+        return get_executor(name, timeout_s=timeout_s, memory_gb=memory_gb)
+    if name == "ray":
+        return get_executor(name, ray_address=ray_address)
+    return get_executor(name)
 
 
 # Record fields an executor cannot know (they come from a run that never reported) stay None.

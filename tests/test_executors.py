@@ -19,6 +19,7 @@ import executor_probes as probes
 from bench_common import BenchError
 from harness.executors import (
     RunSpec,
+    executor_from_flags,
     failure_record,
     get_executor,
     record_of_exception,
@@ -66,6 +67,16 @@ def test_unknown_executor_and_option_are_one_line_errors():
         get_executor("subprocess", timeout=3)
     with pytest.raises(BenchError, match="timeout_s must be a positive number"):
         get_executor("subprocess", timeout_s=0)
+
+
+def test_flags_for_another_executor_are_refused():
+    with pytest.raises(BenchError, match="--ray-address applies to --executor ray only"):
+        executor_from_flags("local", ray_address="auto")
+    with pytest.raises(BenchError, match="apply to --executor subprocess only"):
+        executor_from_flags("ray", timeout_s=5)
+    executor = executor_from_flags("subprocess", timeout_s=5, memory_gb=1)
+    assert (executor.name, executor.timeout_s, executor.memory_gb) == ("subprocess", 5, 1)
+    assert executor_from_flags("ray", ray_address="auto").address == "auto"
 
 
 def test_listing_methods_does_not_import_ray():
