@@ -151,6 +151,13 @@ def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, CUDA OOM, or torch's CPU allocator failing (a RuntimeError, e.g. under the
+    subprocess executor's RLIMIT_AS cap: "DefaultCPUAllocator: can't allocate memory")."""
+    message = str(err).lower()
+    return isinstance(err, MemoryError) or any(marker in message for marker in _OOM_MARKERS)
+
+
 def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     """A failure row for an exception that escaped run_fn in a worker process.
 
@@ -158,7 +165,7 @@ def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     with the exception type and its last traceback frame so the row says where it broke.
     """
     message = " ".join(str(err).split())
-    if isinstance(err, MemoryError) or any(m in message.lower() for m in _OOM_MARKERS):
+    if is_out_of_memory(err):
         return failure_record(spec, "oom", f"{type(err).__name__}: {message}"[:500])
     if isinstance(err, BenchError):
         return failure_record(spec, "error", message)
