@@ -50,7 +50,7 @@ def _ints(text: str) -> list[int]:
 COMMON_DEFAULTS: dict[str, Any] = {
     "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
     "out": None, "data_dir": Path("data"), "device": "auto", "config": None, "set": [],
-    "executor": "local", "ray_address": None, "force": False,
+    "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
 }
 
 
@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="config file (.json, .yaml, .toml) layered over the suite")
     common.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override one config key, e.g. train.steps=100; repeatable")
-    common.add_argument("--executor", help="how runs are executed: local (default), ...")
-    common.add_argument("--ray-address", help="Ray cluster address for --executor ray")
+    common.add_argument("--executor", help="local (default, in this process), subprocess (one process per "
+                        "run, with limits) or ray (a Ray cluster)")
+    common.add_argument("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT)")
+    common.add_argument("--run-timeout", type=float, help="wall-clock seconds per run (--executor subprocess)")
+    common.add_argument("--run-memory-gb", type=float, help="memory cap per run in GiB (--executor subprocess)")
     common.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
@@ -147,18 +150,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.distributed import init_distributed
-    from harness.executors import get_executor
+    from harness.distributed import init_from_env, shutdown
+    from harness.executors import executor_from_flags
     from harness.sweep import failed, resolve_specs, run_sweep
 
+    executor = executor_from_flags(args.executor, args.plugin, args.ray_address, args.run_timeout, args.run_memory_gb)
     request = sweep_request(args)
     specs = resolve_specs(request)
-    options = {"ray_address": args.ray_address} if args.ray_address else {}
-    executor = get_executor(args.executor, **options)
-    dist = init_distributed(request.device)
-    records = run_sweep(specs, request.out, executor, force=args.force)
+    dist = init_from_env(request.device)
+    try:
+        records = run_sweep(specs, request.out, executor, force=args.force)
+    finally:
+        shutdown(dist)
     bad = failed(records)
-    if dist.is_main:
+    if dist.is_primary:
         print(f"{len(records)} runs in {request.out}: {len(records) - len(bad)} without failure, {len(bad)} failed")
     return 1 if bad else 0
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bench_common import BenchError
+from harness.distributed import DistInfo, local_slice, shard_batch_size
 
 
 def check_split(name: str, split: Any, head: str) -> None:
@@ -40,19 +41,14 @@ def to_tensors(split: Any, indices: np.ndarray, device: torch.device) -> tuple[t
 class TrainBatches:
     """Seeded training batches indexed by step; this rank's share of the global batch."""
 
-    def __init__(self, split: Any, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise BenchError(
-                f"train.batch_size={batch_size} is not divisible by the world size {world_size}; "
-                f"the global batch is split evenly across ranks"
-            )
+    def __init__(self, split: Any, batch_size: int, seed: int, device: torch.device, dist: DistInfo = DistInfo()):
+        shard_batch_size(batch_size, dist.world_size)  # refuses an uneven split
         self.split = split
         self.size = len(split.targets)
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
-        self.rank, self.world_size = rank, world_size
+        self.dist = dist
         self._permutations: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -70,7 +66,7 @@ class TrainBatches:
         for epoch in np.unique(epochs):
             chosen = epochs == epoch
             batch[chosen] = self._permutation(int(epoch))[offsets[chosen]]
-        return batch[self.rank :: self.world_size]
+        return batch[local_slice(self.batch_size, self.dist)]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_tensors(self.split, self.indices(step), self.device)

@@ -79,6 +79,10 @@ def get_executor(name: str, **options: Any) -> Executor:
         factory = EXECUTORS[name]
     except KeyError:
         raise BenchError(f"--executor: unknown executor '{name}'; available: {', '.join(sorted(EXECUTORS))}") from None
+    from harness.distributed import launched_by_torchrun
+
+    if name != "local" and launched_by_torchrun():
+        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
     target = getattr(factory, "target", None)
     cls = getattr(importlib.import_module(target[0]), target[1]) if target else factory
     check_option_keys(f"--executor {name}", options, constructor_options(cls))
@@ -94,22 +98,18 @@ def executor_from_flags(
 ) -> Executor:
     """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
 
-    `plugins` are the --plugin values: the driver has loaded them already, and executors that run
-    specs in other processes load them there too. Under torchrun every rank is already one share
-    of a single DDP run, so only `local` makes sense there.
+    `plugins` is accepted for the CLI's call but not needed: the --plugin list travels in every
+    run's config (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
     """
-    from harness.distributed import launched_by_torchrun
-
-    if launched_by_torchrun() and name != "local":
-        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
+    del plugins
     if ray_address is not None and name != "ray":
         raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
     if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
         raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
     if name == "subprocess":
-        return get_executor(name, plugins=list(plugins), timeout_s=timeout_s, memory_gb=memory_gb)
+        return get_executor(name, timeout_s=timeout_s, memory_gb=memory_gb)
     if name == "ray":
-        return get_executor(name, plugins=list(plugins), address=ray_address)
+        return get_executor(name, ray_address=ray_address)
     return get_executor(name)
 
 
@@ -151,6 +151,13 @@ def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, CUDA OOM, or torch's CPU allocator failing (a RuntimeError, e.g. under the
+    subprocess executor's RLIMIT_AS cap: "DefaultCPUAllocator: can't allocate memory")."""
+    message = str(err).lower()
+    return isinstance(err, MemoryError) or any(marker in message for marker in _OOM_MARKERS)
+
+
 def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     """A failure row for an exception that escaped run_fn in a worker process.
 
@@ -158,20 +165,10 @@ def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     with the exception type and its last traceback frame so the row says where it broke.
     """
     message = " ".join(str(err).split())
-    if isinstance(err, MemoryError) or any(m in message.lower() for m in _OOM_MARKERS):
+    if is_out_of_memory(err):
         return failure_record(spec, "oom", f"{type(err).__name__}: {message}"[:500])
     if isinstance(err, BenchError):
         return failure_record(spec, "error", message)
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return failure_record(spec, "error", f"{type(err).__name__}: {message}{where}"[:500])
-
-
-def load_plugins(plugins: Sequence[str]) -> None:
-    """Loads --plugin modules/files in a worker process, as the CLI did in the driver."""
-    if not plugins:
-        return  # spare the worker the methods (and torch) import until the run needs it
-    from methods import load_plugin
-
-    for plugin in plugins:
-        load_plugin(plugin)

@@ -18,7 +18,7 @@ import torch
 from bench_common import BenchError
 from harness.config import CONFIG_VERSION, model_config, train_config
 from harness.data import check_split, one_example
-from harness.distributed import init_distributed
+from harness.distributed import init_from_env, rank_device
 from harness.env import environment
 from harness.executors import RunSpec
 from harness.records import SCHEMA, empty_metrics
@@ -101,8 +101,8 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
 
     for plugin in runtime.get("plugins", []):  # workers in other processes import them again
         load_plugin(plugin)
-    dist = init_distributed(config["device"])
-    device = torch.device(f"cuda:{dist.local_rank}" if dist.enabled and config["device"] == "cuda" else config["device"])
+    dist = init_from_env(config["device"])
+    device = rank_device(config["device"], dist)
 
     task = load_task(spec.task)
     reason = unsupported(task, config, str(device))
@@ -134,7 +134,7 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     record["metrics"], record["bootstrap"] = result.metrics, result.events
     record["diagnostics"] = _diagnostics(model)
     record["flops"] = _flops(model, one_example(splits["test"], device), record)
-    if path is not None and dist.is_main:
+    if path is not None and dist.is_primary:
         path.unlink(missing_ok=True)  # finished: the record now carries what the checkpoint held
 
 

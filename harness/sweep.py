@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from bench_common import BenchError
+import torch.distributed as torch_dist
+
 from harness import config as cfg
-from harness.distributed import barrier, current, launched_world_size
+from harness.distributed import is_primary, shard_batch_size, world_from_env
 from harness.executors import Executor, RunSpec
 from harness.records import (FAILED, check_output_version, read_record_if_valid, record_path,
                              update_config_file, write_record)
@@ -73,11 +74,14 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
         *set_layers,
     ]
     family = cfg.family_of([{"family": suite.family}, *user_layers])
-    config = cfg.merge(cfg.default_layer(request.device), cfg.task_layer(task, family))
+    data: dict[str, Any] = {}
+    for layer in user_layers:  # data params first: they can change the model's shapes
+        data = cfg.merge(data, layer.get("data", {}))
+    data = dict(task.check_params(data))
+    config = cfg.merge(cfg.default_layer(request.device), cfg.task_layer(task, family, data))
     for layer in [{"family": suite.family}, *user_layers]:
-        config = cfg.merge(config, layer)
+        config = cfg.merge(config, {k: v for k, v in layer.items() if k != "data"})
     config["device"] = request.device  # --device is the one place the device is chosen
-    config["data"] = dict(task.check_params(dict(config["data"])))
     model = config["model"]
     validate_attention_options(model["attention"], model["attention_options"])
     for index, spec in model.get("layer_attention", {}).items():
@@ -87,16 +91,24 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
 
         validate_bootstrap(config["bootstrap"])
     cfg.finish(config)
-    world_size = launched_world_size()
-    if config["train"]["batch_size"] % world_size:
-        raise BenchError(f"train.batch_size={config['train']['batch_size']} is not divisible by the "
-                         f"world size {world_size} (torchrun --nproc_per_node)")
+    check_cores_build(config)
+    shard_batch_size(config["train"]["batch_size"], world_from_env().world_size)
     config.update(version=cfg.CONFIG_VERSION, task=task_name, task_version=task.version,
                   method=variant.label, attention=model["attention"], seed=seed)
     config["runtime"] = {"suite": suite.name, "data_dir": str(request.data_dir), "plugins": list(request.plugins),
                          "checkpoint_dir": str(Path(request.out) / "checkpoints")}
     return RunSpec(method=variant.label, task=task_name, seed=seed, config=config,
                    config_hash=cfg.config_hash(config))
+
+
+def check_cores_build(config: dict[str, Any]) -> None:
+    """Builds each layer's attention core once, so a bad option combination (e.g. a tree taller
+    than the sequence allows) is a usage error now rather than a failed run later."""
+    from harness.model import build_core
+
+    model = cfg.model_config(config)
+    for layer in range(model.num_layers):
+        build_core(model, layer)
 
 
 def resolve_specs(request: SweepRequest) -> list[RunSpec]:
@@ -114,7 +126,6 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
     """Runs what is not done yet; returns every run's record, in spec order."""
     out = Path(out)
     check_output_version(out)
-    dist = current()
     records: dict[str, dict[str, Any]] = {}
     pending = []
     for spec in specs:
@@ -123,18 +134,19 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
             records[spec.key] = existing
         else:
             pending.append(spec)
-    if dist.is_main:
+    if is_primary():
         update_config_file(out, {s.key: {"config_hash": s.config_hash, "config": s.config} for s in specs})
         if len(pending) < len(specs):
             print(f"{len(specs) - len(pending)} of {len(specs)} runs already done in {out}; "
                   f"{len(pending)} to run", file=sys.stderr)
-    barrier(dist)  # every rank decides what to run before rank 0 writes new records
+    if torch_dist.is_initialized():
+        torch_dist.barrier()  # every rank decides what to run before rank 0 writes new records
 
     started = time.perf_counter()
 
     def on_record(spec: RunSpec, record: dict[str, Any]) -> None:
         records[spec.key] = record
-        if dist.is_main:
+        if is_primary():
             write_record(out, record)
             print(summary_line(len(records), len(specs), record, time.perf_counter() - started), flush=True)
 

@@ -17,7 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from bench_common import BenchError
 from harness.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from harness.config import TrainConfig
 from harness.data import TrainBatches, eval_batches
-from harness.distributed import DistContext, all_reduce_mean, wrap_ddp
+from harness.distributed import DistInfo, mean_over_ranks, wrap_model
 
 
 class Callback(Protocol):
@@ -164,7 +164,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     checkpoint_path: Optional[Path] = None,
     checkpoint_key: str = "",
-    dist: DistContext = DistContext(),
+    dist: DistInfo = DistInfo(),
     label: str = "",
     progress: bool = True,
 ) -> TrainResult:
@@ -173,7 +173,7 @@ def train(
     `checkpoint_key` (the config hash) guards resume: a checkpoint written for another config is
     ignored. Only rank 0 writes checkpoints.
     """
-    batches = TrainBatches(splits.train, config.batch_size, seed, device, dist.rank, dist.world_size)
+    batches = TrainBatches(splits.train, config.batch_size, seed, device, dist)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
     step, best_accuracy, best_step, best_state = 0, -1.0, None, None
@@ -202,8 +202,10 @@ def train(
         step, best_accuracy, best_step = saved["step"], saved["best_accuracy"], saved["best_step"]
         best_state, history, events = saved["best_state"], saved["history"], saved["events"]
         evals_without_gain, seconds, elapsed_before = saved["evals_without_gain"], saved["seconds"], saved["elapsed"]
+        if dist.is_primary:
+            print(f"{label or 'run'}: resuming from its checkpoint at step {step}", file=sys.stderr)
 
-    net = wrap_ddp(model, device, dist)
+    net = wrap_model(model, dist)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     eval_batch_size = max(1, config.batch_size // dist.world_size)
@@ -211,7 +213,7 @@ def train(
     loss_sum, loss_count, accuracy = 0.0, 0, 0.0
     tokens_per_step = None
     start = time.perf_counter()
-    bar = Progress(config.steps, step, label, progress and dist.is_main)
+    bar = Progress(config.steps, step, label, progress and dist.is_primary)
     model.train()
     try:
         while step < config.steps:
@@ -224,7 +226,7 @@ def train(
                     # with its warm-up model's accuracy.
                     events.append({"step": step, **event})
                     add_new_parameters(optimizer, model)
-                    net = wrap_ddp(model, device, dist)
+                    net = wrap_model(model, dist)
                     best_accuracy, best_step, best_state, evals_without_gain = -1.0, None, None, 0
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(step, config)
@@ -234,7 +236,7 @@ def train(
             with autocast(device):
                 logits = net(inputs)
             loss, correct, scored = loss_and_correct(logits, targets, head)
-            loss_value = all_reduce_mean(loss.detach(), dist).item()
+            loss_value = mean_over_ranks(loss.item(), dist)
             if not math.isfinite(loss_value):
                 status, reason = "diverged", f"non-finite training loss ({loss_value}) at step {step + 1}"
                 break
@@ -259,7 +261,7 @@ def train(
                     best_accuracy, best_step, best_state, evals_without_gain = val_accuracy, step, state_to_cpu(model), 0
                 else:
                     evals_without_gain += 1
-                if checkpoint_path is not None and dist.is_main:
+                if checkpoint_path is not None and dist.is_primary:
                     save_checkpoint(checkpoint_path, {
                         "key": checkpoint_key, "step": step, "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(), "rng": rng_state(),
