@@ -69,7 +69,7 @@ class TreeformerTC(TreeAttention):
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
         out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
         if not torch.jit.is_tracing():
-            self._record_tc(queries, counts.view(batch, heads, -1), key_padding_mask, n)
+            self._record_tc(queries, counts.view(batch, heads, -1), n)
         return out
 
     def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -104,7 +104,7 @@ class TreeformerTC(TreeAttention):
         return torch.cat(levels[::-1], dim=1)
 
     @torch.no_grad()
-    def _record_tc(self, queries, counts, key_padding_mask, n) -> None:
+    def _record_tc(self, queries, counts, n) -> None:
         """counts (B, H, 2L-1) keys per node."""
         batch, heads, _ = counts.shape
         key_counts = counts[..., self.leaves - 1 :]  # (B, H, L)
