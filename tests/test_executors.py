@@ -269,33 +269,13 @@ def one_torch_thread():
 
 
 @pytest.mark.slow
-def test_ray_sweep_gives_the_same_records_as_local(ray_cluster, tmp_path, one_torch_thread):
-    """The tiny suite (2 methods, seeds 0 and 1) of real training runs; the plugin that provides its
-    task travels to the workers as a --plugin file, so this also covers plugins in workers."""
-    from harness.executors import LocalExecutor
-    from methods import load_plugin
-
-    load_plugin(TINY_PLUGIN)
-    sets = ["train.steps=12", "train.eval_every=6"]
-    local = sweep_records(LocalExecutor(), tmp_path / "local", "scaleout-tiny", sets, [TINY_PLUGIN], seeds=(0, 1))
-    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "scaleout-tiny", sets, [TINY_PLUGIN], seeds=(0, 1))
-    assert {r["status"] for r in local.values()} == {"ok"}
-    assert_same_records(local, remote)
-    assert (tmp_path / "ray" / "records" / "tiny-majority" / "sdpa" / "seed1.json").is_file()  # the driver wrote it
-
-
-@pytest.mark.slow
 def test_ray_smoke_suite_matches_local(ray_cluster, tmp_path, one_torch_thread):
     """The smoke suite as CI knows it, seed 0, through both executors."""
     from harness.executors import LocalExecutor
-    from harness.runner import load_task
 
-    try:
-        load_task("mqar")
-    except (BenchError, ImportError) as err:
-        pytest.skip(f"the smoke suite's task is not available here: {err}")
     local = sweep_records(LocalExecutor(), tmp_path / "local", "smoke", [], [])
     remote = sweep_records(get_executor("ray"), tmp_path / "ray", "smoke", [], [])
+    assert len(local) >= 4 and "ok" in {r["status"] for r in local.values()}
     assert_same_records(local, remote)
 
 
