@@ -23,8 +23,8 @@ from harness.executors import (
     Record,
     RunFn,
     RunSpec,
+    classify_exception,
     failure_record,
-    record_of_exception,
 )
 
 # Slack beyond the run's own train.time_limit_s: process start, data preparation, FLOP counting
@@ -104,7 +104,9 @@ def _await_record(
         ready = wait([receiver, process.sentinel], timeout=remaining)
         if receiver in ready:
             try:
-                return receiver.recv(), True
+                kind, *payload = receiver.recv()
+                record = payload[0] if kind == "record" else failure_record(spec, *payload)
+                return record, True
             except EOFError:
                 pass  # the child died without sending: fall through to its exit code
         if ready:
@@ -133,17 +135,19 @@ def _kill_group(process: Any) -> None:
 
 
 def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: Optional[int]) -> None:
-    """Entry point of the run's process: own group, memory cap, run, send the record.
+    """Entry point of the run's process: own group, memory cap, run, send the outcome.
 
-    The run loads the --plugin modules itself (execute_run reads them from the run config), from
-    this same machine and working directory.
+    Sends ("record", record), or ("failure", status, reason) for an exception, which the driver
+    turns into a row: building it here could itself fail at the memory cap. The run loads the
+    --plugin modules itself (execute_run reads them from the run config), from this same machine
+    and working directory.
     """
     os.setpgrp()
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
-        record = run_fn(spec)
+        outcome = ("record", run_fn(spec))
     except BaseException as err:  # noqa: BLE001  every failure must become a row, not a lost run
-        record = record_of_exception(spec, err)
-    sender.send(record)
+        outcome = ("failure", *classify_exception(err))
+    sender.send(outcome)
     sender.close()
