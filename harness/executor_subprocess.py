@@ -3,8 +3,8 @@
 A run that crashes the interpreter, exhausts memory or hangs takes only its own process down: the
 driver turns it into an `error`/`oom`/`timeout` row and goes on with the sweep. Processes are
 started with the spawn method (no state inherited by fork: open data sources and thread pools
-are not fork-safe) and each leads its own process group, so a kill also reaches any DataLoader
-workers it started.
+are not fork-safe) and each leads its own process group, so a kill also reaches any worker
+processes it started.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ class SubprocessExecutor:
 
     timeout_s: hard wall-clock limit per run; by default the run's `train.time_limit_s` plus
     `grace_s`, and no limit when neither is set. memory_gb: address-space cap (RLIMIT_AS) of the
-    run's process on CPU runs; CUDA runs are not capped this way because the CUDA driver reserves
-    far more virtual memory than it uses.
+    run's process on CPU runs (virtual memory: importing torch alone maps ~0.7 GiB, so allow
+    2 GiB or more); CUDA runs are not capped this way because the CUDA driver reserves far more
+    virtual memory than it uses.
     """
 
     name = "subprocess"
