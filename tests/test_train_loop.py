@@ -38,6 +38,10 @@ def test_loop_learns_a_sequence_task():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert result.metrics["test_accuracy"] > 0.85  # majority of 16 tokens: chance is about 0.5
     assert [h["step"] for h in history] == [20, 40, 60]
+    metrics = result.metrics
+    assert metrics["steps"] == 60 and metrics["train_seconds"] > 0
+    assert metrics["tokens_per_second"] == pytest.approx(metrics["steps_per_second"] * 16 * 16)  # batch x n
+    assert 0 < metrics["peak_memory_mb"] < 64 * 1024
 
 
 def test_loop_learns_a_token_task_ignoring_minus_100():
