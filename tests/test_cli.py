@@ -139,3 +139,8 @@ def test_efficiency_option_errors_exit_2(tmp_path, capsys):
     assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
                  "--set", "num_hedas=1"]) == 2
     assert "num_hedas" in one_line_error(capsys)
+
+
+def test_generate_prepares_each_task_once(tmp_path, tiny_suite, capsys):
+    assert main(["generate", "--suite", "tiny", "--data-dir", str(tmp_path), "--set", "data.num_examples=64"]) == 0
+    assert capsys.readouterr().out.strip() == f"tiny-majority: train 64, val 32, test 32 (in {tmp_path})"
