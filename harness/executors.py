@@ -2,14 +2,20 @@
 
 An executor only runs `run_fn(spec)` for each spec and hands each record to `on_record` in the
 driver process, which writes it; so executors need no shared file system and never write records.
+`subprocess` (harness/executor_subprocess.py) isolates each run in its own process with a
+wall-clock limit and a memory cap; `ray` (harness/executor_ray.py) sends each run to a Ray cluster.
+Both are imported only when chosen, so `list` never imports ray.
 """
 
 from __future__ import annotations
 
+import importlib
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from bench_common import BenchError
+from bench_common import BenchError, check_option_keys
+from bench_common.registry import constructor_options
 
 Record = dict[str, Any]
 
@@ -50,7 +56,21 @@ class LocalExecutor:
             on_record(spec, run_fn(spec))
 
 
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+def _lazy(module: str, attribute: str) -> Callable[..., Executor]:
+    """A factory that imports its executor's module only when the executor is built."""
+
+    def factory(**options: Any) -> Executor:
+        return getattr(importlib.import_module(module), attribute)(**options)
+
+    factory.target = (module, attribute)  # type: ignore[attr-defined]
+    return factory
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "local": LocalExecutor,
+    "subprocess": _lazy("harness.executor_subprocess", "SubprocessExecutor"),
+    "ray": _lazy("harness.executor_ray", "RayExecutor"),
+}
 
 
 def get_executor(name: str, **options: Any) -> Executor:
@@ -59,4 +79,74 @@ def get_executor(name: str, **options: Any) -> Executor:
         factory = EXECUTORS[name]
     except KeyError:
         raise BenchError(f"--executor: unknown executor '{name}'; available: {', '.join(sorted(EXECUTORS))}") from None
+    from harness.distributed import launched_by_torchrun
+
+    if name != "local" and launched_by_torchrun():
+        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
+    target = getattr(factory, "target", None)
+    cls = getattr(importlib.import_module(target[0]), target[1]) if target else factory
+    check_option_keys(f"--executor {name}", options, constructor_options(cls))
     return factory(**options)
+
+
+def executor_from_flags(
+    name: str,
+    plugins: Sequence[str] = (),
+    ray_address: Optional[str] = None,
+    timeout_s: Optional[float] = None,
+    memory_gb: Optional[float] = None,
+) -> Executor:
+    """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
+
+    `plugins` is accepted for the CLI's call but not needed: the --plugin list travels in every
+    run's config (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
+    """
+    del plugins
+    if ray_address is not None and name != "ray":
+        raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
+    if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
+        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
+    if name == "subprocess":
+        return get_executor(name, timeout_s=timeout_s, memory_gb=memory_gb)
+    if name == "ray":
+        return get_executor(name, ray_address=ray_address)
+    return get_executor(name)
+
+
+def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
+    """The row of a run that ended without a record of its own (killed, timed out, crashed).
+
+    Built by the runner's own record constructor, so it has exactly a normal record's keys; `env`
+    describes the driver, the only machine known to have seen the run.
+    """
+    from harness.runner import new_record
+
+    record = new_record(spec)
+    record["status"], record["reason"] = status, reason
+    return record
+
+
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, CUDA OOM, or torch's CPU allocator failing (a RuntimeError, e.g. under the
+    subprocess executor's RLIMIT_AS cap: "DefaultCPUAllocator: can't allocate memory")."""
+    message = str(err).lower()
+    return isinstance(err, MemoryError) or any(marker in message for marker in _OOM_MARKERS)
+
+
+def classify_exception(err: BaseException) -> tuple[str, str]:
+    """(status, reason) of an exception that escaped run_fn in a worker process.
+
+    Out-of-memory (MemoryError, or torch's allocator errors) becomes `oom`; anything else `error`,
+    with the exception type and its last traceback frame so the row says where it broke.
+    """
+    message = " ".join(str(err).split())
+    if is_out_of_memory(err):
+        return "oom", f"{type(err).__name__}: {message}"[:500]
+    if isinstance(err, BenchError):
+        return "error", message
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return "error", f"{type(err).__name__}: {message}{where}"[:500]

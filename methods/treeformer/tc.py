@@ -1,0 +1,171 @@
+"""`treeformer-tc`: TC-Attention, the coarse form with dense gradients (Madaan et al. 2023).
+
+Every node of the tree (internal nodes and leaves, 2^(h+1) - 1 of them) holds an aggregate of the
+keys and values routed through it: their mean (default) or sum. A query attends, with a softmax,
+over the nodes on its own root-to-leaf path; empty nodes are excluded. The root holds every key,
+so every real key and value receives gradient.
+
+Implementation, O(n·d) aggregation and O(n·2^h·d) attention, never n x n:
+1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
+2. internal nodes are the sums of their two children, level by level up to the root;
+3. one matrix product scores every query against all node aggregates, masked to the query's
+   path (a gathered row of a fixed ancestor table). Scoring all nodes does 2^(h+1)/(h+1) times the
+   MACs the algorithm needs, but runs as one BLAS call instead of a per-query gather, which is
+   several times faster on CPU; `algorithmic_macs` reports what the path alone needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from bench_common import BenchError
+from methods.base import check_qkv
+from methods.registry import register_attention
+from methods.treeformer.core import TreeAttention, inverse_sqrt
+from methods.treeformer.tree import ancestor_table
+
+AGGREGATES = ("mean", "sum")
+
+
+@register_attention("treeformer-tc")
+class TreeformerTC(TreeAttention):
+    """Each query attends over the mean (or sum) key/value aggregates of its root-to-leaf path."""
+
+    def __init__(
+        self,
+        num_heads: int = 0,
+        head_dim: int = 0,
+        max_seq_len: int = 0,
+        height: int = 5,
+        aggregate: Literal["mean", "sum"] = "mean",
+        overparam_layers: int = 0,
+    ):
+        if aggregate not in AGGREGATES:
+            raise BenchError(
+                f"attention method 'treeformer-tc' option 'aggregate' must be one of "
+                f"{', '.join(AGGREGATES)}, got {aggregate!r}"
+            )
+        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers)
+        self.aggregate = aggregate
+        self.register_buffer("ancestors", ancestor_table(height), persistent=False)  # (L+1, 2L-1)
+
+    def forward(self, q, k, v, key_padding_mask=None):
+        check_qkv(q, k, v, key_padding_mask)
+        batch, heads, n, dim = q.shape
+        groups = batch * heads
+        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
+        sums = self.node_sums(keys, k, v)  # (G, 2L-1, 2d+1)
+        counts = sums[..., -1]  # (G, 2L-1), 1.0 per key forward
+        node_keys, node_values = sums[..., :dim], sums[..., dim : 2 * dim]
+        if self.aggregate == "mean":
+            denominator = torch.where(counts > 0, counts, torch.ones_like(counts)).unsqueeze(-1)
+            node_keys, node_values = node_keys / denominator, node_values / denominator
+        bias = self.path_bias(queries.leaf.reshape(groups, n), counts > 0, q.dtype)  # (G, n, 2L-1)
+        # One product scores every query against every node; the bias masks all but its path.
+        scores = torch.baddbmm(bias, q.reshape(groups, n, dim), node_keys.transpose(1, 2), alpha=inverse_sqrt(dim))
+        attended = torch.bmm(torch.softmax(scores, dim=-1), node_values)  # (G, n, d)
+        # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
+        out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
+        if not torch.jit.is_tracing():
+            self._record_tc(queries, counts.view(batch, heads, -1), n)
+        return out
+
+    def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(G, n, 2L-1) additive mask: 0 on the query's path at non-empty nodes, dtype min elsewhere.
+
+        Built per (group, leaf) as a small table, then one row gathered per query; padding's row
+        (leaf -1 -> the table's last row) is all masked.
+        """
+        groups, n = leaf.shape
+        allowed = self.ancestors.unsqueeze(0) & non_empty.unsqueeze(1)  # (G, L+1, 2L-1)
+        table = torch.zeros(allowed.shape, dtype=dtype, device=leaf.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        rows = torch.where(leaf >= 0, leaf, self.leaves) + torch.arange(groups, device=leaf.device).unsqueeze(1) * (self.leaves + 1)
+        return table.view(-1, table.shape[-1]).index_select(0, rows.reshape(-1)).view(groups, n, -1)
+
+    def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
+        batch, heads, n, dim = k.shape
+        groups = batch * heads
+        # Slot of each key: (b*H + h) * L + leaf; padding goes to one extra slot that is dropped.
+        leaf = keys.leaf.reshape(groups, n)
+        base = torch.arange(groups, device=k.device).unsqueeze(1) * self.leaves
+        slots = torch.where(leaf >= 0, base + leaf, groups * self.leaves).reshape(-1)
+        if torch.jit.is_tracing():  # FLOP tracers cannot see inside an autograd.Function
+            level = _slot_sums(k, v, slots, groups * self.leaves + 1)
+        else:
+            level = _GatedLeafSums.apply(k, v, keys.gate, slots, groups * self.leaves + 1)
+        level = level[:-1].view(groups, self.leaves, 2 * dim + 1)
+        levels = [level]
+        for depth in range(self.height - 1, -1, -1):
+            level = level.view(groups, 2**depth, 2, 2 * dim + 1).sum(dim=2)  # parents
+            levels.append(level)
+        return torch.cat(levels[::-1], dim=1)
+
+    @torch.no_grad()
+    def _record_tc(self, queries, counts, n) -> None:
+        """counts (B, H, 2L-1) keys per node."""
+        batch, heads, _ = counts.shape
+        key_counts = counts[..., self.leaves - 1 :]  # (B, H, L)
+        real_keys = counts[:, 0, 0]  # the root holds every real key
+        query_real = queries.leaf >= 0
+        # Every real query reaches all real keys through the root; what it spends: its
+        # non-empty path nodes.
+        reached = query_real.to(counts.dtype) * real_keys[:, None, None]
+        # Non-empty path nodes per (example, head, leaf), then counted per query by its leaf.
+        per_leaf = (self.ancestors[: self.leaves] & (counts > 0).unsqueeze(-2)).sum(-1)  # (B, H, L)
+        path_nodes = float((per_leaf.gather(-1, queries.leaf.clamp(min=0)) * query_real).sum())
+        dim = self.head_dim
+        spent = (
+            self.algorithmic_routing_macs(n) * batch
+            + float(real_keys.sum()) * heads * (self.height + 1) * (2 * dim + 1)
+            + path_nodes * (2 * dim + 1)
+        )
+        self._record(key_counts, reached, real_keys, query_real, spent)
+
+    def macs(self, seq_len: int) -> int:
+        """Executed: routing, index_add of n rows of 2d+1, all-node scores, softmax, weighted sum."""
+        nodes = 2 * self.leaves - 1
+        dim = self.head_dim
+        per_head = seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
+        return self.routing_macs(seq_len) + self.num_heads * per_head
+
+    def algorithmic_macs(self, seq_len: int) -> int:
+        """O(n·h·d): a traversal, adding each key into its h+1 path nodes, and h+1 path scores."""
+        path = self.height + 1
+        dim = self.head_dim
+        per_head = seq_len * path * (2 * dim + 1) + 2 * seq_len * path * dim + seq_len * path
+        return self.algorithmic_routing_macs(seq_len) + self.num_heads * per_head
+
+
+class _GatedLeafSums(torch.autograd.Function):
+    """Slot sums of g·[k, v, 1] (one index_add), saving only views of k and v for the backward.
+
+    The gate g is exactly 1 for real keys in the forward pass and padding goes to a dropped slot,
+    so the forward adds the ungated rows; the backward applies the product rule for g. Autograd
+    of `rows * g` would keep a (B*H*n, 2d+1) copy alive until the backward; k and v are views of
+    the projection output that the routing keeps alive anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, k, v, gate, slots, num_slots):
+        ctx.save_for_backward(k, v, gate, slots)
+        return _slot_sums(k, v, slots, num_slots)
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        k, v, gate, slots = ctx.saved_tensors
+        dim = k.shape[-1]
+        grad_rows = grad_sums.index_select(0, slots).view(k.shape[:-1] + (2 * dim + 1,))  # (B, H, n, 2d+1)
+        grad_k, grad_v, grad_count = grad_rows[..., :dim], grad_rows[..., dim : 2 * dim], grad_rows[..., 2 * dim]
+        grad_gate = (grad_k * k).sum(-1) + (grad_v * v).sum(-1) + grad_count
+        scale = gate.unsqueeze(-1)
+        return grad_k * scale, grad_v * scale, grad_gate, None, None
+
+
+def _slot_sums(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """(num_slots, 2d+1) sums of [k, v, 1] rows by slot: one index_add."""
+    batch, heads, n, dim = k.shape
+    rows = torch.cat([k, v, k.new_ones(batch, heads, n, 1)], dim=-1).view(-1, 2 * dim + 1)
+    return rows.new_zeros(num_slots, 2 * dim + 1).index_add_(0, slots, rows)

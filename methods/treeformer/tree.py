@@ -1,0 +1,229 @@
+"""The DGT routing tree: one learned oblique decision tree per head, shared by queries and keys.
+
+Follows Dense Gradient Trees (Karthikeyan et al., arXiv 2102.07567; microsoft/DGT) as recorded in
+shared/PAPER.md: a complete binary tree of height h with 2^h - 1 internal nodes numbered
+breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
+computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
+by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
+then the one-hot argmax. The backward pass is DGT's straight-through estimator: hard-tanh STE at
+the sign (gradient 2 where |z| <= 1, as DGT's `2a - fac`, zero elsewhere) and identity from the
+one-hot into the softmax.
+
+Our choices (PAPER.md "open"): the scale mean |z| is taken per token over the nodes, not over the
+whole batch as DGT does, so an example's gradients never depend on its batch mates. The one-hot
+enters attention through a *gate*: g = onehot[leaf] with the identity STE, i.e. 1 in the forward
+pass and d p_leaf in the backward pass; the cores multiply each key's contribution and each
+query's output by its gate, which carries the attention loss into the tree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from bench_common import BenchError
+
+MAX_HEIGHT = 10  # 1024 leaves; the (leaves x nodes) path matrix stays small
+
+
+def check_height(height: int, max_seq_len: int, what: str) -> None:
+    """Rule: 1 <= height <= MAX_HEIGHT and 2^height <= max_seq_len (on average >= 1 token per leaf)."""
+    if isinstance(height, bool) or not isinstance(height, int) or height < 1:
+        raise BenchError(f"{what} option 'height' must be a positive integer, got {height!r}")
+    if height > MAX_HEIGHT:
+        raise BenchError(f"{what} option 'height'={height} exceeds the maximum {MAX_HEIGHT}")
+    if max_seq_len and 2**height > max_seq_len:
+        raise BenchError(
+            f"{what} option 'height'={height} gives 2^{height}={2**height} leaves, more than "
+            f"max_seq_len={max_seq_len} tokens; choose height <= {int(math.log2(max_seq_len))}"
+        )
+
+
+def path_matrix(height: int) -> torch.Tensor:
+    """(leaves, internal nodes): +1 where the leaf lies left of the node, -1 right, 0 off its path."""
+    leaves, nodes = 2**height, 2**height - 1
+    matrix = torch.zeros(leaves, nodes)
+    for level in range(height):
+        span = leaves >> level  # leaves under one node of this level
+        for offset in range(2**level):
+            node = 2**level - 1 + offset
+            first = offset * span
+            matrix[first : first + span // 2, node] = 1.0
+            matrix[first + span // 2 : first + span, node] = -1.0
+    return matrix
+
+
+def ancestor_table(height: int) -> torch.Tensor:
+    """(leaves + 1, all nodes) bool: node on the leaf's root-to-leaf path (leaf included).
+
+    Nodes are all 2^(h+1) - 1 of them, breadth-first, leaves last; the extra last row (index -1)
+    belongs to padding tokens and is all False: padding is routed nowhere.
+    """
+    leaves = 2**height
+    table = torch.zeros(leaves + 1, 2 * leaves - 1, dtype=torch.bool)
+    for leaf in range(leaves):
+        node = leaves - 1 + leaf
+        while True:
+            table[leaf, node] = True
+            if node == 0:
+                break
+            node = (node - 1) // 2
+    return table
+
+
+@dataclass
+class Routing:
+    """Where each token went: `leaf` (B, H, m) int64, -1 for padding; `gate` (B, H, m), 1.0 forward."""
+
+    leaf: torch.Tensor
+    gate: torch.Tensor
+
+
+def _hard_route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paths: torch.Tensor, with_softmax: bool):
+    """DGT's hard forward: leaves (B*H, m), and for the backward mean|z|, p and |z| (or None).
+
+    For x (B, H, m, d) and node parameters W (H, N, d), b (H, N): z = x W^T + b; s = sign(z)
+    (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path matrix), whose argmax is the
+    traversed leaf (t = h there, <= h - 2 elsewhere: no ties; we walk the tree instead of taking
+    the argmax, which is slow on CPU); p = softmax(mean|z| * t) with mean|z| detached.
+    """
+    batch, heads, m, dim = x.shape
+    # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
+    z = torch.baddbmm(
+        bias.repeat(batch, 1).unsqueeze(1), x.reshape(batch * heads, m, dim), weight.repeat(batch, 1, 1).transpose(1, 2)
+    )
+    # Float arithmetic throughout: comparisons and bool masks on tensors this large ran an order
+    # of magnitude slower on this CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
+    signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
+    leaf = _traverse(signs)  # (B*H, m)
+    if not with_softmax:
+        return leaf, None, None, None
+    integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
+    del signs  # free it before the softmax allocates
+    magnitude = z.abs_()  # z is not needed any more: reuse its memory
+    scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
+    probabilities = torch.log_softmax(integer_scores.mul_(scale), dim=-1).exp_()  # (B*H, m, L)
+    return leaf, scale, probabilities, magnitude
+
+
+class _DGTRouting(torch.autograd.Function):
+    """Hard DGT routing forward (`_hard_route`) with DGT's straight-through backward.
+
+    The gate output is 1 (the one-hot at the leaf). Backward: the identity STE sends d gate to
+    p[leaf], the softmax to the leaf scores, P^T back to the signs, and the hard-tanh STE (x2, as
+    DGT's `2a - fac`) through where |z| <= 1. Fused by hand to keep few (m x N) tensors alive.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, paths):
+        batch, heads, m, _ = x.shape
+        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, any(ctx.needs_input_grad[:3]))
+        if probabilities is not None:
+            ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
+        leaf = leaf.view(batch, heads, m)
+        ctx.mark_non_differentiable(leaf)
+        return leaf, x.new_ones(batch, heads, m)
+
+    @staticmethod
+    def backward(ctx, _grad_leaf, grad_gate):
+        x, weight, paths, leaf, scale, probabilities, magnitude = ctx.saved_tensors
+        batch, heads, m, dim = x.shape
+        leaf = leaf.unsqueeze(-1)  # (B*H, m, 1)
+        p_leaf = probabilities.gather(-1, leaf)
+        # d loss / d p_leaf, times d (scaled score) / d t, times the hard-tanh STE's factor 2.
+        step = p_leaf * grad_gate.reshape(batch * heads, m, 1) * (2.0 * scale)
+        grad_scores = (probabilities * -step).scatter_add_(-1, leaf, step)  # (B*H, m, L)
+        window = (1.0 - magnitude).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
+        grad_z = torch.matmul(grad_scores, paths).mul_(window).view(batch, heads, m, -1)  # (B, H, m, N)
+        grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
+        # A product with ones: summing over the middle dimension is several times slower on CPU.
+        grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _traverse(signs: torch.Tensor) -> torch.Tensor:
+    """Leaf index (..., m) by walking root to leaf over node signs (..., m, N); -1 goes right."""
+    nodes = int(signs.shape[-1])
+    node = torch.zeros(signs.shape[:-1] + (1,), dtype=torch.long, device=signs.device)
+    for _ in range((nodes + 1).bit_length() - 1):  # the height of a complete tree
+        right = signs.gather(-1, node) < 0  # (..., m, 1): small
+        node = node * 2 + 1 + right.long()
+    return (node - nodes).squeeze(-1)
+
+
+class RoutingTree(nn.Module):
+    """Per-head node hyperplanes as one batched linear layer, optionally over-parameterised.
+
+    Parameters: `weight` (H, N, d) and `bias` (H, N) with N = 2^h - 1; with `overparam_layers`
+    = L > 0 also `overparam_weights.i` (H, N, N) and `overparam_biases.i` (H, N), applied after the
+    first layer with no nonlinearity, so the product collapses to one (W, b) (`collapsed`).
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, height: int, overparam_layers: int = 0):
+        super().__init__()
+        self.height = height
+        nodes = 2**height - 1
+        # Hyperplanes through the data's scale: w ~ N(0, 1/d) keeps z = w.x ~ N(0, |x|^2/d), so
+        # the hard-tanh window |z| <= 1 passes gradient for a good share of tokens at the start.
+        self.weight = nn.Parameter(torch.randn(num_heads, nodes, head_dim) / math.sqrt(head_dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads, nodes))
+        eye = torch.eye(nodes).expand(num_heads, nodes, nodes)
+        self.overparam_weights = nn.ParameterList(
+            nn.Parameter(eye + 0.01 * torch.randn(num_heads, nodes, nodes)) for _ in range(overparam_layers)
+        )
+        self.overparam_biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(num_heads, nodes)) for _ in range(overparam_layers)
+        )
+        self.register_buffer("paths", path_matrix(height), persistent=False)  # (L, N)
+
+    @property
+    def leaves(self) -> int:
+        return 2**self.height
+
+    def collapsed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one (W (H, N, d), b (H, N)) the layer product equals; differentiable."""
+        weight, bias = self.weight, self.bias
+        for outer, outer_bias in zip(self.overparam_weights, self.overparam_biases):
+            weight = torch.matmul(outer, weight)  # (H, N, d)
+            bias = torch.matmul(outer, bias.unsqueeze(-1)).squeeze(-1) + outer_bias  # (H, N)
+        return weight, bias
+
+    def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
+        """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
+        weight, bias = self.collapsed()
+        if torch.jit.is_tracing():
+            # FLOP tracers cannot see inside an autograd.Function: trace the same forward ops.
+            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=True)[0].view(x.shape[:-1])
+            gate = x.new_ones(x.shape[:-1])
+        else:
+            leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
+        if real is not None:
+            real = real[:, None, :]  # (B, 1, m)
+            leaf = torch.where(real, leaf, torch.full_like(leaf, -1))
+            gate = gate * real.to(gate.dtype)
+        return Routing(leaf=leaf, gate=gate)
+
+    @torch.no_grad()
+    def grown(self) -> "RoutingTree":
+        """A tree of height h+1 whose new last level copies each new node's parent hyperplane.
+
+        The product is collapsed first (the grown tree keeps the same number of over-parameter
+        layers, initialised to identity). A copied parent sends every token that reached it one
+        way again, so each old leaf maps to one new leaf and leaf-restricted attention is unchanged
+        at the moment of growth; training then learns to split.
+        """
+        heads, nodes, dim = self.weight.shape
+        weight, bias = self.collapsed()
+        new = RoutingTree(heads, dim, self.height + 1, len(self.overparam_weights)).to(weight.device)
+        parents = (torch.arange(nodes, 2 * nodes + 1, device=weight.device) - 1) // 2
+        new.weight.copy_(torch.cat([weight, weight[:, parents]], dim=1))
+        new.bias.copy_(torch.cat([bias, bias[:, parents]], dim=1))
+        for outer, outer_bias in zip(new.overparam_weights, new.overparam_biases):
+            outer.copy_(torch.eye(2 * nodes + 1).expand_as(outer))
+            outer_bias.zero_()
+        return new
