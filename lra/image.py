@@ -37,7 +37,7 @@ class Cifar10Loader(Loader):
         for split in ("train", "test"):
             rows = list(records(open_split(task.name, "cifar10", split, tfds_dir(data_dir))))
             images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in rows])
-            pixels = to_grayscale(images).reshape(len(rows), -1).astype(np.int16)
+            pixels = to_grayscale(images).reshape(len(rows), -1)  # uint8 pixel ids
             arrays[split] = (pixels, np.asarray([as_int(r["label"]) for r in rows], dtype=np.int64))
         cut = int(round(0.9 * len(arrays["train"][1])))
         train_x, train_y = arrays["train"]

@@ -110,15 +110,12 @@ def _batch_number(path: Path) -> tuple[int, str]:
     return (int(path.stem), "") if path.stem.isdigit() else (1 << 62, path.stem)
 
 
-def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (pixels (N, window*window) uint8, labels (N,)) listed in `root/metadata/*.npy`.
-
-    Empty PNGs are skipped, as the official pipeline does (one is known in the release).
-    """
+def _listed_images(root: Path) -> list[tuple[Path, int, Path, int]]:
+    """(image path, label, metadata file, line) for every line of `root/metadata/*.npy`."""
     metadata_files = sorted((root / "metadata").glob("*.npy"), key=_batch_number)
     if not metadata_files:
         raise BenchError(f"no metadata files in {root / 'metadata'}")
-    pixels, labels = [], []
+    listed = []
     for metadata in metadata_files:
         with open(metadata, encoding="utf-8") as stream:
             for line_number, line in enumerate(stream, start=1):
@@ -131,23 +128,37 @@ def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
                         f"(directory, file, index, label), got {len(fields)}"
                     )
                 label = parse_label(metadata, line_number, fields[3], 2)
-                image_path = root / fields[0] / fields[1]
-                try:
-                    if image_path.stat().st_size == 0:
-                        continue
-                    with Image.open(image_path) as image:
-                        array = np.asarray(image.convert("L"))
-                except FileNotFoundError:
-                    raise BenchError(f"{metadata}:{line_number}: image {image_path} does not exist") from None
-                except (UnidentifiedImageError, OSError, SyntaxError) as err:
-                    raise BenchError(f"{image_path}: unreadable PNG ({type(err).__name__}); listed in {metadata}:{line_number}") from None
-                if array.shape != (window, window):
-                    raise BenchError(f"{image_path}: expected a {window}x{window} image, got {array.shape[1]}x{array.shape[0]}")
-                pixels.append(array.reshape(-1))
-                labels.append(label)
-    if not pixels:
+                listed.append((root / fields[0] / fields[1], label, metadata, line_number))
+    return listed
+
+
+def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (pixels (N, window*window) uint8, labels (N,)) listed in `root/metadata/*.npy`.
+
+    Empty PNGs are skipped, as the official pipeline does (one is known in the release).
+    """
+    listed = _listed_images(root)
+    pixels = np.empty((len(listed), window * window), dtype=np.uint8)
+    labels = np.empty(len(listed), dtype=np.int64)
+    count = 0
+    for image_path, label, metadata, line_number in listed:
+        try:
+            if image_path.stat().st_size == 0:
+                continue
+            with Image.open(image_path) as image:
+                array = np.asarray(image.convert("L"))
+        except FileNotFoundError:
+            raise BenchError(f"{metadata}:{line_number}: image {image_path} does not exist") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise BenchError(f"{image_path}: unreadable PNG ({type(err).__name__}); listed in {metadata}:{line_number}") from None
+        if array.shape != (window, window):
+            raise BenchError(f"{image_path}: expected a {window}x{window} image, got {array.shape[1]}x{array.shape[0]}")
+        pixels[count] = array.reshape(-1)
+        labels[count] = label
+        count += 1
+    if count == 0:
         raise BenchError(f"{root}: every listed image is empty")
-    return np.stack(pixels), np.asarray(labels, dtype=np.int64)
+    return pixels[:count], labels[:count]
 
 
 def seeded_split(count: int, seed: int, fractions: tuple[float, float] = (0.8, 0.9)) -> dict[str, np.ndarray]:
@@ -198,4 +209,4 @@ class PathfinderLoader(Loader):
             )
         pixels, labels = read_layout(root, self.resolution)
         parts = seeded_split(len(labels), params["seed"])
-        return {name: Split(pixels[index].astype(np.int16), labels[index]) for name, index in parts.items()}
+        return {name: Split(pixels[index], labels[index]) for name, index in parts.items()}

@@ -77,12 +77,6 @@ def test_linformer_shorter_sequence_equals_zero_padding_to_max_length():
     torch.testing.assert_close(method(q[:, :, :short], k[:, :, :short], v[:, :, :short]), padded_out)
 
 
-def test_linformer_rejects_a_longer_sequence_naming_both_lengths():
-    q, k, v = qkv(n=SEQ_LEN + 1)
-    with pytest.raises(BenchError, match="sequence length 65 exceeds max_seq_len 64"):
-        linformer(k=16)(q, k, v)
-
-
 @pytest.mark.parametrize(
     "sharing, per_core",
     [("none", 2 * HEADS), ("headwise", 2), ("key-value", 1)],
@@ -163,6 +157,7 @@ def test_performer_error_falls_as_features_grow():
     assert errors[2] < 0.5 * errors[0], errors  # ~1/sqrt(m): 16x features, about 4x less error
 
 
+@pytest.mark.filterwarnings("ignore:distutils Version classes:DeprecationWarning")  # the peer's own
 @pytest.mark.parametrize("kernel", ["softmax", "relu"])
 def test_performer_agrees_with_peer_package(kernel):
     from performer_pytorch import FastAttention
