@@ -121,9 +121,9 @@ class _DGTRouting(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, paths):
         batch, heads, m, _ = x.shape
-        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, any(ctx.needs_input_grad[:3]))
-        if probabilities is not None:
-            ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
+        # Applied only when a gradient is wanted (RoutingTree.route), so the softmax is always needed.
+        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, with_softmax=True)
+        ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
         leaf = leaf.view(batch, heads, m)
         ctx.mark_non_differentiable(leaf)
         return leaf, x.new_ones(batch, heads, m)
@@ -144,6 +144,11 @@ class _DGTRouting(torch.autograd.Function):
         # A product with ones: summing over the middle dimension is several times slower on CPU.
         grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
         return grad_x, grad_weight, grad_bias, None
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will record this forward: work that only serves the backward is skipped otherwise."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _traverse(signs: torch.Tensor) -> torch.Tensor:
@@ -196,12 +201,13 @@ class RoutingTree(nn.Module):
     def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
         """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
         weight, bias = self.collapsed()
-        if torch.jit.is_tracing():
-            # FLOP tracers cannot see inside an autograd.Function: trace the same forward ops.
-            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=True)[0].view(x.shape[:-1])
-            gate = x.new_ones(x.shape[:-1])
-        else:
+        if needs_grad(x, weight, bias) and not torch.jit.is_tracing():
             leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
+        else:
+            # No backward wanted (evaluation, no_grad), or a FLOP tracer, which cannot see inside an
+            # autograd.Function: the hard forward alone, without the leaf softmax only the STE needs.
+            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=False)[0].view(x.shape[:-1])
+            gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
             leaf = torch.where(real, leaf, torch.full_like(leaf, -1))
