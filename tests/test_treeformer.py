@@ -243,3 +243,28 @@ def test_traced_forward_equals_eager(name):
         traced = torch.jit.trace(core, (q, k, v), check_trace=False)
     torch.testing.assert_close(traced(q, k, v), core(q, k, v), atol=1e-6, rtol=1e-6)
 
+
+
+class LogSoftmaxCalls(torch.overrides.TorchFunctionMode):
+    """Counts calls of torch.log_softmax: the routing's leaf softmax, which only the STE needs."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is torch.log_softmax
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
+def test_leaf_softmax_runs_only_when_a_gradient_is_wanted(name):
+    core = build(name, n=32, height=2)
+    q, k, v, mask = inputs(n=32)
+    with torch.no_grad(), LogSoftmaxCalls() as without_grad:
+        expected = core(q, k, v, mask)
+    with LogSoftmaxCalls() as with_grad:
+        out = core(q, k, v, mask)
+    assert without_grad.calls == 0
+    assert with_grad.calls == 2  # queries and keys, for the straight-through backward
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

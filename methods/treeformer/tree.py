@@ -5,9 +5,10 @@ shared/PAPER.md: a complete binary tree of height h with 2^h - 1 internal nodes 
 breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
 computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
 by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
-then the one-hot argmax. The backward pass is DGT's straight-through estimator: hard-tanh STE at
-the sign (gradient 2 where |z| <= 1, as DGT's `2a - fac`, zero elsewhere) and identity from the
-one-hot into the softmax.
+then the one-hot argmax; the leaf is found by walking the signs, so the leaf scores and softmax
+feed only the backward and run only when a gradient is wanted (`needs_grad`). The backward pass
+is DGT's straight-through estimator: hard-tanh STE at the sign (gradient 2 where |z| <= 1, as
+DGT's `2a - fac`, zero elsewhere) and identity from the one-hot into the softmax.
 
 Our choices (PAPER.md "open"): the scale mean |z| is taken per token over the nodes, not over the
 whole batch as DGT does, so an example's gradients never depend on its batch mates. The one-hot
