@@ -192,9 +192,6 @@ ZERO_COST_OPS: tuple[str, ...] = tuple(
     ones_like empty_like new_ones fill_ zero_ clone alias lift_fresh scalar_tensor numel
     rand rand_like randn randn_like randint normal_ uniform_ bernoulli bernoulli_
     """.split()
-) + (
-    # Custom autograd functions trace as one opaque node named by class; list only elementwise ones.
-    "prim::PythonOp._HardTanhSign",  # treeformer's straight-through sign (methods/treeformer/tree.py)
 )
 
 

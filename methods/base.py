@@ -47,6 +47,9 @@ class AttentionMethod(nn.Module):
     def macs(self, seq_len: int) -> int:
         """Multiply-accumulates this implementation executes in one forward pass, one example.
 
+        The pass is the one run in evaluation, without gradients: work that only serves the
+        backward (skipped there) is not counted, and a data-dependent cost is stated for the case
+        the method's docstring names (e.g. a balanced tree).
         Counted as the harness's fvcore handles count (harness/flops.py), so the two agree:
         matmul/bmm/einsum/linear: one MAC per multiply-add; softmax, log_softmax and exp: one per
         element; scatter_add/index_add/cumsum: one per element added; scaled_dot_product_attention:

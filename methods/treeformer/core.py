@@ -47,14 +47,17 @@ class TreeAttention(AttentionMethod):
         """Routes q and k through the one shared tree (two calls: no concatenated copy to keep)."""
         return self.tree.route(q, key_padding_mask), self.tree.route(k, key_padding_mask)
 
-    def routing_macs(self, seq_len: int) -> int:
-        """Executed routing MACs per example: node matmul and path matmul for q and k, log_softmax, exp."""
-        tokens = 2 * seq_len
+    def routing_macs(self, seq_len: int, batch: int = 1) -> int:
+        """Routing MACs executed in evaluation by one forward call on `batch` examples.
+
+        The node product z = x W^T + b for q and k; collapsing the over-parameterisation costs
+        once per call (once for q, once for k). The leaf softmax of the straight-through
+        estimator runs only when a gradient is wanted, so it is not part of this count.
+        """
         nodes = 2**self.height - 1
-        extra = len(self.tree.overparam_weights)  # collapsing the product, once for q and once for k
-        collapse = 2 * extra * (nodes * nodes * self.head_dim + nodes * nodes)
-        per_head = tokens * nodes * self.head_dim + tokens * nodes * self.leaves + tokens * self.leaves + tokens
-        return self.num_heads * per_head + self.num_heads * collapse
+        extra = len(self.tree.overparam_weights)
+        collapse = 2 * extra * self.num_heads * (nodes * nodes * self.head_dim + nodes * nodes)
+        return batch * self.num_heads * 2 * seq_len * nodes * self.head_dim + collapse
 
     def algorithmic_routing_macs(self, seq_len: int) -> int:
         """A traversal evaluates h hyperplanes per token (q and k)."""
@@ -70,7 +73,8 @@ class TreeAttention(AttentionMethod):
         self._diag_heads = 0  # number of (example, head) pairs seen
         self._diag_reached = 0.0  # sum over real queries of the fraction of real keys reached
         self._diag_queries = 0
-        self._diag_macs = 0.0  # data-dependent attention MACs spent, summed over examples
+        self._diag_macs = 0.0  # MACs the forward calls executed (what fvcore traces), summed
+        self._diag_algorithmic_macs = 0.0  # data-dependent MACs the algorithm needed, summed
 
     @torch.no_grad()
     def _record(
@@ -80,6 +84,7 @@ class TreeAttention(AttentionMethod):
         real_keys: torch.Tensor,
         query_real: torch.Tensor,
         macs_spent: float,
+        algorithmic_macs_spent: float,
     ) -> None:
         """key_counts (B, H, L); reached (B, H, n) keys each query reaches; real_keys (B,) per example."""
         batch, heads, _ = key_counts.shape
@@ -92,6 +97,7 @@ class TreeAttention(AttentionMethod):
         self._diag_reached += float(fraction[query_real].sum())
         self._diag_queries += int(query_real.sum())
         self._diag_macs += float(macs_spent)
+        self._diag_algorithmic_macs += float(algorithmic_macs_spent)
 
     def diagnostics(self) -> dict:
         """Leaf occupancy and spent MACs averaged over the forward calls since the last call; resets."""
@@ -115,7 +121,9 @@ class TreeAttention(AttentionMethod):
             "mean_leaf_occupancy": mean_leaf,
             "leaf_imbalance": max_leaf / mean_leaf if mean_leaf > 0 else 0.0,
             "keys_reached_fraction": self._diag_reached / max(self._diag_queries, 1),
+            # Per example: executed (for TF it depends on the leaf sizes) and algorithmically needed.
             "attention_macs_spent": self._diag_macs / max(self._diag_examples, 1),
+            "attention_algorithmic_macs_spent": self._diag_algorithmic_macs / max(self._diag_examples, 1),
         }
         self.reset_diagnostics()
         return result

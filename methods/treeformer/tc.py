@@ -24,7 +24,7 @@ from bench_common import BenchError
 from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention, inverse_sqrt
-from methods.treeformer.tree import ancestor_table
+from methods.treeformer.tree import ancestor_table, needs_grad
 
 AGGREGATES = ("mean", "sum")
 
@@ -92,10 +92,10 @@ class TreeformerTC(TreeAttention):
         leaf = keys.leaf.reshape(groups, n)
         base = torch.arange(groups, device=k.device).unsqueeze(1) * self.leaves
         slots = torch.where(leaf >= 0, base + leaf, groups * self.leaves).reshape(-1)
-        if torch.jit.is_tracing():  # FLOP tracers cannot see inside an autograd.Function
-            level = _slot_sums(k, v, slots, groups * self.leaves + 1)
-        else:
+        if needs_grad(k, v, keys.gate) and not torch.jit.is_tracing():
             level = _GatedLeafSums.apply(k, v, keys.gate, slots, groups * self.leaves + 1)
+        else:  # no backward wanted, or a FLOP tracer (blind inside an autograd.Function)
+            level = _slot_sums(k, v, slots, groups * self.leaves + 1)
         level = level[:-1].view(groups, self.leaves, 2 * dim + 1)
         levels = [level]
         for depth in range(self.height - 1, -1, -1):
@@ -117,22 +117,28 @@ class TreeformerTC(TreeAttention):
         per_leaf = (self.ancestors[: self.leaves] & (counts > 0).unsqueeze(-2)).sum(-1)  # (B, H, L)
         path_nodes = float((per_leaf.gather(-1, queries.leaf.clamp(min=0)) * query_real).sum())
         dim = self.head_dim
-        spent = (
+        algorithmic = (
             self.algorithmic_routing_macs(n) * batch
             + float(real_keys.sum()) * heads * (self.height + 1) * (2 * dim + 1)
             + path_nodes * (2 * dim + 1)
         )
-        self._record(key_counts, reached, real_keys, query_real, spent)
+        executed = self.routing_macs(n, batch) + batch * self.num_heads * self._core_macs(n)
+        self._record(key_counts, reached, real_keys, query_real, executed, algorithmic)
 
-    def macs(self, seq_len: int) -> int:
-        """Executed: routing, index_add of n rows of 2d+1, all-node scores, softmax, weighted sum."""
+    def _core_macs(self, seq_len: int) -> int:
+        """Per head, past the routing: index_add of n rows of 2d+1, all-node scores, softmax, weighted sum."""
         nodes = 2 * self.leaves - 1
         dim = self.head_dim
-        per_head = seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
-        return self.routing_macs(seq_len) + self.num_heads * per_head
+        return seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
+
+    def macs(self, seq_len: int) -> int:
+        """Executed in evaluation, independent of the data: routing plus `_core_macs` per head."""
+        return self.routing_macs(seq_len) + self.num_heads * self._core_macs(seq_len)
 
     def algorithmic_macs(self, seq_len: int) -> int:
-        """O(n·h·d): a traversal, adding each key into its h+1 path nodes, and h+1 path scores."""
+        """What TC needs, O(n·h·d): a traversal (h hyperplanes per token), each key added into its
+        h+1 path nodes, each query scored and weighted over its h+1 path nodes. Below `macs`, which
+        scores all 2^(h+1)-1 nodes in one product (faster on CPU, see the module docstring)."""
         path = self.height + 1
         dim = self.head_dim
         per_head = seq_len * path * (2 * dim + 1) + 2 * seq_len * path * dim + seq_len * path

@@ -15,8 +15,9 @@ at its first c keys in sequence order and its queries split into chunks of at mo
 then share one shape, one batched product; keys beyond a leaf's capacity are attended by no one
 (the uncapped variant is the exact method; the tests check both against a dense reference).
 
-`macs(seq_len)` assumes a balanced tree (the executed count depends on the learned balance);
-`diagnostics()["attention_macs_spent"]` reports what was actually spent.
+`macs(seq_len)` is the count executed in evaluation on a balanced tree (the executed count depends
+on the learned balance); `diagnostics()["attention_macs_spent"]` reports what forward passes
+actually executed, `["attention_algorithmic_macs_spent"]` what the algorithm needed for them.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class Plan:
     has_output: torch.Tensor  # (G*n,) bool: real query with keys to attend to (else output 0)
     key_counts: torch.Tensor  # (G, L) real keys per leaf
     keys_per_query_leaf: torch.Tensor  # (G, L) keys a query in that leaf attends to
-    macs_spent: int  # sum over groups of queries * keys * (2d + 1)
+    macs_spent: int  # sum over groups of queries * keys * (2d + 1): what the algorithm needs
+    macs_executed: int  # padded bucket products and softmax plus the bookkeeping cumsums
 
 
 @register_attention("treeformer-tf")
@@ -140,11 +142,13 @@ class TreeformerTF(TreeAttention):
         query_len, query_begin = query_counts[active], query_start[active]
         key_len, key_begin = run_length.reshape(-1)[active], run_start.reshape(-1)[active]
         macs_spent = int((query_len * key_len).sum()) * (2 * self.head_dim + 1)
+        bookkeeping = 3 * groups * leaves  # the cumsums of the two sorts and of `cumulative`
 
         buckets, valids = [], []
         if self.bucket_capacity is not None:
             capacity = self.bucket_capacity
             chunks = (query_len + capacity - 1) // capacity
+            bookkeeping += len(chunks)  # chunks.cumsum below
             owner = torch.repeat_interleave(torch.arange(len(active), device=device), chunks)
             chunk = torch.arange(len(owner), device=device) - (chunks.cumsum(0) - chunks)[owner]
             query_begin = query_begin[owner] + chunk * capacity
@@ -176,7 +180,9 @@ class TreeformerTF(TreeAttention):
             source[queries_here] = slots + offset
             has_output[queries_here] = True
             offset += valid.numel()
-        return Plan(buckets, source, has_output, counts, run_length, macs_spent)
+        products = sum(bucket.query_rows.numel() * bucket.key_rows.shape[1] for bucket in buckets)
+        macs_executed = products * (2 * self.head_dim + 1) + bookkeeping  # baddbmm, softmax, bmm
+        return Plan(buckets, source, has_output, counts, run_length, macs_spent, macs_executed)
 
     @torch.no_grad()
     def _record_tf(self, plan: Plan, queries, batch: int, heads: int, n: int) -> None:
@@ -184,16 +190,25 @@ class TreeformerTF(TreeAttention):
         reached = plan.keys_per_query_leaf.gather(1, leaf.clamp(min=0)) * (leaf >= 0)  # (G, n)
         key_counts = plan.key_counts.view(batch, heads, self.leaves)
         real_keys = key_counts[:, 0].sum(dim=-1)  # (B,)
-        spent = self.algorithmic_routing_macs(n) * batch + plan.macs_spent
-        self._record(key_counts, reached.view(batch, heads, n).float(), real_keys, (leaf >= 0).view(batch, heads, n), spent)
+        executed = self.routing_macs(n, batch) + plan.macs_executed
+        algorithmic = self.algorithmic_routing_macs(n) * batch + plan.macs_spent
+        query_real = (leaf >= 0).view(batch, heads, n)
+        self._record(key_counts, reached.view(batch, heads, n).float(), real_keys, query_real, executed, algorithmic)
 
     def _balanced_leaf(self, seq_len: int) -> int:
         return max(1, math.ceil(seq_len / self.leaves))
 
     def macs(self, seq_len: int) -> int:
-        """Executed MACs assuming a balanced tree (the data-dependent count is in diagnostics)."""
+        """Executed in evaluation on a *balanced* tree: every leaf holds n/2^h queries and keys.
+
+        The executed count depends on the leaf sizes the data produces, in both variants (the
+        exact one pads each leaf to powers of two; the bucketed one pads chunks to the fullest
+        and counts one chunk per started bucket); `diagnostics()["attention_macs_spent"]` reports
+        what a forward pass actually executed.
+        """
         per_leaf = self._balanced_leaf(seq_len)
         dim = self.head_dim
+        bookkeeping = 3 * self.leaves  # see `plan`
         if self.bucket_capacity is None:
             size = 1 << (per_leaf - 1).bit_length()
             attention = self.leaves * (2 * size * size * dim + size * size)
@@ -201,10 +216,12 @@ class TreeformerTF(TreeAttention):
             size = min(self.bucket_capacity, per_leaf)
             chunks = self.leaves * math.ceil(per_leaf / self.bucket_capacity)
             attention = chunks * (2 * size * size * dim + size * size)
-        return self.routing_macs(seq_len) + self.num_heads * attention
+            bookkeeping += self.leaves  # one chunk count per leaf
+        return self.routing_macs(seq_len) + self.num_heads * (attention + bookkeeping)
 
     def algorithmic_macs(self, seq_len: int) -> int:
-        """A traversal plus leaf-restricted attention on a balanced tree: about 2 n^2 d / 2^h."""
+        """What TF needs on a balanced tree: a traversal (h hyperplanes per token) and softmax
+        attention within each leaf, 2^h leaves of n/2^h tokens: about 2 n^2 d / 2^h per head."""
         per_leaf = seq_len / self.leaves
         pairs = self.leaves * per_leaf * per_leaf
         return self.algorithmic_routing_macs(seq_len) + int(self.num_heads * pairs * (2 * self.head_dim + 1))

@@ -5,9 +5,10 @@ shared/PAPER.md: a complete binary tree of height h with 2^h - 1 internal nodes 
 breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
 computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
 by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
-then the one-hot argmax. The backward pass is DGT's straight-through estimator: hard-tanh STE at
-the sign (gradient 2 where |z| <= 1, as DGT's `2a - fac`, zero elsewhere) and identity from the
-one-hot into the softmax.
+then the one-hot argmax; the leaf is found by walking the signs, so the leaf scores and softmax
+feed only the backward and run only when a gradient is wanted (`needs_grad`). The backward pass
+is DGT's straight-through estimator: hard-tanh STE at the sign (gradient 2 where |z| <= 1, as
+DGT's `2a - fac`, zero elsewhere) and identity from the one-hot into the softmax.
 
 Our choices (PAPER.md "open"): the scale mean |z| is taken per token over the nodes, not over the
 whole batch as DGT does, so an example's gradients never depend on its batch mates. The one-hot
@@ -121,9 +122,9 @@ class _DGTRouting(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, paths):
         batch, heads, m, _ = x.shape
-        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, any(ctx.needs_input_grad[:3]))
-        if probabilities is not None:
-            ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
+        # Applied only when a gradient is wanted (RoutingTree.route), so the softmax is always needed.
+        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, with_softmax=True)
+        ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
         leaf = leaf.view(batch, heads, m)
         ctx.mark_non_differentiable(leaf)
         return leaf, x.new_ones(batch, heads, m)
@@ -144,6 +145,11 @@ class _DGTRouting(torch.autograd.Function):
         # A product with ones: summing over the middle dimension is several times slower on CPU.
         grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
         return grad_x, grad_weight, grad_bias, None
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will record this forward: work that only serves the backward is skipped otherwise."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _traverse(signs: torch.Tensor) -> torch.Tensor:
@@ -196,12 +202,13 @@ class RoutingTree(nn.Module):
     def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
         """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
         weight, bias = self.collapsed()
-        if torch.jit.is_tracing():
-            # FLOP tracers cannot see inside an autograd.Function: trace the same forward ops.
-            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=True)[0].view(x.shape[:-1])
-            gate = x.new_ones(x.shape[:-1])
-        else:
+        if needs_grad(x, weight, bias) and not torch.jit.is_tracing():
             leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
+        else:
+            # No backward wanted (evaluation, no_grad), or a FLOP tracer, which cannot see inside an
+            # autograd.Function: the hard forward alone, without the leaf softmax only the STE needs.
+            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=False)[0].view(x.shape[:-1])
+            gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
             leaf = torch.where(real, leaf, torch.full_like(leaf, -1))
