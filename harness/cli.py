@@ -49,7 +49,7 @@ def _ints(text: str) -> list[int]:
 # values given before it.
 COMMON_DEFAULTS: dict[str, Any] = {
     "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
-    "out": None, "data_dir": Path("data"), "device": "auto", "config": None, "set": [],
+    "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
     "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
 }
 
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--tasks", type=_names, help="comma-separated task names")
     common.add_argument("--seeds", type=_ints, help="comma-separated seeds")
     common.add_argument("--out", type=Path, help="output directory (default results/<suite>)")
-    common.add_argument("--data-dir", type=Path, help="where task data is cached (default data)")
+    common.add_argument("--data-dir", type=Path, help="where task data is cached (default $TREEFORMER_BENCH_DATA or the user cache dir)")
     common.add_argument("--device", help="cpu, cuda or auto (cuda when available; the default)")
     common.add_argument("--config", type=Path, help="config file (.json, .yaml, .toml) layered over the suite")
     common.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -108,10 +108,11 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 def sweep_request(args: argparse.Namespace):
     from harness.sweep import SweepRequest
+    from lra import default_data_dir
 
     return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
                         config_file=args.config, sets=args.set, device=resolve_device(args.device),
-                        data_dir=args.data_dir, out=out_dir(args), plugins=args.plugin)
+                        data_dir=args.data_dir or default_data_dir(), out=out_dir(args), plugins=args.plugin)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

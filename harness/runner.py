@@ -23,6 +23,7 @@ from harness.env import environment
 from harness.executors import RunSpec, is_out_of_memory
 from harness.records import SCHEMA, empty_metrics
 from harness.train import Splits, train
+from lra import default_data_dir
 
 
 def load_task(name: str) -> Any:
@@ -110,7 +111,7 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     if reason:
         record["status"], record["reason"] = "unsupported", reason
         return
-    splits = task.prepare(Path(runtime.get("data_dir", "data")), dict(config["data"]))
+    splits = task.prepare(Path(runtime.get("data_dir") or default_data_dir()), dict(config["data"]))
     for name in ("train", "val", "test"):
         check_split(name, splits[name], task.head)
 

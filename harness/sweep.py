@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import torch.distributed as torch_dist
 
+from lra import default_data_dir
+
 from harness import config as cfg
 from harness.distributed import is_primary, shard_batch_size, world_from_env
 from harness.executors import Executor, RunSpec
@@ -36,7 +38,7 @@ class SweepRequest:
     config_file: Optional[Path] = None
     sets: list[str] = field(default_factory=list)
     device: str = "cpu"
-    data_dir: Path = Path("data")
+    data_dir: Path = field(default_factory=default_data_dir)
     out: Path = Path("results")
     plugins: list[str] = field(default_factory=list)
 
