@@ -3,9 +3,9 @@ PY := .venv/bin/python
 
 .PHONY: bench test test-all
 
-bench:  ## the main job: the default (quick) suite, offline, then its report
+bench:  ## the main job: the default (quick) suite, offline, then its report; ARGS adds flags
 	scripts/setup.sh run
-	$(PY) run_benchmark.py
+	$(PY) run_benchmark.py $(ARGS)
 
 test:  ## the test suite CI runs (slow multi-process checks included, heavy ones not)
 	scripts/setup.sh dev
