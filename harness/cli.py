@@ -1,15 +1,26 @@
 """`run_benchmark.py` subcommands. Thin: parses flags and calls the harness.
 
+    run_benchmark.py                      the quick suite, then its report
+    run_benchmark.py list                 methods, tasks, suites
+    run_benchmark.py run --suite S ...    train and evaluate; one record per run
+    run_benchmark.py efficiency ...       time and memory vs sequence length
+    run_benchmark.py report DIR           tables and plots from DIR's records
+    run_benchmark.py generate ...         prepare (generate / tokenise) the data of a suite's tasks
+
 Exit status: 0 success, 1 some runs failed, 2 usage error (bad flag, config, data, plugin).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from bench_common import BenchError
+
+DEFAULT_SEQ_LENS = [256, 512, 1024, 2048, 4096, 8192, 16384]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,16 +30,88 @@ class _Parser(argparse.ArgumentParser):
         raise BenchError(f"{self.prog}: {message}")
 
 
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return names
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# Defaults of the common flags, applied after parsing: the flags are accepted both before and
+# after the subcommand, and argparse would otherwise let the subcommand's defaults overwrite
+# values given before it.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
+    "out": None, "data_dir": Path("data"), "device": "auto", "config": None, "set": [],
+    "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                        help="import an attention plugin (module name or .py path); repeatable")
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE",
+                        help="import an attention plugin (module name or .py path); repeatable. "
+                             "Plugin code runs only when named here or installed as an entry point")
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common.add_argument("--suite", help="suite to run (see `list`); default quick")
+    common.add_argument("--methods", type=_names, help="comma-separated method labels or registry names")
+    common.add_argument("--tasks", type=_names, help="comma-separated task names")
+    common.add_argument("--seeds", type=_ints, help="comma-separated seeds")
+    common.add_argument("--out", type=Path, help="output directory (default results/<suite>)")
+    common.add_argument("--data-dir", type=Path, help="where task data is cached (default data)")
+    common.add_argument("--device", help="cpu, cuda or auto (cuda when available; the default)")
+    common.add_argument("--config", type=Path, help="config file (.json, .yaml, .toml) layered over the suite")
+    common.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override one config key, e.g. train.steps=100; repeatable")
+    common.add_argument("--executor", help="local (default, in this process), subprocess (one process per "
+                        "run, with limits) or ray (a Ray cluster)")
+    common.add_argument("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT)")
+    common.add_argument("--run-timeout", type=float, help="wall-clock seconds per run (--executor subprocess)")
+    common.add_argument("--run-memory-gb", type=float, help="memory cap per run in GiB (--executor subprocess)")
+    common.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
-    commands.add_parser("list", parents=[common], help="list attention methods")
+    commands.add_parser("list", parents=[common], help="list methods, tasks and suites")
+    commands.add_parser("run", parents=[common], help="train and evaluate a suite")
+    efficiency = commands.add_parser("efficiency", parents=[common], help="time and memory vs length")
+    efficiency.add_argument("--seq-lens", type=_ints, default=DEFAULT_SEQ_LENS, help="comma-separated lengths")
+    report = commands.add_parser("report", parents=[common], help="render tables and plots of a results dir")
+    report.add_argument("run_dir", type=Path, nargs="?", default=None, help="results directory (default: --out)")
+    commands.add_parser("generate", parents=[common], help="prepare the data of a suite's tasks")
     return parser
+
+
+def resolve_device(requested: str) -> str:
+    """cpu or cuda; cuda without a GPU is a usage error before any run starts."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested not in ("cpu", "cuda"):
+        raise BenchError(f"--device: expected cpu, cuda or auto, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
+    return requested
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    return args.out or Path("results") / args.suite
+
+
+def sweep_request(args: argparse.Namespace):
+    from harness.sweep import SweepRequest
+
+    return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
+                        config_file=args.config, sets=args.set, device=resolve_device(args.device),
+                        data_dir=args.data_dir, out=out_dir(args), plugins=args.plugin)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -47,10 +130,100 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {'':<18} options: {options}")
         if flags:
             print(f"  {'':<18} needs: {', '.join(flags)}")
+    print("tasks:")
+    try:
+        from lra import get_task, list_tasks
+    except ImportError:
+        print("  (the lra task package is not available)")
+    else:
+        for name in list_tasks():
+            task = get_task(name)
+            where = "offline" if task.offline else "needs data"
+            print(f"  {name:<18} n={task.seq_len:<6} {where:<10} {task.description}")
+    from harness.suites import SUITES
+
+    print("suites:")
+    for name, suite in SUITES.items():
+        print(f"  {name:<20} {suite.description}")
+        print(f"  {'':<20} tasks: {', '.join(suite.tasks)}; methods: {', '.join(m.label for m in suite.methods)}")
     return 0
 
 
-COMMANDS = {"list": cmd_list}
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.distributed import init_from_env, shutdown
+    from harness.executors import executor_from_flags
+    from harness.sweep import failed, resolve_specs, run_sweep
+
+    executor = executor_from_flags(args.executor, args.plugin, args.ray_address, args.run_timeout, args.run_memory_gb)
+    request = sweep_request(args)
+    specs = resolve_specs(request)
+    dist = init_from_env(request.device)
+    try:
+        records = run_sweep(specs, request.out, executor, force=args.force)
+    finally:
+        shutdown(dist)
+    bad = failed(records)
+    if dist.is_primary:
+        print(f"{len(records)} runs in {request.out}: {len(records) - len(bad)} without failure, {len(bad)} failed")
+    return 1 if bad else 0
+
+
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    from harness.efficiency import run_efficiency
+    from harness.suites import get_suite
+
+    methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
+    options: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set {item!r}: expected key=value")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    out = args.out or Path("results") / "efficiency"
+    path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
+    print(f"efficiency results: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+
+    run_dir = args.run_dir or out_dir(args)
+    if not Path(run_dir).is_dir():
+        raise BenchError(f"report: {run_dir} is not a directory of results")
+    print(f"report: {render_report(Path(run_dir))}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from harness import runner
+    from harness.sweep import resolve_specs
+
+    request = sweep_request(args)
+    prepared = set()
+    for spec in resolve_specs(request):
+        key = (spec.task, json.dumps(spec.config["data"], sort_keys=True))
+        if key in prepared:
+            continue
+        prepared.add(key)
+        splits = runner.load_task(spec.task).prepare(request.data_dir, dict(spec.config["data"]))
+        sizes = ", ".join(f"{name} {len(split.targets)}" for name, split in splits.items())
+        print(f"{spec.task}: {sizes} (in {request.data_dir})")
+    return 0
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    """Bare `run_benchmark.py`: the quick suite, then its report."""
+    status = cmd_run(args)
+    cmd_report(args)
+    return status
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "efficiency": cmd_efficiency, "report": cmd_report,
+            "generate": cmd_generate, None: cmd_default}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -58,13 +231,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        for key, value in COMMON_DEFAULTS.items():
+            if not hasattr(args, key):
+                setattr(args, key, value)
         from methods import load_plugin
 
         for spec in args.plugin:
             load_plugin(spec)
-        return COMMANDS[args.command or "list"](args)
+        return COMMANDS[args.command](args)
     except BenchError as err:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

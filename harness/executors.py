@@ -2,14 +2,20 @@
 
 An executor only runs `run_fn(spec)` for each spec and hands each record to `on_record` in the
 driver process, which writes it; so executors need no shared file system and never write records.
+`subprocess` (harness/executor_subprocess.py) isolates each run in its own process with a
+wall-clock limit and a memory cap; `ray` (harness/executor_ray.py) sends each run to a Ray cluster.
+Both are imported only when chosen, so `list` never imports ray.
 """
 
 from __future__ import annotations
 
+import importlib
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from bench_common import BenchError
+from bench_common import BenchError, check_option_keys
+from bench_common.registry import constructor_options
 
 Record = dict[str, Any]
 
@@ -50,7 +56,21 @@ class LocalExecutor:
             on_record(spec, run_fn(spec))
 
 
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+def _lazy(module: str, attribute: str) -> Callable[..., Executor]:
+    """A factory that imports its executor's module only when the executor is built."""
+
+    def factory(**options: Any) -> Executor:
+        return getattr(importlib.import_module(module), attribute)(**options)
+
+    factory.target = (module, attribute)  # type: ignore[attr-defined]
+    return factory
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "local": LocalExecutor,
+    "subprocess": _lazy("harness.executor_subprocess", "SubprocessExecutor"),
+    "ray": _lazy("harness.executor_ray", "RayExecutor"),
+}
 
 
 def get_executor(name: str, **options: Any) -> Executor:
@@ -59,4 +79,99 @@ def get_executor(name: str, **options: Any) -> Executor:
         factory = EXECUTORS[name]
     except KeyError:
         raise BenchError(f"--executor: unknown executor '{name}'; available: {', '.join(sorted(EXECUTORS))}") from None
+    target = getattr(factory, "target", None)
+    cls = getattr(importlib.import_module(target[0]), target[1]) if target else factory
+    check_option_keys(f"--executor {name}", options, constructor_options(cls))
     return factory(**options)
+
+
+def executor_from_flags(
+    name: str,
+    plugins: Sequence[str] = (),
+    ray_address: Optional[str] = None,
+    timeout_s: Optional[float] = None,
+    memory_gb: Optional[float] = None,
+) -> Executor:
+    """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
+
+    `plugins` are the --plugin values: the driver has loaded them already, and executors that run
+    specs in other processes load them there too. Under torchrun every rank is already one share
+    of a single DDP run, so only `local` makes sense there.
+    """
+    from harness.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and name != "local":
+        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
+    if ray_address is not None and name != "ray":
+        raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
+    if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
+        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
+    if name == "subprocess":
+        return get_executor(name, plugins=list(plugins), timeout_s=timeout_s, memory_gb=memory_gb)
+    if name == "ray":
+        return get_executor(name, plugins=list(plugins), address=ray_address)
+    return get_executor(name)
+
+
+# Record fields an executor cannot know (they come from a run that never reported) stay None.
+_EMPTY_METRICS = (
+    "val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds", "steps_per_second",
+    "tokens_per_second", "peak_memory_mb",
+)
+_EMPTY_FLOPS = ("attention_core_macs", "attention_algorithmic_macs", "attention_layer_macs", "total_macs")
+
+
+def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
+    """The row of a run that ended without a record of its own (killed, timed out, crashed).
+
+    Same keys as a normal record (COMMON.md schema 1), so reports treat it like any failed run.
+    """
+    config = spec.config
+    model = config.get("model", {}) if isinstance(config.get("model"), dict) else {}
+    return {
+        "schema": 1,
+        "method": spec.method,
+        "attention": model.get("attention", spec.method),
+        "task": spec.task,
+        "task_version": config.get("task_version"),
+        "seed": spec.seed,
+        "status": status,
+        "reason": reason,
+        "metrics": {**dict.fromkeys(_EMPTY_METRICS), "history": []},
+        "flops": {"unit": "MACs", **dict.fromkeys(_EMPTY_FLOPS), "unsupported_ops": {}},
+        "diagnostics": {},
+        "bootstrap": [],
+        "suite": config.get("suite"),
+        "config": config,
+        "config_hash": spec.config_hash,
+        "env": {},
+    }
+
+
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
+    """A failure row for an exception that escaped run_fn in a worker process.
+
+    Out-of-memory (MemoryError, or torch's allocator errors) becomes `oom`; anything else `error`,
+    with the exception type and its last traceback frame so the row says where it broke.
+    """
+    message = " ".join(str(err).split())
+    if isinstance(err, MemoryError) or any(m in message.lower() for m in _OOM_MARKERS):
+        return failure_record(spec, "oom", f"{type(err).__name__}: {message}"[:500])
+    if isinstance(err, BenchError):
+        return failure_record(spec, "error", message)
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return failure_record(spec, "error", f"{type(err).__name__}: {message}{where}"[:500])
+
+
+def load_plugins(plugins: Sequence[str]) -> None:
+    """Loads --plugin modules/files in a worker process, as the CLI did in the driver."""
+    if not plugins:
+        return  # spare the worker the methods (and torch) import until the run needs it
+    from methods import load_plugin
+
+    for plugin in plugins:
+        load_plugin(plugin)

@@ -1,0 +1,377 @@
+"""Layered run configuration: typed defaults, task defaults, suite, a config file, then --set.
+
+A resolved run config is a plain nested dict (JSON-ready) with the sections
+
+    family  "lra" | "uniform"      which task default config family to start from
+    device  "cpu" | "cuda[:N]"
+    train   TrainConfig fields     (optimiser, schedule, budget)
+    model   harness.model.ModelConfig fields
+    data    task data params       (validated by the task's check_params)
+    bootstrap  dict | None         (validated by harness.bootstrap)
+
+plus identity keys (version, task, task_version, method, attention, seed) and a `runtime` section
+(data_dir, plugins, suite, checkpoint_dir) that says where things are, not what is computed, and
+is therefore left out of the config hash that keys resume.
+
+Every layer is a nested dict checked against the typed fields: unknown keys are rejected naming
+the key and the accepted ones, values of the wrong type are rejected naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+from bench_common import BenchError
+
+# Bump when the meaning of a config key or of a record field changes: an output directory written
+# under another version is refused instead of being silently mixed with new results.
+CONFIG_VERSION = 1
+
+FAMILIES = ("lra", "uniform")
+SCHEDULES = ("rsqrt", "cosine", "onecycle", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule and budget of one run (defaults: a small CPU-sized run)."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["rsqrt", "cosine", "onecycle", "constant"] = "cosine"
+    warmup_steps: int = 100
+    grad_clip: Optional[float] = None
+    eval_every: int = 100
+    eval_batches: Optional[int] = None  # None = the whole validation split
+    early_stop_patience: Optional[int] = None  # evaluations without improvement; None = never stop
+    betas: tuple[float, float] = (0.9, 0.98)  # LRA's Adam betas
+    eps: float = 1e-9  # LRA's Adam epsilon
+    time_limit_s: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                    "eval_every": self.eval_every, "eps": self.eps}
+        for name, value in positive.items():
+            if value <= 0:
+                raise BenchError(f"train.{name} must be > 0, got {value!r}")
+        for name in ("weight_decay", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise BenchError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("grad_clip", "eval_batches", "early_stop_patience", "time_limit_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise BenchError(f"train.{name} must be > 0 or null, got {value!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise BenchError(f"train.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
+
+
+# Top-level keys of a config layer and the type of each (sections are checked field by field).
+TOP_LEVEL: dict[str, Any] = {
+    "family": Literal["lra", "uniform"],
+    "device": str,
+    "train": TrainConfig,
+    "model": "ModelConfig",
+    "data": dict,
+    "bootstrap": Optional[dict],
+}
+
+
+def _model_config_class() -> type:
+    from harness.model import ModelConfig
+
+    return ModelConfig
+
+
+def _section_class(name: str) -> type:
+    return TrainConfig if name == "train" else _model_config_class()
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(where: str, key: str, accepted: list[str]) -> BenchError:
+    close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return BenchError(f"{where}: unknown key '{key}'{hint}; accepted: {', '.join(sorted(accepted))}")
+
+
+# --------------------------------------------------------------------------- value checking
+
+
+def check_value(path: str, value: Any, hint: Any) -> Any:
+    """`value` (from JSON/YAML/TOML or Python) checked against `hint`; returns the JSON form."""
+    origin = get_origin(hint)
+    if hint is Any or hint is None:
+        return value
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise BenchError(f"{path}: expected one of {', '.join(map(repr, get_args(hint)))}, got {value!r}")
+        return value
+    if origin is Union:
+        args = get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise BenchError(f"{path}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        return check_value(path, value, inner[0] if len(inner) == 1 else Any)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise BenchError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BenchError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BenchError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise BenchError(f"{path}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise BenchError(f"{path}: expected a list of {len(args)} values, got {value!r}")
+        return [check_value(f"{path}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args))]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise BenchError(f"{path}: expected a mapping, got {value!r}")
+        return json.loads(json.dumps(value))  # a deep, JSON-normalised copy (int keys -> str)
+    return value
+
+
+def parse_text(path: str, text: str, hint: Any) -> Any:
+    """A `--set` value (always a string) parsed by the type of the field it sets."""
+    origin = get_origin(hint)
+    lowered = text.strip().lower()
+    if origin is Union:
+        if lowered in ("none", "null"):
+            return check_value(path, None, hint)
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        return parse_text(path, text, inner[0] if len(inner) == 1 else Any)
+    if hint is bool:
+        if lowered not in ("true", "false"):
+            raise BenchError(f"{path}: expected true or false, got {text!r}")
+        return lowered == "true"
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise BenchError(f"{path}: expected an integer, got {text!r}") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise BenchError(f"{path}: expected a number, got {text!r}") from None
+    if hint is str or origin is Literal:
+        return check_value(path, text, hint)
+    if origin is tuple:
+        items = _json_or_none(text)
+        if not isinstance(items, list):
+            items = [part for part in text.split(",")]
+        args = get_args(hint)
+        if len(items) != len(args):
+            raise BenchError(f"{path}: expected {len(args)} comma-separated values, got {text!r}")
+        return [parse_text(f"{path}[{i}]", str(v), a) for i, (v, a) in enumerate(zip(items, args))]
+    if hint is dict or origin is dict:
+        value = _json_or_none(text)
+        if not isinstance(value, dict):
+            raise BenchError(f"{path}: expected a JSON object such as {{\"key\": 1}}, got {text!r}")
+        return value
+    # Free-form values (task data params, method options, bootstrap): a JSON literal, else a string.
+    value = _json_or_none(text)
+    return text if value is None and lowered != "null" else value
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def check_layer(layer: Any, where: str) -> dict[str, Any]:
+    """A config layer (file, suite override) checked key by key; returns its normalised copy."""
+    if not isinstance(layer, dict):
+        raise BenchError(f"{where}: expected a mapping of config sections, got {type(layer).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in layer.items():
+        if key not in TOP_LEVEL:
+            raise _unknown_key(where, str(key), list(TOP_LEVEL))
+        if key in ("train", "model"):
+            if not isinstance(value, dict):
+                raise BenchError(f"{where}: section '{key}' must be a mapping, got {value!r}")
+            hints = _field_hints(_section_class(key))
+            section = {}
+            for field_name, field_value in value.items():
+                if field_name not in hints:
+                    raise _unknown_key(f"{where}: {key}", str(field_name), list(hints))
+                section[field_name] = check_value(f"{where}: {key}.{field_name}", field_value, hints[field_name])
+            checked[key] = section
+        else:
+            checked[key] = check_value(f"{where}: {key}", value, TOP_LEVEL[key])
+    return checked
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """`--set a.b=value` -> a one-key layer {a: {b: value}}, value typed by the field it sets."""
+    if "=" not in assignment:
+        raise BenchError(f"--set {assignment!r}: expected key=value, e.g. --set train.steps=100")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    where = f"--set {key}"
+    if not all(parts) or parts[0] not in TOP_LEVEL:
+        raise _unknown_key("--set", parts[0], list(TOP_LEVEL))
+    top = parts[0]
+    if top in ("family", "device"):
+        if len(parts) > 1:
+            raise BenchError(f"{where}: '{top}' has no sub-keys")
+        return {top: check_value(where, parse_text(where, text, TOP_LEVEL[top]), TOP_LEVEL[top])}
+    if top in ("data", "bootstrap"):
+        if len(parts) == 1:
+            value = parse_text(where, text, TOP_LEVEL[top])
+            return {top: check_value(where, value, TOP_LEVEL[top])}
+        return {top: _nest(parts[1:], parse_text(where, text, Any))}
+    # train / model: the field's type decides how the text is parsed.
+    if len(parts) == 1:
+        raise BenchError(f"{where}: name a field, e.g. --set {top}.<field>=value")
+    hints = _field_hints(_section_class(top))
+    field_name = parts[1]
+    if field_name not in hints:
+        raise _unknown_key(f"--set {top}", field_name, list(hints))
+    hint = hints[field_name]
+    if len(parts) == 2:
+        value = check_value(where, parse_text(where, text, hint), hint)
+        return {top: {field_name: value}}
+    if not (hint is dict or get_origin(hint) is dict):
+        raise BenchError(f"{where}: {top}.{field_name} is not a mapping, it has no sub-keys")
+    return {top: {field_name: _nest(parts[2:], parse_text(where, text, Any))}}
+
+
+def _nest(parts: list[str], value: Any) -> dict[str, Any]:
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, every other value replaces."""
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A --config file (JSON, YAML, TOML) as a checked layer; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BenchError(f"--config {path}: cannot read it ({err})") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise BenchError(f"--config {path}: YAML needs PyYAML (pip install pyyaml); or use .json/.toml") from None
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            raise BenchError(f"--config {path}: unknown format '{suffix}'; expected .json, .yaml, .yml or .toml")
+    except BenchError:
+        raise
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
+    except Exception as err:  # YAML/TOML parse errors; each message carries its line
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise BenchError(f"{path}{line}: malformed {suffix[1:].upper()}: {err}") from None
+    return check_layer(data, str(path))
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def default_layer(device: str) -> dict[str, Any]:
+    """The typed defaults: every key a run config has, before any task or user layer."""
+    return {
+        "family": "lra",
+        "device": device,
+        "train": check_layer({"train": dataclasses.asdict(TrainConfig())}, "defaults")["train"],
+        "model": check_layer({"model": dataclasses.asdict(_model_config_class()())}, "defaults")["model"],
+        "data": {},
+        "bootstrap": None,
+    }
+
+
+def task_layer(task: Any, family: str) -> dict[str, Any]:
+    """What a task fixes (vocabulary, length, classes, head, padding) plus its family defaults."""
+    if family not in task.model_configs or family not in task.train_configs:
+        raise BenchError(f"task '{task.name}' has no '{family}' config family; it has {sorted(task.model_configs)}")
+    model = {
+        "vocab_size": task.vocab_size,
+        "num_classes": task.num_classes,
+        "max_seq_len": task.seq_len,
+        "head": task.head,
+        "pad_id": task.pad_id,
+        **task.model_configs[family],
+    }
+    layer = {"model": model, "train": dict(task.train_configs[family]), "data": dict(task.params)}
+    return check_layer(layer, f"task '{task.name}' defaults ({family})")
+
+
+def family_of(layers: list[dict[str, Any]]) -> str:
+    family = "lra"
+    for layer in layers:
+        family = layer.get("family", family)
+    return family
+
+
+def finish(config: dict[str, Any]) -> dict[str, Any]:
+    """Builds the typed objects once, so a bad combination fails before any run starts."""
+    train = TrainConfig(**{**config["train"], "betas": tuple(config["train"]["betas"])})
+    _model_config_class()(**config["model"])
+    config["train"] = check_layer({"train": dataclasses.asdict(train)}, "train")["train"]
+    return config
+
+
+def train_config(config: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**{**config["train"], "betas": tuple(config["train"]["betas"])})
+
+
+def model_config(config: dict[str, Any]):
+    return _model_config_class()(**config["model"])
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable digest of everything that can change a run's result (the runtime section is not)."""
+    payload = {k: v for k, v in config.items() if k != "runtime"}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,153 @@
+"""The `subprocess` executor: each run in a fresh process with a wall-clock limit and a memory cap.
+
+A run that crashes the interpreter, exhausts memory or hangs takes only its own process down: the
+driver turns it into an `error`/`oom`/`timeout` row and goes on with the sweep. Processes are
+started with the spawn method (no state inherited by fork: open data sources and thread pools
+are not fork-safe) and each leads its own process group, so a kill also reaches any DataLoader
+workers it started.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import signal
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from bench_common import BenchError
+from harness.executors import (
+    OnRecord,
+    Record,
+    RunFn,
+    RunSpec,
+    failure_record,
+    load_plugins,
+    record_of_exception,
+)
+
+# Slack beyond the run's own train.time_limit_s: process start, data preparation, FLOP counting
+# and the final test evaluation all happen outside the training clock.
+DEFAULT_GRACE_S = 120.0
+_EXIT_GRACE_S = 10.0  # time a child that has reported gets to exit before it is killed
+
+
+class SubprocessExecutor:
+    """Runs each spec in its own spawned Python process, one at a time.
+
+    timeout_s: hard wall-clock limit per run; by default the run's `train.time_limit_s` plus
+    `grace_s`, and no limit when neither is set. memory_gb: address-space cap (RLIMIT_AS) of the
+    run's process on CPU runs; CUDA runs are not capped this way because the CUDA driver reserves
+    far more virtual memory than it uses.
+    """
+
+    name = "subprocess"
+
+    def __init__(
+        self,
+        plugins: Sequence[str] = (),
+        timeout_s: Optional[float] = None,
+        memory_gb: Optional[float] = None,
+        grace_s: float = DEFAULT_GRACE_S,
+    ):
+        for flag, value in (("timeout_s", timeout_s), ("memory_gb", memory_gb)):
+            if value is not None and not value > 0:
+                raise BenchError(f"--executor subprocess: {flag} must be a positive number, got {value}")
+        # Absolute paths: the child may resolve relative ones from another working directory.
+        self.plugins = [str(Path(p).resolve()) if Path(p).is_file() else p for p in plugins]
+        self.timeout_s = timeout_s
+        self.memory_gb = memory_gb
+        self.grace_s = grace_s
+        self._context = multiprocessing.get_context("spawn")
+
+    def map(self, run_fn: RunFn, specs: list[RunSpec], on_record: OnRecord) -> None:
+        for spec in specs:
+            on_record(spec, self.run_one(run_fn, spec))
+
+    def limit_for(self, spec: RunSpec) -> Optional[float]:
+        """Wall-clock seconds the run's process may live, or None for no limit."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        train_limit = (spec.config.get("train") or {}).get("time_limit_s")
+        return None if train_limit is None else float(train_limit) + self.grace_s
+
+    def run_one(self, run_fn: RunFn, spec: RunSpec) -> Record:
+        """Runs one spec in a child process and returns its record or its failure row."""
+        memory_bytes = None
+        if self.memory_gb is not None and not str(spec.config.get("device", "cpu")).startswith("cuda"):
+            memory_bytes = int(self.memory_gb * 2**30)
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_child_main,
+            args=(sender, run_fn, spec, self.plugins, memory_bytes),
+            name=f"run {spec.key}",
+        )
+        limit = self.limit_for(spec)
+        process.start()
+        sender.close()  # the child holds the only write end: EOF on the pipe means it is gone
+        try:
+            record, reported = _await_record(process, receiver, spec, limit)
+            if reported:
+                process.join(timeout=_EXIT_GRACE_S)  # a child that has sent its record exits by itself
+            return record
+        finally:
+            _kill_group(process)
+            process.join()
+            receiver.close()
+
+
+def _await_record(
+    process: Any, receiver: Connection, spec: RunSpec, limit: Optional[float]
+) -> tuple[Record, bool]:
+    """Waits for the child's record, its death or the deadline; True when the child reported."""
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = wait([receiver, process.sentinel], timeout=remaining)
+        if receiver in ready:
+            try:
+                return receiver.recv(), True
+            except EOFError:
+                pass  # the child died without sending: fall through to its exit code
+        if ready:
+            process.join()
+            return failure_record(spec, "error", _describe_exit(process.exitcode)), False
+        if deadline is not None and time.monotonic() >= deadline:
+            reason = f"run exceeded the executor's wall-clock limit of {limit:g} s and was killed"
+            return failure_record(spec, "timeout", reason), False
+
+
+def _describe_exit(exitcode: Optional[int]) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"run process was killed by {name}{hint} before reporting a record"
+    return f"run process exited with status {exitcode} before reporting a record"
+
+
+def _kill_group(process: Any) -> None:
+    """Kills what is left of the child's process group: the child, and workers it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is empty, or the child died before leading one
+        if process.exitcode is None:
+            process.kill()
+
+
+def _child_main(
+    sender: Connection, run_fn: RunFn, spec: RunSpec, plugins: list[str], memory_bytes: Optional[int]
+) -> None:
+    """Entry point of the run's process: own group, memory cap, plugins, run, send the record."""
+    os.setpgrp()
+    if memory_bytes is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    try:
+        load_plugins(plugins)
+        record = run_fn(spec)
+    except BaseException as err:  # noqa: BLE001  every failure must become a row, not a lost run
+        record = record_of_exception(spec, err)
+    sender.send(record)
+    sender.close()

@@ -1,0 +1,266 @@
+"""MAC counting with fvcore, under the one convention every method's `macs()` follows.
+
+fvcore counts one multiply-add as one "flop"; we call that unit what it is, a MAC. Its default
+handles cover linear layers and matmuls but count zero for softmax, exp, SDPA and the scatter
+family (our attention cores live on those), so we register handles for them, following
+`methods.base.AttentionMethod.macs`:
+
+- matmul / bmm / mm / baddbmm / einsum / linear: one MAC per multiply-add;
+- softmax, log_softmax, exp: one per output element;
+- scatter_add, scatter_reduce(sum/mean/prod), index_add, index_put(accumulate=True), cumsum: one
+  per element added;
+- scaled_dot_product_attention: (d_qk + d_v) * nq * nk matmul MACs plus nq * nk softmax MACs per
+  (batch, head), i.e. 2*nq*nk*d + nq*nk when d_qk = d_v = d;
+- data movement, comparisons, plain elementwise arithmetic and reductions (gather, index_select,
+  sort, topk, masked_fill, where, add, mul, sum, mean, ...): zero, registered explicitly so they
+  are not reported as unsupported.
+
+Any other operator stays "unsupported" and is reported beside the totals, so a new method with an
+uncounted operator shows up instead of being silently counted as free. layer_norm keeps fvcore's
+default (5 per element); it lies outside the attention layer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from harness.model import AttentionLayer, EncoderClassifier
+
+Handle = Callable[[list, list], int]
+
+
+def _shape(value: Any) -> Optional[list[int]]:
+    """Static shape of a traced value, None when it is not a tensor of known shape."""
+    return value.type().sizes() if value.isCompleteTensor() else None
+
+
+def _numel(value: Any) -> int:
+    shape = _shape(value)
+    return math.prod(shape) if shape is not None else 0
+
+
+def _constant(value: Any) -> Any:
+    """The Python value of a traced constant argument (e.g. a dim, a flag), None otherwise."""
+    try:
+        return value.toIValue()
+    except RuntimeError:
+        return None
+
+
+def _broadcast_batch(*shapes: Iterable[int]) -> int:
+    return math.prod(torch.broadcast_shapes(*(tuple(s) for s in shapes)))
+
+
+# -- counted operators ---------------------------------------------------------------------------
+
+
+def matmul_macs(inputs: list, outputs: list) -> int:
+    """torch.matmul with broadcasting: batch * n * k * m (fvcore's own handle ignores broadcast)."""
+    a, b = _shape(inputs[0]), _shape(inputs[1])
+    if len(a) == 1 and len(b) == 1:
+        return a[0]
+    a2 = [1] + a if len(a) == 1 else a  # a vector acts as a (1, k) matrix
+    b2 = b + [1] if len(b) == 1 else b  # and as a (k, 1) matrix on the right
+    batch = _broadcast_batch(a2[:-2], b2[:-2])
+    return batch * a2[-2] * a2[-1] * b2[-1]
+
+
+def baddbmm_macs(inputs: list, outputs: list) -> int:
+    """baddbmm(input, batch1, batch2): batch * n * k * m; the added input is free."""
+    b1, b2 = _shape(inputs[1]), _shape(inputs[2])
+    return b1[0] * b1[1] * b1[2] * b2[2]
+
+
+def einsum_macs(inputs: list, outputs: list) -> int:
+    """einsum: for two operands, the product of every index size (one MAC per multiply-add).
+
+    More operands are costed pairwise along numpy's optimal contraction path.
+    """
+    equation = _constant(inputs[0]).replace(" ", "")
+    shapes = [_shape(v) for v in inputs[1].node().inputs()]
+    lhs = equation.partition("->")[0]
+    terms = _expand_ellipsis(lhs.split(","), shapes)
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        sizes.update(zip(term, shape))
+    if len(terms) <= 2:
+        return math.prod(sizes.values()) if len(terms) == 2 else 0
+    import numpy as np
+
+    operands = [np.broadcast_to(np.zeros(()), s) for s in shapes]  # shapes only, no memory
+    _, steps = np.einsum_path(",".join(terms), *operands, optimize="optimal")
+    flops = float(re.search(r"Optimized FLOP count:\s*([0-9.e+]+)", steps).group(1))
+    return int(flops // 2)  # numpy counts a multiply and an add separately
+
+
+def _expand_ellipsis(terms: list[str], shapes: list[list[int]]) -> list[str]:
+    """Replaces '...' by fresh letters; broadcasting aligns from the right, so a term whose
+    ellipsis covers k dims takes the last k of them."""
+    spare = [c for c in string.ascii_letters if not any(c in t for t in terms)]
+    covered = [len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes)]
+    fill = "".join(spare[: max(covered, default=0)])
+    return [t.replace("...", fill[len(fill) - k :]) for t, k in zip(terms, covered)]
+
+
+def sdpa_macs(inputs: list, outputs: list) -> int:
+    """scaled_dot_product_attention: per (batch, head), nq*nk*(d_qk + d_v) + nq*nk softmax."""
+    q, k, v = (_shape(x) for x in inputs[:3])
+    batch = _broadcast_batch(q[:-2], k[:-2])
+    nq, nk = q[-2], k[-2]
+    return batch * (nq * nk * (q[-1] + v[-1]) + nq * nk)
+
+
+def per_output_element(inputs: list, outputs: list) -> int:
+    """softmax, log_softmax, exp: one per element."""
+    return _numel(outputs[0])
+
+
+def per_source_element(source_index: int) -> Handle:
+    """scatter_add(self, dim, index, src) / index_add(self, dim, index, source): one per added element."""
+
+    def handle(inputs: list, outputs: list) -> int:
+        return _numel(inputs[source_index])
+
+    return handle
+
+
+def cumsum_macs(inputs: list, outputs: list) -> int:
+    return _numel(inputs[0])
+
+
+def scatter_reduce_macs(inputs: list, outputs: list) -> int:
+    """scatter_reduce(self, dim, index, src, reduce, include_self): arithmetic reduces count."""
+    reduce = _constant(inputs[4])
+    return _numel(inputs[3]) if reduce in ("sum", "mean", "prod") else 0
+
+
+def index_put_macs(inputs: list, outputs: list) -> int:
+    """index_put(self, indices, values, accumulate): counts only when it accumulates."""
+    return _numel(inputs[2]) if _constant(inputs[3]) else 0
+
+
+def zero(inputs: list, outputs: list) -> int:
+    return 0
+
+
+COUNTED_OPS: dict[str, Handle] = {
+    "aten::matmul": matmul_macs,
+    "aten::mm": matmul_macs,
+    "aten::baddbmm": baddbmm_macs,
+    "aten::einsum": einsum_macs,
+    "aten::scaled_dot_product_attention": sdpa_macs,
+    "aten::softmax": per_output_element,
+    "aten::_softmax": per_output_element,
+    "aten::log_softmax": per_output_element,
+    "aten::_log_softmax": per_output_element,
+    "aten::exp": per_output_element,
+    "aten::exp_": per_output_element,
+    "aten::scatter_add": per_source_element(3),
+    "aten::scatter_add_": per_source_element(3),
+    "aten::index_add": per_source_element(3),
+    "aten::index_add_": per_source_element(3),
+    "aten::scatter_reduce": scatter_reduce_macs,
+    "aten::scatter_reduce_": scatter_reduce_macs,
+    "aten::index_put": index_put_macs,
+    "aten::index_put_": index_put_macs,
+    "aten::_index_put_impl_": index_put_macs,
+    "aten::cumsum": cumsum_macs,
+    "aten::cumsum_": cumsum_macs,
+}
+
+# Free by the convention: data movement, comparisons, elementwise arithmetic, reductions, random.
+ZERO_COST_OPS: tuple[str, ...] = tuple(
+    f"aten::{name}"
+    for name in """
+    gather index_select take_along_dim sort argsort topk kthvalue masked_fill masked_fill_
+    masked_select masked_scatter where scatter scatter_ index_copy index_copy_ one_hot embedding
+    argmax argmin max min amax amin maximum minimum clamp_min clamp_max hardtanh hardtanh_
+    add add_ sub sub_ rsub mul mul_ div div_ neg abs sign sgn pow sqrt rsqrt reciprocal square
+    relu gelu tanh sigmoid
+    lt le gt ge eq ne logical_and logical_or logical_not logical_xor bitwise_and bitwise_or
+    bitwise_xor bitwise_not __or__ __xor__ isfinite isnan
+    sum mean any all count_nonzero
+    repeat repeat_interleave expand_as view_as flip tril triu diagonal movedim swapaxes
+    numpy_T mT mH adjoint matrix_H t_ isinf
+    ones_like empty_like new_ones fill_ zero_ clone alias lift_fresh scalar_tensor
+    rand rand_like randn randn_like randint normal_ uniform_ bernoulli bernoulli_
+    """.split()
+)
+
+
+def all_handles() -> dict[str, Handle]:
+    handles: dict[str, Handle] = {op: zero for op in ZERO_COST_OPS}
+    handles.update(COUNTED_OPS)
+    return handles
+
+
+# -- analysis ------------------------------------------------------------------------------------
+
+
+def analyze(module: nn.Module, inputs: torch.Tensor | tuple[torch.Tensor, ...]):
+    """An fvcore FlopCountAnalysis of `module(*inputs)` with our handles, traced now.
+
+    Tracing now (fvcore is lazy) keeps it inside the caller's no_grad/eval context. Unsupported
+    operators are read from `.unsupported_ops()`, not logged as warnings.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(module, inputs).set_op_handle(**all_handles())
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analysis.total()
+    return analysis
+
+
+def count_macs(model: EncoderClassifier, inputs: torch.Tensor) -> dict:
+    """Per-example forward MACs of `model` on `inputs` (a batch, normally of one example).
+
+    Attention-core MACs sum fvcore's count over the model's attention cores; attention-layer MACs
+    add their Q/K/V and output projections; algorithmic MACs ask each core for
+    `algorithmic_macs(n)` at the length it actually sees (the dual head runs each core twice).
+    Counted in eval mode, so dropout and training-only paths are left out.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            algorithmic = _algorithmic_macs(model, inputs)
+            analysis = analyze(model, inputs)
+            by_module = analysis.by_module()
+    finally:
+        model.train(was_training)
+    names = {module: name for name, module in model.named_modules()}
+    cores = [names[core] for core in model.attention_cores()]
+    layers = [name for name, module in model.named_modules() if isinstance(module, AttentionLayer)]
+    batch = inputs.shape[0]
+    return {
+        "unit": "MACs",
+        "attention_core_macs": sum(by_module[name] for name in cores) // batch,
+        "attention_algorithmic_macs": algorithmic // batch,
+        "attention_layer_macs": sum(by_module[name] for name in layers) // batch,
+        "total_macs": by_module[""] // batch,
+        "unsupported_ops": dict(sorted(analysis.unsupported_ops().items())),
+    }
+
+
+def _algorithmic_macs(model: EncoderClassifier, inputs: torch.Tensor) -> int:
+    """Sum of `core.algorithmic_macs(n) * batch` over every core call of one forward pass."""
+    total = 0
+
+    def record(core, args, kwargs):
+        nonlocal total
+        q = args[0] if args else kwargs["q"]
+        total += core.algorithmic_macs(q.shape[2]) * q.shape[0]  # q: (B, H, n, d)
+
+    hooks = [core.register_forward_pre_hook(record, with_kwargs=True) for core in model.attention_cores()]
+    try:
+        model(inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total

@@ -1,0 +1,152 @@
+"""Run records: one self-describing JSON file per run, written atomically, read with checks.
+
+Layout: `<out>/records/<task>/<method>/seed<seed>.json`, plus `<out>/config.json` with every
+resolved run config of the directory. Schema (COMMON.md):
+{"schema", "method", "attention", "task", "task_version", "seed", "status", "reason", "metrics",
+ "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from bench_common import BenchError
+from harness.config import CONFIG_VERSION
+
+SCHEMA = 1
+STATUSES = ("ok", "diverged", "oom", "timeout", "error", "unsupported")
+FAILED = ("diverged", "oom", "timeout", "error")
+RECORD_KEYS = ("schema", "method", "attention", "task", "task_version", "seed", "status", "reason",
+               "metrics", "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env")
+METRIC_KEYS = ("val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds",
+               "steps_per_second", "tokens_per_second", "peak_memory_mb", "history")
+
+
+def empty_metrics() -> dict[str, Any]:
+    return {key: ([] if key == "history" else None) for key in METRIC_KEYS}
+
+
+def record_path(out_dir: Path, task: str, method: str, seed: int) -> Path:
+    return Path(out_dir) / "records" / task / method / f"seed{seed}.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Temp file in the same directory, fsync, rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False, default=_jsonable)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def validate_record(record: Any, where: str) -> dict[str, Any]:
+    """Checks the keys and value kinds every reader relies on; one-line error naming the file."""
+    if not isinstance(record, dict):
+        raise BenchError(f"{where}: a record must be a JSON object")
+    if record.get("schema") != SCHEMA:
+        raise BenchError(f"{where}: record schema {record.get('schema')!r}, this version reads schema {SCHEMA}")
+    missing = [key for key in RECORD_KEYS if key not in record]
+    if missing:
+        raise BenchError(f"{where}: record lacks key(s) {', '.join(missing)}")
+    if record["status"] not in STATUSES:
+        raise BenchError(f"{where}: status {record['status']!r} is not one of {', '.join(STATUSES)}")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict) or any(key not in metrics for key in METRIC_KEYS):
+        raise BenchError(f"{where}: metrics must hold {', '.join(METRIC_KEYS)}")
+    for key in ("val_accuracy", "test_accuracy"):
+        value = metrics[key]
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise BenchError(f"{where}: metrics.{key} must be a fraction in [0, 1] or null, got {value!r}")
+    if not isinstance(record["config"], dict):
+        raise BenchError(f"{where}: config must be an object")
+    return record
+
+
+def write_record(out_dir: Path, record: dict[str, Any]) -> Path:
+    path = record_path(out_dir, record["task"], record["method"], record["seed"])
+    validate_record(record, str(path))
+    write_json_atomic(path, record)
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A record file, checked; any damage is a one-line BenchError naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise BenchError(f"{path}: cannot read record ({type(err).__name__})") from None
+    except json.JSONDecodeError as err:
+        raise BenchError(f"{path}:{err.lineno}: malformed record JSON: {err.msg}") from None
+    return validate_record(data, str(path))
+
+
+def read_record_if_valid(path: Path) -> Optional[dict[str, Any]]:
+    """The record at `path`, or None if absent or damaged (then the run is simply redone)."""
+    try:
+        return read_record(path) if Path(path).exists() else None
+    except BenchError:
+        return None
+
+
+def iter_record_paths(out_dir: Path) -> Iterator[Path]:
+    yield from sorted((Path(out_dir) / "records").glob("*/*/seed*.json"))
+
+
+def check_output_version(out_dir: Path) -> None:
+    """Refuses a directory written under another config version or record schema (nothing is touched)."""
+    out_dir = Path(out_dir)
+    config_file = out_dir / "config.json"
+    if config_file.exists():
+        try:
+            version = json.loads(config_file.read_text(encoding="utf-8")).get("version")
+        except (ValueError, OSError, AttributeError):
+            raise BenchError(f"{config_file}: unreadable; is {out_dir} an output directory of this tool?") from None
+        if version != CONFIG_VERSION:
+            raise BenchError(
+                f"{out_dir} holds results of config version {version!r}, this is version {CONFIG_VERSION}; "
+                f"choose another --out"
+            )
+    for path in iter_record_paths(out_dir):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            continue  # a damaged record is redone by its run, it says nothing about the version
+        schema = data.get("schema") if isinstance(data, dict) else None
+        version = (data.get("config") or {}).get("version") if isinstance(data, dict) else None
+        if schema != SCHEMA or version != CONFIG_VERSION:
+            raise BenchError(
+                f"{path}: written by record schema {schema!r} / config version {version!r}, this is "
+                f"schema {SCHEMA} / version {CONFIG_VERSION}; choose another --out"
+            )
+
+
+def update_config_file(out_dir: Path, configs: dict[str, dict[str, Any]]) -> None:
+    """Adds this sweep's resolved run configs to `<out>/config.json` (keyed task/method/seed)."""
+    path = Path(out_dir) / "config.json"
+    runs: dict[str, Any] = {}
+    if path.exists():
+        try:
+            runs = json.loads(path.read_text(encoding="utf-8")).get("runs", {})
+        except (ValueError, OSError, AttributeError):
+            runs = {}
+    runs.update(configs)
+    write_json_atomic(path, {"version": CONFIG_VERSION, "runs": dict(sorted(runs.items()))})

@@ -1,0 +1,165 @@
+"""One run, start to finish: task + resolved config -> model -> training -> a filled record.
+
+`execute_run` never raises for a failing run: unsupported settings, divergence, out-of-memory,
+time-outs and errors all come back as a record with that status (failures are rows), so a sweep
+always goes on. It writes nothing but its own training checkpoint; the sweep driver writes
+records, so executors on other machines need no shared file system.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from bench_common import BenchError
+from harness.config import CONFIG_VERSION, model_config, train_config
+from harness.data import check_split, one_example
+from harness.distributed import init_from_env, rank_device
+from harness.env import environment
+from harness.executors import RunSpec
+from harness.records import SCHEMA, empty_metrics
+from harness.train import Splits, train
+
+
+def load_task(name: str) -> Any:
+    """The task `name` from the task registry (imported here so `lra` loads only when needed)."""
+    from lra import get_task
+
+    return get_task(name)
+
+
+def new_record(spec: RunSpec) -> dict[str, Any]:
+    config = spec.config
+    return {
+        "schema": SCHEMA,
+        "method": spec.method,
+        "attention": config.get("attention"),
+        "task": spec.task,
+        "task_version": config.get("task_version"),
+        "seed": spec.seed,
+        "status": "error",
+        "reason": None,
+        "metrics": empty_metrics(),
+        "flops": None,
+        "diagnostics": {},
+        "bootstrap": [],
+        "suite": config.get("runtime", {}).get("suite"),
+        "config": config,
+        "config_hash": spec.config_hash,
+        "env": environment(config.get("device", "cpu")),
+    }
+
+
+def checkpoint_path(spec: RunSpec) -> Optional[Path]:
+    directory = spec.config.get("runtime", {}).get("checkpoint_dir")
+    return Path(directory) / spec.task / spec.method / f"seed{spec.seed}.pt" if directory else None
+
+
+def unsupported(task: Any, config: dict[str, Any], device: str) -> Optional[str]:
+    """Why a layer's method cannot run this task here (declared capabilities), before building."""
+    from methods import get_attention_class
+    from methods.base import unsupported_reason
+
+    model = model_config(config)
+    for layer in range(model.num_layers):
+        name, _ = model.layer_spec(layer)
+        reason = unsupported_reason(get_attention_class(name), model.encoded_length, model.encoded_length,
+                                    device, has_padding=task.pad_id is not None)
+        if reason:
+            return reason
+    return None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def execute_run(spec: RunSpec) -> dict[str, Any]:
+    """Trains and evaluates one run; returns its record whatever happens."""
+    record = new_record(spec)
+    try:
+        _run(spec, record)
+    except (torch.cuda.OutOfMemoryError, MemoryError) as err:
+        record["status"], record["reason"] = "oom", f"out of memory before training: {_first_line(err)}"
+    except Exception as err:  # a failing run is a row, never the end of the sweep
+        record["status"], record["reason"] = "error", f"{type(err).__name__}: {_first_line(err)}"
+    return record
+
+
+def _run(spec: RunSpec, record: dict[str, Any]) -> None:
+    config = spec.config
+    if config.get("version") != CONFIG_VERSION:
+        raise BenchError(f"run config version {config.get('version')!r}, expected {CONFIG_VERSION}")
+    runtime = config.get("runtime", {})
+    from methods import load_plugin
+
+    for plugin in runtime.get("plugins", []):  # workers in other processes import them again
+        load_plugin(plugin)
+    dist = init_from_env(config["device"])
+    device = rank_device(config["device"], dist)
+
+    task = load_task(spec.task)
+    reason = unsupported(task, config, str(device))
+    if reason:
+        record["status"], record["reason"] = "unsupported", reason
+        return
+    splits = task.prepare(Path(runtime.get("data_dir", "data")), dict(config["data"]))
+    for name in ("train", "val", "test"):
+        check_split(name, splits[name], task.head)
+
+    seed_everything(spec.seed)
+    from harness.model import EncoderClassifier
+
+    model_cfg = model_config(config)
+    model = EncoderClassifier(model_cfg).to(device)
+    callbacks = []
+    if config.get("bootstrap"):
+        from harness.bootstrap import build_bootstrap
+
+        callbacks = build_bootstrap(config["bootstrap"], model_cfg)
+
+    path = checkpoint_path(spec)
+    result = train(
+        model, Splits(splits["train"], splits["val"], splits["test"]), train_config(config),
+        head=task.head, seed=spec.seed, device=device, callbacks=callbacks, checkpoint_path=path,
+        checkpoint_key=spec.config_hash, dist=dist, label=spec.key,
+    )
+    record["status"], record["reason"] = result.status, result.reason
+    record["metrics"], record["bootstrap"] = result.metrics, result.events
+    record["diagnostics"] = _diagnostics(model)
+    record["flops"] = _flops(model, one_example(splits["test"], device), record)
+    if path is not None and dist.is_primary:
+        path.unlink(missing_ok=True)  # finished: the record now carries what the checkpoint held
+
+
+def _diagnostics(model: torch.nn.Module) -> dict[str, Any]:
+    """Each attention core's diagnostics after the test evaluation, keyed by layer."""
+    found = {}
+    for index, core in enumerate(model.attention_cores()):
+        values = core.diagnostics()
+        if values:
+            found[f"layer{index}"] = values
+    return found
+
+
+def _flops(model: torch.nn.Module, example: torch.Tensor, record: dict[str, Any]) -> Optional[dict]:
+    """Per-example forward MACs of the final model; a counting failure is noted, not fatal."""
+    try:
+        from harness.flops import count_macs
+
+        model.eval()
+        return count_macs(model, example)
+    except Exception as err:
+        record["diagnostics"]["flops_error"] = f"{type(err).__name__}: {_first_line(err)}"
+        return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,154 @@
+"""Declarative suites: which tasks, which method variants, which seeds, which config overrides.
+
+A suite is data, registered in a strict `bench_common.Registry`. A method variant is a label
+(what tables show) plus the registry name of its attention core, its options, and optionally a
+bootstrap schedule and per-layer attention (a hybrid). Overrides are config layers in the same
+shape as a --config file (harness/config.py); `task_overrides` apply to one task only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from bench_common import BenchError, Registry
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    label: str
+    attention: str
+    options: dict[str, Any] = field(default_factory=dict)
+    bootstrap: Optional[dict[str, Any]] = None
+    layer_attention: Optional[dict[int, dict[str, Any]]] = None
+
+    def layer(self) -> dict[str, Any]:
+        """This variant as a config layer (applied after the suite's overrides)."""
+        model: dict[str, Any] = {"attention": self.attention, "attention_options": dict(self.options)}
+        if self.layer_attention is not None:
+            model["layer_attention"] = {str(k): v for k, v in self.layer_attention.items()}
+        layer: dict[str, Any] = {"model": model}
+        if self.bootstrap is not None:
+            layer["bootstrap"] = dict(self.bootstrap)
+        return layer
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    methods: tuple[MethodVariant, ...]
+    seeds: tuple[int, ...] = (0,)
+    family: str = "lra"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def variant(self, label: str) -> MethodVariant:
+        for method in self.methods:
+            if method.label == label:
+                return method
+        raise BenchError(f"suite '{self.name}' has no method '{label}'")
+
+
+SUITES: Registry[Suite] = Registry("suite", Suite)
+
+
+def register_suite(suite: Suite) -> Suite:
+    labels = [m.label for m in suite.methods]
+    if len(set(labels)) != len(labels):
+        raise BenchError(f"suite '{suite.name}': method labels must be unique, got {labels}")
+    SUITES.add(suite.name, suite)
+    return suite
+
+
+def get_suite(name: str) -> Suite:
+    return SUITES.get(name)
+
+
+def plain(name: str, **options: Any) -> MethodVariant:
+    """A variant labelled by its registry name."""
+    return MethodVariant(label=name, attention=name, options=options)
+
+
+# The six core methods every main suite compares (registry names of methods/).
+CORE = (plain("full"), plain("sdpa"), plain("linformer"), plain("performer"),
+        plain("treeformer-tf"), plain("treeformer-tc"))
+LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
+
+# A model small enough for seconds on a CPU core, shared by the offline suites.
+TINY_MODEL = {"emb_dim": 32, "qkv_dim": 32, "mlp_dim": 64, "num_layers": 1, "num_heads": 2, "dropout": 0.0}
+
+register_suite(Suite(
+    name="smoke",
+    description="seconds on a CPU: every core method, a few steps on a small generated task (CI)",
+    tasks=("mqar",),
+    methods=CORE,
+    family="uniform",
+    overrides={
+        "model": TINY_MODEL,
+        "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "eval_batches": 2, "warmup_steps": 2,
+                  "lr": 1e-3, "schedule": "constant"},
+        "data": {"num_examples": 256},
+    },
+))
+
+register_suite(Suite(
+    name="quick",
+    description="the default main job: offline generated tasks, all core methods, about 10 min on 2 CPU cores",
+    tasks=("mqar", "listops"),
+    methods=CORE,
+    family="uniform",
+    overrides={
+        "model": {"emb_dim": 64, "qkv_dim": 64, "mlp_dim": 128, "num_layers": 2, "num_heads": 2, "dropout": 0.0},
+        "train": {"steps": 400, "batch_size": 32, "lr": 2e-3, "schedule": "cosine", "warmup_steps": 40,
+                  "eval_every": 100, "eval_batches": 8, "weight_decay": 0.01},
+    },
+))
+
+register_suite(Suite(
+    name="lra",
+    description="the five LRA tasks with the official code's per-task configs (GPU-sized)",
+    tasks=LRA_TASKS,
+    methods=CORE,
+    family="lra",
+))
+
+register_suite(Suite(
+    name="lra-uniform",
+    description="the five LRA tasks with the PyTorch ports' one 2-layer, 64-wide config",
+    tasks=LRA_TASKS,
+    methods=CORE,
+    family="uniform",
+))
+
+register_suite(Suite(
+    name="nlp",
+    description="NLP classification tasks (GLUE-style) with every core method",
+    tasks=("sst2", "qnli"),
+    methods=CORE,
+    family="uniform",
+))
+
+
+def _tree(label: str, name: str, bootstrap: Optional[dict] = None, **options: Any) -> MethodVariant:
+    return MethodVariant(label=label, attention=name, options=options, bootstrap=bootstrap)
+
+
+register_suite(Suite(
+    name="treeformer-ablation",
+    description="Treeformer choices one at a time: tree height, TF vs TC, mean vs sum, bootstrap on/off",
+    tasks=("mqar", "listops"),
+    methods=(
+        plain("full"),
+        _tree("tc-h2", "treeformer-tc", height=2),
+        _tree("tc-h3", "treeformer-tc", height=3),
+        _tree("tc-h4", "treeformer-tc", height=4),
+        _tree("tc-h5", "treeformer-tc", height=5),
+        _tree("tf-h3", "treeformer-tf", height=3),
+        _tree("tc-h3-sum", "treeformer-tc", height=3, aggregate="sum"),
+        _tree("tf-h3-bootstrap", "treeformer-tf", bootstrap={"full_steps": 100, "tc_steps": 100}, height=3),
+    ),
+    family="uniform",
+    overrides=dict(model=dict(TINY_MODEL, num_layers=2), train={"steps": 400, "eval_every": 100}),
+))

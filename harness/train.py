@@ -1,0 +1,297 @@
+"""The one training loop, for every task, head and method.
+
+Read top to bottom: `train` builds AdamW, resumes from a checkpoint when there is one, then for
+each step runs the callbacks, sets the learning rate, takes the step's batch, does forward,
+backward, clipping and the update; every `eval_every` steps it measures validation accuracy,
+keeps the best state, writes a checkpoint and checks early stopping. At the end the best state
+(never the last) is loaded and tested. Divergence, out-of-memory and the time limit end the run
+with that status and keep what was measured.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench_common import BenchError
+from harness.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from harness.config import TrainConfig
+from harness.data import TrainBatches, eval_batches
+from harness.distributed import DistInfo, mean_over_ranks, wrap_model
+
+
+class Callback(Protocol):
+    """Called before every step; a returned dict is an event: the model's attention changed.
+
+    Callbacks must decide from `step` alone (as bootstrap schedules do): on resume they are
+    replayed over the finished steps to rebuild the model's structure before its weights load.
+    """
+
+    def on_step_start(self, step: int, model: nn.Module) -> Optional[dict]: ...
+
+
+@dataclass
+class Splits:
+    train: Any
+    val: Any
+    test: Any
+
+
+@dataclass
+class TrainResult:
+    status: str  # ok | diverged | oom | timeout
+    reason: Optional[str]
+    metrics: dict[str, Any]
+    events: list[dict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- pieces of a step
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of config.lr at 0-based `step` (the schedules of the LRA code and its ports)."""
+    s, warmup = step + 1, config.warmup_steps
+    if config.schedule == "rsqrt":  # LRA: base * min(1, s/w) / sqrt(max(s, w))
+        w = max(warmup, 1)
+        return min(1.0, s / w) / math.sqrt(max(s, w))
+    ramp = min(1.0, s / warmup) if warmup else 1.0
+    if config.schedule == "constant" or s <= warmup:
+        return ramp
+    progress = (s - warmup) / max(1, config.steps - warmup)  # 0 -> 1 after the warm-up
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return max(0.0, 1.0 - progress)  # onecycle: linear up, then linear down to 0
+
+
+def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor, head: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy, number of correct predictions, number of scored targets.
+
+    Token heads score every position whose target is not -100; other heads one label per example.
+    """
+    if head == "token":
+        logits = logits.flatten(0, 1)  # (B*n, C)
+        targets = targets.flatten()  # (B*n,)
+    loss = F.cross_entropy(logits.float(), targets, ignore_index=-100)
+    scored = targets != -100
+    correct = ((logits.argmax(dim=-1) == targets) & scored).sum()
+    return loss, correct, scored.sum()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Any, batch_size: int, max_batches: Optional[int], head: str,
+             device: torch.device) -> float:
+    """Accuracy over the split (or its first `max_batches` batches), in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for inputs, targets in eval_batches(split, batch_size, max_batches, device):
+        with autocast(device):
+            logits = model(inputs)
+        _, batch_correct, batch_total = loss_and_correct(logits, targets, head)
+        correct, total = correct + int(batch_correct), total + int(batch_total)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (as LRA's GPU ports); full fp32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def add_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module) -> int:
+    """Gives parameters the optimizer does not know yet (a swapped attention core) their own group."""
+    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    new = [p for p in model.parameters() if id(p) not in known and p.requires_grad]
+    if new:
+        optimizer.add_param_group({"params": new})
+    return len(new)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: max allocated since the run began; CPU: the process's peak RSS (ru_maxrss, KiB on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class Progress:
+    """tqdm bar with loss, accuracy and steps/s; silent off a terminal and on ranks other than 0."""
+
+    def __init__(self, total: int, initial: int, label: str, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=label, leave=False, dynamic_ncols=True)
+
+    def update(self, loss: float, accuracy: float, steps_per_second: float, refresh: bool) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if refresh:
+                self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.3f}", it_s=f"{steps_per_second:.1f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(
+    model: nn.Module,
+    splits: Splits,
+    config: TrainConfig,
+    *,
+    head: str,
+    seed: int,
+    device: torch.device,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_path: Optional[Path] = None,
+    checkpoint_key: str = "",
+    dist: DistInfo = DistInfo(),
+    label: str = "",
+    progress: bool = True,
+) -> TrainResult:
+    """Trains `model` (already on `device`) and tests its best-validation state.
+
+    `checkpoint_key` (the config hash) guards resume: a checkpoint written for another config is
+    ignored. Only rank 0 writes checkpoints.
+    """
+    batches = TrainBatches(splits.train, config.batch_size, seed, device, dist)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay)
+    step, best_accuracy, best_step, best_state = 0, -1.0, None, None
+    history: list[dict] = []
+    events: list[dict] = []
+    evals_without_gain, seconds, elapsed_before = 0, 0.0, 0.0
+
+    saved = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    if saved is not None and saved.get("key") == checkpoint_key:
+        # Rebuild the model's structure (bootstrap swaps) by replaying the callbacks, then load.
+        for replayed in range(saved["step"]):
+            for callback in callbacks:
+                event = callback.on_step_start(replayed, model)
+                if event is not None:
+                    events.append({"step": replayed, **event})
+                    add_new_parameters(optimizer, model)
+        if len(events) != len(saved["events"]):
+            raise BenchError(f"checkpoint {checkpoint_path}: callbacks replayed {len(events)} events, "
+                             f"the run had {len(saved['events'])}; delete it to restart that run")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for callback, state in zip(callbacks, saved["callbacks"]):
+            if state is not None and hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(state)
+        set_rng_state(saved["rng"])
+        step, best_accuracy, best_step = saved["step"], saved["best_accuracy"], saved["best_step"]
+        best_state, history, events = saved["best_state"], saved["history"], saved["events"]
+        evals_without_gain, seconds, elapsed_before = saved["evals_without_gain"], saved["seconds"], saved["elapsed"]
+
+    net = wrap_model(model, dist)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    eval_batch_size = max(1, config.batch_size // dist.world_size)
+    status, reason = "ok", None
+    loss_sum, loss_count, accuracy = 0.0, 0, 0.0
+    tokens_per_step = None
+    start = time.perf_counter()
+    bar = Progress(config.steps, step, label, progress and dist.is_primary)
+    model.train()
+    try:
+        while step < config.steps:
+            step_start = time.perf_counter()
+            for callback in callbacks:
+                event = callback.on_step_start(step, model)
+                if event is not None:
+                    # The method changed: new parameters join the optimizer, and the best
+                    # checkpoint is chosen afresh, so a bootstrapped method is never credited
+                    # with its warm-up model's accuracy.
+                    events.append({"step": step, **event})
+                    add_new_parameters(optimizer, model)
+                    net = wrap_model(model, dist)
+                    best_accuracy, best_step, best_state, evals_without_gain = -1.0, None, None, 0
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(step, config)
+
+            inputs, targets = batches.batch(step)
+            tokens_per_step = tokens_per_step or inputs.numel() * dist.world_size
+            with autocast(device):
+                logits = net(inputs)
+            loss, correct, scored = loss_and_correct(logits, targets, head)
+            loss_value = mean_over_ranks(loss.item(), dist)
+            if not math.isfinite(loss_value):
+                status, reason = "diverged", f"non-finite training loss ({loss_value}) at step {step + 1}"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            seconds += time.perf_counter() - step_start
+            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+            refresh = step % 10 == 0 or step == config.steps
+            if refresh:
+                accuracy = int(correct) / max(int(scored), 1)
+            bar.update(loss_value, accuracy, step / max(seconds, 1e-9), refresh)
+
+            if step % config.eval_every == 0 or step == config.steps:
+                val_accuracy = evaluate(model, splits.val, eval_batch_size, config.eval_batches, head, device)
+                history.append({"step": step, "train_loss": loss_sum / loss_count, "val_accuracy": val_accuracy})
+                loss_sum, loss_count = 0.0, 0
+                if val_accuracy > best_accuracy:
+                    best_accuracy, best_step, best_state, evals_without_gain = val_accuracy, step, state_to_cpu(model), 0
+                else:
+                    evals_without_gain += 1
+                if checkpoint_path is not None and dist.is_primary:
+                    save_checkpoint(checkpoint_path, {
+                        "key": checkpoint_key, "step": step, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                        "best_accuracy": best_accuracy, "best_step": best_step, "best_state": best_state,
+                        "history": history, "events": events, "evals_without_gain": evals_without_gain,
+                        "seconds": seconds, "elapsed": elapsed_before + time.perf_counter() - start,
+                        "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+                    })
+                if config.early_stop_patience is not None and evals_without_gain >= config.early_stop_patience:
+                    break
+            elapsed = elapsed_before + time.perf_counter() - start
+            if config.time_limit_s is not None and elapsed > config.time_limit_s and step < config.steps:
+                status, reason = "timeout", f"time limit {config.time_limit_s:g}s reached after {step} steps"
+                break
+    except (torch.cuda.OutOfMemoryError, MemoryError) as err:
+        status, reason = "oom", f"out of memory at step {step + 1}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    finally:
+        bar.close()
+
+    test_accuracy = None
+    if best_state is not None and status != "oom":
+        model.load_state_dict(best_state)
+        test_accuracy = evaluate(model, splits.test, eval_batch_size, None, head, device)
+    metrics = {
+        "val_accuracy": best_accuracy if best_state is not None else None,
+        "test_accuracy": test_accuracy,
+        "best_step": best_step,
+        "steps": step,
+        "train_seconds": seconds,
+        "steps_per_second": step / seconds if seconds else None,
+        "tokens_per_second": step * (tokens_per_step or 0) / seconds if seconds else None,
+        "peak_memory_mb": peak_memory_mb(device),
+        "history": history,
+    }
+    return TrainResult(status=status, reason=reason, metrics=metrics, events=events)

@@ -1,0 +1,140 @@
+"""What TF- and TC-Attention share: the routing tree, option checks, routing of q and k, diagnostics.
+
+Both cores hold their tree as `self.tree` with the same parameter names and shapes, so
+`EncoderClassifier.set_attention` (which carries state of matching name and shape) keeps the
+learned routing when the bootstrap switches a layer from TC to TF.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from bench_common import BenchError
+from methods.base import AttentionMethod
+from methods.treeformer.tree import Routing, RoutingTree, check_height
+
+
+class TreeAttention(AttentionMethod):
+    """Base of the Treeformer cores; subclasses implement `forward`, `macs`, `algorithmic_macs`."""
+
+    def __init__(
+        self,
+        num_heads: int = 0,
+        head_dim: int = 0,
+        max_seq_len: int = 0,
+        height: int = 5,
+        overparam_layers: int = 0,
+    ):
+        super().__init__(num_heads, head_dim, max_seq_len)
+        what = f"attention method '{self.registry_name or type(self).__name__}'"
+        check_height(height, max_seq_len, what)
+        if isinstance(overparam_layers, bool) or not isinstance(overparam_layers, int) or overparam_layers < 0:
+            raise BenchError(f"{what} option 'overparam_layers' must be an integer >= 0, got {overparam_layers!r}")
+        self.height = height
+        self.tree = RoutingTree(num_heads, head_dim, height, overparam_layers)
+        self.reset_diagnostics()
+
+    @property
+    def leaves(self) -> int:
+        return 2**self.height
+
+    def route_queries_and_keys(
+        self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
+    ) -> tuple[Routing, Routing]:
+        """Routes q and k through the one shared tree in a single pass (one node matmul)."""
+        n = q.shape[2]
+        both = torch.cat([q, k], dim=2)  # (B, H, 2n, d)
+        real = None if key_padding_mask is None else torch.cat([key_padding_mask, key_padding_mask], dim=1)
+        routing = self.tree.route(both, real)
+        queries = Routing(leaf=routing.leaf[..., :n], gate=routing.gate[..., :n])
+        keys = Routing(leaf=routing.leaf[..., n:], gate=routing.gate[..., n:])
+        return queries, keys
+
+    def routing_macs(self, seq_len: int) -> int:
+        """Executed routing MACs per example: node matmul and path matmul for q and k, log_softmax, exp."""
+        tokens = 2 * seq_len
+        nodes = 2**self.height - 1
+        extra = len(self.tree.overparam_weights)  # collapsing the product: per head N*N*d + N*N each
+        collapse = extra * (nodes * nodes * self.head_dim + nodes * nodes)
+        per_head = tokens * nodes * self.head_dim + tokens * nodes * self.leaves + tokens * self.leaves + tokens
+        return self.num_heads * per_head + self.num_heads * collapse
+
+    def algorithmic_routing_macs(self, seq_len: int) -> int:
+        """A traversal evaluates h hyperplanes per token (q and k)."""
+        return self.num_heads * 2 * seq_len * self.height * self.head_dim
+
+    # ---- diagnostics -------------------------------------------------------------------------
+
+    def reset_diagnostics(self) -> None:
+        self._diag_calls = 0
+        self._diag_examples = 0
+        self._diag_leaf_counts = torch.zeros(2**self.height, dtype=torch.float64)
+        self._diag_max_leaf = 0.0  # sum over (example, head) of the fullest leaf's key count
+        self._diag_heads = 0  # number of (example, head) pairs seen
+        self._diag_reached = 0.0  # sum over real queries of the fraction of real keys reached
+        self._diag_queries = 0
+        self._diag_macs = 0.0  # data-dependent attention MACs spent, summed over examples
+
+    @torch.no_grad()
+    def _record(
+        self,
+        key_counts: torch.Tensor,
+        reached: torch.Tensor,
+        real_keys: torch.Tensor,
+        query_real: torch.Tensor,
+        macs_spent: float,
+    ) -> None:
+        """key_counts (B, H, L); reached (B, H, n) keys each query reaches; real_keys (B,) per example."""
+        batch, heads, _ = key_counts.shape
+        self._diag_calls += 1
+        self._diag_examples += batch
+        self._diag_leaf_counts += key_counts.sum(dim=(0, 1)).to(torch.float64).cpu()
+        self._diag_max_leaf += float(key_counts.amax(dim=-1).sum())
+        self._diag_heads += batch * heads
+        fraction = reached / real_keys.clamp(min=1).to(reached.dtype)[:, None, None]
+        self._diag_reached += float(fraction[query_real].sum())
+        self._diag_queries += int(query_real.sum())
+        self._diag_macs += float(macs_spent)
+
+    def diagnostics(self) -> dict:
+        """Leaf occupancy and spent MACs averaged over the forward calls since the last call; resets."""
+        if self._diag_calls == 0:
+            return {"height": self.height, "leaves": self.leaves, "forward_calls": 0}
+        counts = self._diag_leaf_counts
+        total = float(counts.sum())
+        share = counts / total if total > 0 else counts
+        nonzero = share[share > 0]
+        entropy = float(-(nonzero * torch.log2(nonzero)).sum())
+        mean_leaf = total / max(self._diag_heads, 1) / self.leaves
+        max_leaf = self._diag_max_leaf / max(self._diag_heads, 1)
+        result = {
+            "height": self.height,
+            "leaves": self.leaves,
+            "forward_calls": self._diag_calls,
+            "leaf_occupancy": [round(float(x), 6) for x in share],
+            "leaf_entropy_bits": entropy,
+            "leaf_entropy_normalized": entropy / self.height,
+            "max_leaf_occupancy": max_leaf,
+            "mean_leaf_occupancy": mean_leaf,
+            "leaf_imbalance": max_leaf / mean_leaf if mean_leaf > 0 else 0.0,
+            "keys_reached_fraction": self._diag_reached / max(self._diag_queries, 1),
+            "attention_macs_spent": self._diag_macs / max(self._diag_examples, 1),
+        }
+        self.reset_diagnostics()
+        return result
+
+
+def leaf_counts(routing: Routing, leaves: int) -> torch.Tensor:
+    """(B, H, L) number of real tokens per leaf (padding, leaf -1, counted nowhere)."""
+    batch, heads, n = routing.leaf.shape
+    slots = routing.leaf + 1  # 0 = padding
+    counts = torch.zeros(batch, heads, leaves + 1, dtype=torch.long, device=slots.device)
+    counts.scatter_add_(-1, slots, torch.ones_like(slots))
+    return counts[..., 1:]
+
+
+def inverse_sqrt(dim: int) -> float:
+    return 1.0 / math.sqrt(dim)

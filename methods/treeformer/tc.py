@@ -1,0 +1,122 @@
+"""`treeformer-tc`: TC-Attention, the coarse form with dense gradients (Madaan et al. 2023).
+
+Every node of the tree (internal nodes and leaves, 2^(h+1) - 1 of them) holds an aggregate of the
+keys and values routed through it: their mean (default) or sum. A query attends, with a softmax,
+over the nodes on its own root-to-leaf path; empty nodes are excluded. The root holds every key,
+so every real key and value receives gradient.
+
+Implementation, O(n·d) aggregation and O(n·2^h·d) attention, never n x n:
+1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
+2. internal nodes are the sums of their two children, level by level up to the root;
+3. one matrix product scores every query against all node aggregates, masked to the query's
+   path (a gathered row of a fixed ancestor table). Scoring all nodes does 2^(h+1)/(h+1) times the
+   MACs the algorithm needs, but runs as one BLAS call instead of a per-query gather, which is
+   several times faster on CPU; `algorithmic_macs` reports what the path alone needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from bench_common import BenchError
+from methods.base import check_qkv
+from methods.registry import register_attention
+from methods.treeformer.core import TreeAttention, inverse_sqrt
+from methods.treeformer.tree import ancestor_table
+
+AGGREGATES = ("mean", "sum")
+
+
+@register_attention("treeformer-tc")
+class TreeformerTC(TreeAttention):
+    """Each query attends over the mean (or sum) key/value aggregates of its root-to-leaf path."""
+
+    def __init__(
+        self,
+        num_heads: int = 0,
+        head_dim: int = 0,
+        max_seq_len: int = 0,
+        height: int = 5,
+        aggregate: Literal["mean", "sum"] = "mean",
+        overparam_layers: int = 0,
+    ):
+        if aggregate not in AGGREGATES:
+            raise BenchError(
+                f"attention method 'treeformer-tc' option 'aggregate' must be one of "
+                f"{', '.join(AGGREGATES)}, got {aggregate!r}"
+            )
+        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers)
+        self.aggregate = aggregate
+        self.register_buffer("ancestors", ancestor_table(height), persistent=False)  # (L+1, 2L-1)
+
+    def forward(self, q, k, v, key_padding_mask=None):
+        check_qkv(q, k, v, key_padding_mask)
+        batch, heads, n, dim = q.shape
+        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
+        sums = self.node_sums(keys, k, v)  # (B, H, 2L-1, 2d+1)
+        counts = sums[..., -1]  # (B, H, 2L-1), 1.0 per key forward
+        node_keys, node_values = sums[..., :dim], sums[..., dim : 2 * dim]
+        if self.aggregate == "mean":
+            denominator = torch.where(counts > 0, counts, torch.ones_like(counts)).unsqueeze(-1)
+            node_keys, node_values = node_keys / denominator, node_values / denominator
+        scores = torch.matmul(q, node_keys.transpose(-1, -2) * inverse_sqrt(dim))  # (B, H, n, 2L-1)
+        # Allowed: on the query's path (padding's row is all False) and non-empty.
+        allowed = self.ancestors[queries.leaf] & (counts > 0).unsqueeze(-2)  # (B, H, n, 2L-1)
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        attended = torch.matmul(torch.softmax(scores, dim=-1), node_values)  # (B, H, n, d)
+        # The gate is 0 for padded queries, whose all-masked rows are then dropped.
+        out = attended * queries.gate.unsqueeze(-1)
+        if not torch.jit.is_tracing():
+            self._record_tc(queries, counts, allowed, key_padding_mask, n)
+        return out
+
+    def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
+        batch, heads, n, dim = k.shape
+        gate = keys.gate.unsqueeze(-1)  # (B, H, n, 1)
+        rows = torch.cat([k * gate, v * gate, gate], dim=-1).reshape(-1, 2 * dim + 1)  # (B*H*n, 2d+1)
+        groups = batch * heads
+        # Slot of each key: (b*H + h) * L + leaf; padding goes to one extra slot that is dropped.
+        group_base = torch.arange(groups, device=k.device).repeat_interleave(n) * self.leaves
+        leaf = keys.leaf.reshape(-1)
+        slots = torch.where(leaf >= 0, group_base + leaf, torch.full_like(leaf, groups * self.leaves))
+        leaf_sums = rows.new_zeros(groups * self.leaves + 1, 2 * dim + 1).index_add(0, slots, rows)
+        level = leaf_sums[:-1].view(groups, self.leaves, 2 * dim + 1)
+        levels = [level]
+        while level.shape[1] > 1:
+            level = level.view(groups, level.shape[1] // 2, 2, 2 * dim + 1).sum(dim=2)  # parents
+            levels.append(level)
+        return torch.cat(levels[::-1], dim=1).view(batch, heads, 2 * self.leaves - 1, 2 * dim + 1)
+
+    @torch.no_grad()
+    def _record_tc(self, queries, counts, allowed, key_padding_mask, n) -> None:
+        batch, heads, _ = counts.shape
+        key_counts = counts[..., self.leaves - 1 :]  # (B, H, L)
+        real_keys = counts[:, 0, 0]  # the root holds every real key
+        # Keys reached: every key in a non-empty node of the path, i.e. all of the root's.
+        reached = (allowed[..., :1].to(counts.dtype) * counts[..., :1].unsqueeze(-2)).squeeze(-1)
+        query_real = queries.leaf >= 0
+        path_nodes = float(allowed.sum())
+        dim = self.head_dim
+        spent = (
+            self.algorithmic_routing_macs(n) * batch
+            + float(real_keys.sum()) * heads * (self.height + 1) * (2 * dim + 1)
+            + path_nodes * (2 * dim + 1)
+        )
+        self._record(key_counts, reached, real_keys, query_real, spent)
+
+    def macs(self, seq_len: int) -> int:
+        """Executed: routing, index_add of n rows of 2d+1, all-node scores, softmax, weighted sum."""
+        nodes = 2 * self.leaves - 1
+        dim = self.head_dim
+        per_head = seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
+        return self.routing_macs(seq_len) + self.num_heads * per_head
+
+    def algorithmic_macs(self, seq_len: int) -> int:
+        """O(n·h·d): a traversal, adding each key into its h+1 path nodes, and h+1 path scores."""
+        path = self.height + 1
+        dim = self.head_dim
+        per_head = seq_len * path * (2 * dim + 1) + 2 * seq_len * path * dim + seq_len * path
+        return self.algorithmic_routing_macs(seq_len) + self.num_heads * per_head

@@ -1,0 +1,229 @@
+"""`treeformer-tf`: TF-Attention, exact softmax attention restricted to each query's leaf.
+
+A query attends to the keys routed to its own leaf (Madaan et al. 2023). Our defaults
+(shared/PAPER.md): a query whose leaf holds no key falls back to the keys of its deepest non-empty
+ancestor (`empty_leaf="ancestor"`), or outputs zero (`empty_leaf="zero"`); padding is routed
+nowhere and padded positions output zero.
+
+Implementation, never n x n: queries and keys are sorted by (example, head, leaf), so the keys of
+any subtree are one contiguous run. Each (example, head, leaf) with queries is a *group*: its
+queries attend to one run of keys. Groups are batched by size class (both sizes rounded up to a
+power of two, padded, masked), so a balanced tree costs one or two fused attention calls and one
+leaf holding everything costs what full attention on that leaf costs. With `bucket_capacity` = c
+(a fixed bucket size, as Reformer's), each leaf's keys are capped at its first c keys in sequence
+order and its queries split into chunks of c: every bucket is then c x c, one fused call; keys
+beyond a leaf's capacity are attended by no one (the uncapped variant is the exact reference).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from bench_common import BenchError
+from methods.base import check_qkv
+from methods.registry import register_attention
+from methods.treeformer.core import TreeAttention
+
+EMPTY_LEAF_POLICIES = ("ancestor", "zero")
+
+
+@dataclass
+class Bucket:
+    """One size class of groups: row indices into the flat (B*H*n + 1) token table (last row = zero)."""
+
+    query_rows: torch.Tensor  # (c, sq) long; padding slots point at the zero row
+    query_valid: torch.Tensor  # (c, sq) bool
+    key_rows: torch.Tensor  # (c, sk) long
+    key_valid: torch.Tensor  # (c, sk) bool
+
+
+@dataclass
+class Plan:
+    """The integer work of one forward pass: buckets plus what diagnostics need."""
+
+    buckets: list[Bucket]
+    key_counts: torch.Tensor  # (G, L) real keys per leaf
+    keys_per_query_leaf: torch.Tensor  # (G, L) keys a query in that leaf attends to
+    macs_spent: int  # sum over groups of queries * keys * (2d + 1)
+
+
+@register_attention("treeformer-tf")
+class TreeformerTF(TreeAttention):
+    """Softmax attention of each query over the keys of its leaf (or deepest non-empty ancestor)."""
+
+    def __init__(
+        self,
+        num_heads: int = 0,
+        head_dim: int = 0,
+        max_seq_len: int = 0,
+        height: int = 5,
+        empty_leaf: Literal["ancestor", "zero"] = "ancestor",
+        bucket_capacity: Optional[int] = None,
+        overparam_layers: int = 0,
+    ):
+        what = "attention method 'treeformer-tf'"
+        if empty_leaf not in EMPTY_LEAF_POLICIES:
+            raise BenchError(
+                f"{what} option 'empty_leaf' must be one of {', '.join(EMPTY_LEAF_POLICIES)}, got {empty_leaf!r}"
+            )
+        if bucket_capacity is not None and (
+            isinstance(bucket_capacity, bool) or not isinstance(bucket_capacity, int) or bucket_capacity < 1
+        ):
+            raise BenchError(f"{what} option 'bucket_capacity' must be a positive integer or null, got {bucket_capacity!r}")
+        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers)
+        self.empty_leaf = empty_leaf
+        self.bucket_capacity = bucket_capacity
+
+    def forward(self, q, k, v, key_padding_mask=None):
+        check_qkv(q, k, v, key_padding_mask)
+        batch, heads, n, dim = q.shape
+        groups = batch * heads
+        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
+        plan = self.plan(queries.leaf.reshape(groups, n), keys.leaf.reshape(groups, n))
+        zero = q.new_zeros(1, dim)
+        table_q = torch.cat([q.reshape(groups * n, dim), zero])  # (G*n + 1, d)
+        table_k = torch.cat([k.reshape(groups * n, dim), zero])
+        table_v = torch.cat([(v * keys.gate.unsqueeze(-1)).reshape(groups * n, dim), zero])
+        rows, destinations = [], []
+        for bucket in plan.buckets:
+            attended = F.scaled_dot_product_attention(
+                table_q[bucket.query_rows],  # (c, sq, d)
+                table_k[bucket.key_rows],  # (c, sk, d)
+                table_v[bucket.key_rows],
+                attn_mask=bucket.key_valid.unsqueeze(1),  # (c, 1, sk)
+            )  # (c, sq, d)
+            valid = bucket.query_valid.reshape(-1).nonzero().squeeze(1)
+            rows.append(attended.reshape(-1, dim).index_select(0, valid))
+            destinations.append(bucket.query_rows.reshape(-1).index_select(0, valid))
+        out = q.new_zeros(groups * n, dim)
+        if rows:
+            out = out.index_copy(0, torch.cat(destinations), torch.cat(rows))
+        out = out.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
+        if not torch.jit.is_tracing():
+            self._record_tf(plan, queries, batch, heads, n)
+        return out
+
+    @torch.no_grad()
+    def plan(self, query_leaf: torch.Tensor, key_leaf: torch.Tensor) -> Plan:
+        """Groups, key runs and size classes from the (G, n) leaves (-1 = padding)."""
+        groups, n = query_leaf.shape
+        leaves, height, device = self.leaves, self.height, query_leaf.device
+        key_order, key_counts, key_start = _sort_by_leaf(key_leaf, leaves)
+        query_order, query_counts, query_start = _sort_by_leaf(query_leaf, leaves)
+        counts = key_counts.view(groups, leaves)
+        if self.empty_leaf == "ancestor":
+            # Keys under each leaf's ancestor at every level; non-empty levels run from the root down.
+            per_level = [
+                counts.view(groups, 2**level, leaves >> level).sum(-1).repeat_interleave(leaves >> level, dim=1)
+                for level in range(height + 1)
+            ]
+            level = (torch.stack(per_level, dim=1) > 0).sum(dim=1) - 1  # (G, L), -1: no keys at all
+        else:
+            level = torch.where(counts > 0, height, -1)
+        span_bits = height - level.clamp(min=0)  # the chosen node covers 2^span_bits leaves
+        leaf_ids = torch.arange(leaves, device=device).expand(groups, leaves)
+        first = (leaf_ids >> span_bits) << span_bits  # (G, L) first leaf of the chosen subtree
+        cumulative = torch.cat([counts.new_zeros(groups, 1), counts.cumsum(dim=1)], dim=1)  # (G, L+1)
+        run_length = cumulative.gather(1, first + (1 << span_bits)) - cumulative.gather(1, first)
+        run_length = torch.where(level >= 0, run_length, torch.zeros_like(run_length))
+        if self.bucket_capacity is not None:
+            run_length = run_length.clamp(max=self.bucket_capacity)
+        run_start = key_start.view(groups, leaves).gather(1, first)  # (G, L)
+
+        active = ((query_counts > 0) & (run_length.reshape(-1) > 0)).nonzero().squeeze(1)
+        query_len, query_begin = query_counts[active], query_start[active]
+        key_len, key_begin = run_length.reshape(-1)[active], run_start.reshape(-1)[active]
+        macs_spent = int((query_len * key_len).sum()) * (2 * self.head_dim + 1)
+        sentinel = groups * n  # the zero row of the token tables
+
+        buckets = []
+        if self.bucket_capacity is not None:
+            capacity = self.bucket_capacity
+            chunks = (query_len + capacity - 1) // capacity
+            owner = torch.repeat_interleave(torch.arange(len(active), device=device), chunks)
+            chunk = torch.arange(len(owner), device=device) - (chunks.cumsum(0) - chunks)[owner]
+            query_begin = query_begin[owner] + chunk * capacity
+            query_len = (query_len[owner] - chunk * capacity).clamp(max=capacity)
+            key_begin, key_len = key_begin[owner], key_len[owner]
+            if len(owner):
+                sq, sk = int(query_len.max()), int(key_len.max())
+                buckets.append(_bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, sentinel))
+        else:
+            size_q, size_k = _next_power_of_two(query_len), _next_power_of_two(key_len)
+            classes = size_q * (2 * n + 1) + size_k
+            for value in torch.unique(classes).tolist():
+                members = (classes == value).nonzero().squeeze(1)
+                sq, sk = divmod(value, 2 * n + 1)
+                buckets.append(
+                    _bucket(
+                        query_order, query_begin[members], query_len[members], sq,
+                        key_order, key_begin[members], key_len[members], sk, sentinel,
+                    )
+                )
+        return Plan(buckets, counts, run_length, macs_spent)
+
+    @torch.no_grad()
+    def _record_tf(self, plan: Plan, queries, batch: int, heads: int, n: int) -> None:
+        leaf = queries.leaf.reshape(batch * heads, n)
+        reached = plan.keys_per_query_leaf.gather(1, leaf.clamp(min=0)) * (leaf >= 0)  # (G, n)
+        key_counts = plan.key_counts.view(batch, heads, self.leaves)
+        real_keys = key_counts[:, 0].sum(dim=-1)  # (B,)
+        spent = self.algorithmic_routing_macs(n) * batch + plan.macs_spent
+        self._record(key_counts, reached.view(batch, heads, n).float(), real_keys, (leaf >= 0).view(batch, heads, n), spent)
+
+    def _balanced_leaf(self, seq_len: int) -> int:
+        return max(1, math.ceil(seq_len / self.leaves))
+
+    def macs(self, seq_len: int) -> int:
+        """Executed MACs assuming a balanced tree (the data-dependent count is in diagnostics)."""
+        per_leaf = self._balanced_leaf(seq_len)
+        dim = self.head_dim
+        if self.bucket_capacity is None:
+            size = 1 << (per_leaf - 1).bit_length()
+            attention = self.leaves * (2 * size * size * dim + size * size)
+        else:
+            size = min(self.bucket_capacity, per_leaf)
+            chunks = self.leaves * math.ceil(per_leaf / self.bucket_capacity)
+            attention = chunks * (2 * size * size * dim + size * size)
+        return self.routing_macs(seq_len) + self.num_heads * attention
+
+    def algorithmic_macs(self, seq_len: int) -> int:
+        """A traversal plus leaf-restricted attention on a balanced tree: about 2 n^2 d / 2^h."""
+        per_leaf = seq_len / self.leaves
+        pairs = self.leaves * per_leaf * per_leaf
+        return self.algorithmic_routing_macs(seq_len) + int(self.num_heads * pairs * (2 * self.head_dim + 1))
+
+
+def _sort_by_leaf(leaf: torch.Tensor, leaves: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat token order sorted by (group, leaf), stable in position; counts and run starts per slot."""
+    groups, _ = leaf.shape
+    sentinel = groups * leaves  # padding sorts after every real slot
+    base = torch.arange(groups, device=leaf.device).unsqueeze(1) * leaves
+    slots = torch.where(leaf >= 0, base + leaf, torch.full_like(leaf, sentinel)).reshape(-1)
+    order = torch.argsort(slots, stable=True)
+    counts = torch.bincount(slots, minlength=sentinel + 1)[:sentinel]  # (G*L,)
+    return order, counts, counts.cumsum(0) - counts
+
+
+def _next_power_of_two(values: torch.Tensor) -> torch.Tensor:
+    return torch.pow(2, torch.ceil(torch.log2(values.double()))).long()
+
+
+def _bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, sentinel) -> Bucket:
+    """Padded row indices of one size class (queries and keys as runs of the sorted orders)."""
+    query_rows, query_valid = _runs(query_order, query_begin, query_len, sq, sentinel)
+    key_rows, key_valid = _runs(key_order, key_begin, key_len, sk, sentinel)
+    return Bucket(query_rows, query_valid, key_rows, key_valid)
+
+
+def _runs(order, begin, length, size, sentinel) -> tuple[torch.Tensor, torch.Tensor]:
+    offsets = torch.arange(size, device=order.device)
+    valid = offsets < length.unsqueeze(1)  # (c, size)
+    positions = (begin.unsqueeze(1) + offsets).clamp(max=len(order) - 1)
+    rows = torch.where(valid, order[positions], torch.full_like(positions, sentinel))
+    return rows, valid

@@ -1,0 +1,186 @@
+"""The DGT routing tree: one learned oblique decision tree per head, shared by queries and keys.
+
+Follows Dense Gradient Trees (Karthikeyan et al., arXiv 2102.07567; microsoft/DGT) as recorded in
+shared/PAPER.md: a complete binary tree of height h with 2^h - 1 internal nodes numbered
+breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
+computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
+by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
+then the one-hot argmax. The backward pass is DGT's straight-through estimator: hard-tanh STE at
+the sign (gradient 2 where |z| <= 1, as DGT's `2a - fac`, zero elsewhere) and identity from the
+one-hot into the softmax.
+
+Our choices (PAPER.md "open"): the scale mean |z| is taken per token over the nodes, not over the
+whole batch as DGT does, so an example's gradients never depend on its batch mates. The one-hot
+enters attention through a *gate*: g = onehot[leaf] with the identity STE, i.e. 1 in the forward
+pass and d p_leaf in the backward pass; the cores multiply each key's contribution and each
+query's output by its gate, which carries the attention loss into the tree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from bench_common import BenchError
+
+MAX_HEIGHT = 10  # 1024 leaves; the (leaves x nodes) path matrix stays small
+
+
+def check_height(height: int, max_seq_len: int, what: str) -> None:
+    """Rule: 1 <= height <= MAX_HEIGHT and 2^height <= max_seq_len (on average >= 1 token per leaf)."""
+    if isinstance(height, bool) or not isinstance(height, int) or height < 1:
+        raise BenchError(f"{what} option 'height' must be a positive integer, got {height!r}")
+    if height > MAX_HEIGHT:
+        raise BenchError(f"{what} option 'height'={height} exceeds the maximum {MAX_HEIGHT}")
+    if max_seq_len and 2**height > max_seq_len:
+        raise BenchError(
+            f"{what} option 'height'={height} gives 2^{height}={2**height} leaves, more than "
+            f"max_seq_len={max_seq_len} tokens; choose height <= {int(math.log2(max_seq_len))}"
+        )
+
+
+def path_matrix(height: int) -> torch.Tensor:
+    """(leaves, internal nodes): +1 where the leaf lies left of the node, -1 right, 0 off its path."""
+    leaves, nodes = 2**height, 2**height - 1
+    matrix = torch.zeros(leaves, nodes)
+    for level in range(height):
+        span = leaves >> level  # leaves under one node of this level
+        for offset in range(2**level):
+            node = 2**level - 1 + offset
+            first = offset * span
+            matrix[first : first + span // 2, node] = 1.0
+            matrix[first + span // 2 : first + span, node] = -1.0
+    return matrix
+
+
+def ancestor_table(height: int) -> torch.Tensor:
+    """(leaves + 1, all nodes) bool: node on the leaf's root-to-leaf path (leaf included).
+
+    Nodes are all 2^(h+1) - 1 of them, breadth-first, leaves last; the extra last row (index -1)
+    belongs to padding tokens and is all False: padding is routed nowhere.
+    """
+    leaves = 2**height
+    table = torch.zeros(leaves + 1, 2 * leaves - 1, dtype=torch.bool)
+    for leaf in range(leaves):
+        node = leaves - 1 + leaf
+        while True:
+            table[leaf, node] = True
+            if node == 0:
+                break
+            node = (node - 1) // 2
+    return table
+
+
+@dataclass
+class Routing:
+    """Where each token went: `leaf` (B, H, m) int64, -1 for padding; `gate` (B, H, m), 1.0 forward."""
+
+    leaf: torch.Tensor
+    gate: torch.Tensor
+
+
+class _HardTanhSign(torch.autograd.Function):
+    """sign(z) (z >= 0 -> +1) forward; 2 * 1[|z| <= 1] backward (DGT's ScaleBinarizer, `2a - fac`)."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * (z.abs() <= 1).to(grad.dtype) * 2.0
+
+
+class RoutingTree(nn.Module):
+    """Per-head node hyperplanes as one batched linear layer, optionally over-parameterised.
+
+    Parameters: `weight` (H, N, d) and `bias` (H, N) with N = 2^h - 1; with `overparam_layers`
+    = L > 0 also `overparam_weights.i` (H, N, N) and `overparam_biases.i` (H, N), applied after the
+    first layer with no nonlinearity, so the product collapses to one (W, b) (`collapsed`).
+    """
+
+    def __init__(self, num_heads: int, head_dim: int, height: int, overparam_layers: int = 0):
+        super().__init__()
+        self.height = height
+        nodes = 2**height - 1
+        # Hyperplanes through the data's scale: w ~ N(0, 1/d) keeps z = w.x ~ N(0, |x|^2/d), so
+        # the hard-tanh window |z| <= 1 passes gradient for a good share of tokens at the start.
+        self.weight = nn.Parameter(torch.randn(num_heads, nodes, head_dim) / math.sqrt(head_dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads, nodes))
+        eye = torch.eye(nodes).expand(num_heads, nodes, nodes)
+        self.overparam_weights = nn.ParameterList(
+            nn.Parameter(eye + 0.01 * torch.randn(num_heads, nodes, nodes)) for _ in range(overparam_layers)
+        )
+        self.overparam_biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(num_heads, nodes)) for _ in range(overparam_layers)
+        )
+        self.register_buffer("paths", path_matrix(height), persistent=False)  # (L, N)
+
+    @property
+    def leaves(self) -> int:
+        return 2**self.height
+
+    def collapsed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one (W (H, N, d), b (H, N)) the layer product equals; differentiable."""
+        weight, bias = self.weight, self.bias
+        for outer, outer_bias in zip(self.overparam_weights, self.overparam_biases):
+            weight = torch.matmul(outer, weight)  # (H, N, d)
+            bias = torch.matmul(outer, bias.unsqueeze(-1)).squeeze(-1) + outer_bias  # (H, N)
+        return weight, bias
+
+    def node_values(self, x: torch.Tensor) -> torch.Tensor:
+        """z (B, H, m, N) for x (B, H, m, d)."""
+        weight, bias = self.collapsed()
+        return torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :]
+
+    def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
+        """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
+        z = self.node_values(x)  # (B, H, m, N)
+        leaf = self.traverse(z)
+        # DGT's hard forward with the straight-through backward: scaled sign, path matrix, softmax.
+        scale = z.detach().abs().mean(dim=-1, keepdim=True)  # (B, H, m, 1)
+        signs = _HardTanhSign.apply(z) * scale
+        leaf_scores = torch.matmul(signs, self.paths.t())  # (B, H, m, L)
+        log_p = torch.log_softmax(leaf_scores, dim=-1)
+        p_leaf = torch.exp(log_p.gather(-1, leaf.unsqueeze(-1)).squeeze(-1))  # (B, H, m)
+        gate = 1.0 + (p_leaf - p_leaf.detach())  # exactly 1 forward; identity STE backward
+        if real is not None:
+            real = real[:, None, :]  # (B, 1, m)
+            leaf = torch.where(real, leaf, torch.full_like(leaf, -1))
+            gate = gate * real.to(gate.dtype)
+        return Routing(leaf=leaf, gate=gate)
+
+    def traverse(self, z: torch.Tensor) -> torch.Tensor:
+        """Leaf index (B, H, m) from node values by walking root to leaf; equals argmax of the scores."""
+        node = torch.zeros(z.shape[:-1], dtype=torch.long, device=z.device)
+        goes_right = z < 0  # (B, H, m, N)
+        for _ in range(self.height):
+            right = goes_right.gather(-1, node.unsqueeze(-1)).squeeze(-1)
+            node = 2 * node + 1 + right.long()
+        return node - (self.leaves - 1)
+
+    @torch.no_grad()
+    def grown(self) -> "RoutingTree":
+        """A tree of height h+1 whose new last level copies each new node's parent hyperplane.
+
+        The product is collapsed first (the grown tree keeps the same number of over-parameter
+        layers, initialised to identity). A copied parent sends every token that reached it one
+        way again, so each old leaf maps to one new leaf and leaf-restricted attention is unchanged
+        at the moment of growth; training then learns to split.
+        """
+        heads, nodes, dim = self.weight.shape
+        weight, bias = self.collapsed()
+        new = RoutingTree(heads, dim, self.height + 1, len(self.overparam_weights)).to(weight.device)
+        parents = (torch.arange(nodes, 2 * nodes + 1, device=weight.device) - 1) // 2
+        new.weight.copy_(torch.cat([weight, weight[:, parents]], dim=1))
+        new.bias.copy_(torch.cat([bias, bias[:, parents]], dim=1))
+        for outer, outer_bias in zip(new.overparam_weights, new.overparam_biases):
+            outer.copy_(torch.eye(2 * nodes + 1).expand_as(outer))
+            outer_bias.zero_()
+        return new

@@ -1,0 +1,55 @@
+"""Run functions for tests/test_executors.py: importable by name in spawned processes and Ray workers.
+
+Each stands in for harness.runner.execute_run and misbehaves in one way. Kept free of torch so a
+spawned child starts fast and fits a small memory cap.
+"""
+
+import os
+import signal
+import time
+
+from harness.executors import RunSpec, failure_record
+
+
+def report_pid(spec: RunSpec) -> dict:
+    """A well-behaved run: an ok row that says which process ran it."""
+    record = failure_record(spec, "ok", None)
+    record["diagnostics"] = {"pid": os.getpid()}
+    return record
+
+
+def by_seed(spec: RunSpec) -> dict:
+    """Misbehaves according to the seed: 0 ok, 1 hangs, 2 is killed, 3 raises, 4 exhausts memory."""
+    if spec.seed == 1:
+        time.sleep(3600)
+    if spec.seed == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if spec.seed == 3:
+        raise ValueError("broken run")
+    if spec.seed == 4:
+        hog = bytearray(4 * 2**30)  # 4 GiB: over the test's cap
+        hog[0] = 1
+    return report_pid(spec)
+
+
+def exit_abruptly(spec: RunSpec) -> dict:
+    """Ends the worker process without a word (a segfault or os._exit in native code)."""
+    if spec.seed == 2:
+        os._exit(3)
+    return report_pid(spec)
+
+
+def list_methods(spec: RunSpec) -> dict:
+    """An ok row whose diagnostics list the attention methods registered in this process."""
+    from methods import list_attentions
+
+    record = report_pid(spec)
+    record["diagnostics"]["methods"] = list_attentions()
+    return record
+
+
+def touch_marker(spec: RunSpec) -> dict:
+    """Leaves a file named in the config, so a test can tell whether any run started at all."""
+    with open(spec.config["marker"], "w") as handle:
+        handle.write(spec.key)
+    return report_pid(spec)

@@ -1,0 +1,109 @@
+"""run_benchmark.py: exit statuses, one-line errors, plugins listed and trained, output files."""
+
+import json
+
+import pytest
+import torch
+
+from harness.cli import main
+from test_sweep_records import NAN_PLUGIN
+
+GOOD_PLUGIN = '''
+from methods import register_attention
+from methods.full import FullAttention
+
+
+@register_attention("halved-full")
+class HalvedFull(FullAttention):
+    """Full attention with its output halved (a plugin loaded from a file by a test)."""
+
+    def forward(self, q, k, v, key_padding_mask=None):
+        return 0.5 * super().forward(q, k, v, key_padding_mask)
+'''
+
+
+def cli(tmp_path, *args):
+    return main(["run", "--suite", "tiny", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),
+                 "--device", "cpu", "--set", "train.steps=10", "--set", "train.eval_every=5", *args])
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_list_shows_methods_and_suites(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "full" in out and "quick" in out and "smoke" in out and "treeformer-ablation" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "--suite", "quik"], "unknown suite 'quik'; did you mean 'quick'"),
+    (["run", "--suite", "smoke", "--methods", "fulll"], "unknown attention method 'fulll'"),
+    (["run", "--suite", "smoke", "--device", "tpu"], "--device: expected cpu, cuda or auto"),
+    (["run", "--seeds", "one"], "expected comma-separated integers"),
+    (["run", "--config", "missing.json"], "--config missing.json: cannot read it"),
+    (["run", "--executor", "cloud"], "unknown executor 'cloud'"),
+    (["list", "--plugin", "no_such_module_xyz"], "--plugin no_such_module_xyz: cannot import it"),
+])
+def test_usage_errors_exit_2_with_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in one_line_error(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cuda_without_gpu_exits_2_before_any_run(tmp_path, capsys):
+    assert main(["run", "--suite", "smoke", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert "no CUDA device" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback():
+    from bench_common import BenchError
+
+    with pytest.raises(BenchError):
+        main(["run", "--suite", "quik", "--debug"])
+
+
+def test_plugin_file_is_listed_and_trained(tmp_path, tiny_suite, restore_attention_registry, capsys):
+    plugin = tmp_path / "halved.py"
+    plugin.write_text(GOOD_PLUGIN)
+    assert main(["list", "--plugin", str(plugin)]) == 0
+    assert "halved-full" in capsys.readouterr().out
+    assert cli(tmp_path, "--plugin", str(plugin), "--methods", "halved-full,full") == 0
+    record = json.loads((tmp_path / "out/records/tiny-majority/halved-full/seed0.json").read_text())
+    assert record["status"] == "ok" and record["attention"] == "halved-full" and record["metrics"]["steps"] == 10
+    assert record["config"]["runtime"]["plugins"] == [str(plugin)]
+
+
+def test_failed_runs_exit_1_and_are_rows(tmp_path, tiny_suite, restore_attention_registry, capsys):
+    plugin = tmp_path / "nan.py"
+    plugin.write_text(NAN_PLUGIN)
+    assert cli(tmp_path, "--plugin", str(plugin), "--methods", "nan-after-5,sdpa", "--seeds", "0,1") == 1
+    out = capsys.readouterr().out
+    assert out.count(": diverged") == 2 and out.count(": ok") == 2
+    statuses = {p.parent.name + "/" + p.name: json.loads(p.read_text())["status"]
+                for p in (tmp_path / "out/records").rglob("seed*.json")}
+    assert statuses == {"nan-after-5/seed0.json": "diverged", "nan-after-5/seed1.json": "diverged",
+                        "sdpa/seed0.json": "ok", "sdpa/seed1.json": "ok"}
+
+
+def test_rerun_skips_done_runs_and_force_reruns(tmp_path, tiny_suite, capsys):
+    assert cli(tmp_path, "--methods", "full") == 0
+    path = tmp_path / "out/records/tiny-majority/full/seed0.json"
+    first = path.read_bytes()
+    capsys.readouterr()
+    assert cli(tmp_path, "--methods", "full") == 0
+    assert "1 of 1 runs already done" in capsys.readouterr().err and path.read_bytes() == first
+    assert cli(tmp_path, "--methods", "full", "--force") == 0
+    assert path.read_bytes() != first  # rewritten (train seconds differ)
+
+
+def test_config_json_holds_the_resolved_configs(tmp_path, tiny_suite):
+    assert cli(tmp_path, "--methods", "sdpa", "--set", "train.lr=0.01") == 0
+    config = json.loads((tmp_path / "out/config.json").read_text())
+    run = config["runs"]["tiny-majority/sdpa/seed0"]
+    assert run["config"]["train"]["lr"] == 0.01 and run["config"]["model"]["attention"] == "sdpa"

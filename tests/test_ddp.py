@@ -1,0 +1,80 @@
+"""DDP for one run: sharding rules, and 2 gloo processes matching one process step for step."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench_common import BenchError
+from harness import distributed
+from harness.distributed import DistInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = Path(__file__).with_name("ddp_probe.py")
+TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+def test_shard_batch_size_splits_evenly_or_refuses():
+    assert distributed.shard_batch_size(32, 4) == 8
+    assert distributed.shard_batch_size(5, 1) == 5
+    with pytest.raises(BenchError, match=r"train.batch_size=10 is not divisible by the world size 4"):
+        distributed.shard_batch_size(10, 4)
+
+
+def test_local_slices_tile_the_global_batch():
+    slices = [distributed.local_slice(12, DistInfo(rank=r, world_size=3, local_rank=r)) for r in range(3)]
+    assert [list(range(12))[s] for s in slices] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_world_is_read_from_torchrun_variables_only_when_all_are_set():
+    assert distributed.world_from_env(TORCHRUN_ENV) == DistInfo(rank=1, world_size=2, local_rank=1)
+    partial = {k: v for k, v in TORCHRUN_ENV.items() if k != "MASTER_PORT"}
+    assert distributed.world_from_env(partial) == DistInfo()
+    assert not distributed.init_from_env("cpu", {}).distributed
+
+
+def test_non_local_executor_is_refused_under_torchrun(monkeypatch):
+    from harness.executors import executor_from_flags
+
+    for name, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(BenchError, match="--executor subprocess cannot run under torchrun"):
+        executor_from_flags("subprocess")
+    assert executor_from_flags("local").name == "local"
+
+
+def _probe(tmp_path: Path, world_size: int, global_batch: int = 8) -> subprocess.CompletedProcess:
+    out = tmp_path / f"world{world_size}.json"
+    launcher = [sys.executable]
+    if world_size > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, str(PROBE), str(out), str(global_batch)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    """Tolerance 1e-5 relative on each step's global loss: not bit-exact, because DDP sums the two
+    half-batch gradients (all-reduce) where one process sums all examples in one backward pass, and
+    float addition is not associative; the ~1e-7 relative differences then pass through AdamW."""
+    for world_size in (1, 2):
+        done = _probe(tmp_path, world_size)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one = json.loads((tmp_path / "world1.json").read_text())
+    two = json.loads((tmp_path / "world2.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    assert len(one["losses"]) == len(two["losses"]) == 4
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert one["losses"][-1] < one["losses"][0]  # it trained, so the comparison covers updates
+
+
+@pytest.mark.slow
+def test_batch_not_divisible_by_world_size_fails_before_any_step(tmp_path):
+    done = _probe(tmp_path, 2, global_batch=7)
+    assert done.returncode != 0
+    assert "train.batch_size=7 is not divisible by the world size 2" in done.stderr
+    assert not (tmp_path / "world2.json").exists()

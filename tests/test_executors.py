@@ -1,0 +1,229 @@
+"""Executors: option checking, failure rows, the subprocess executor's limits, the Ray executor.
+
+Ray tests share one local cluster for the session (starting one takes ~7 s). Runs use the stand-in
+run functions of tests/executor_probes.py; the smoke suite's real runs through `ray` vs `local` are
+compared in test_ray_smoke_suite_matches_local.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import executor_probes as probes
+from bench_common import BenchError
+from harness.executors import (
+    RunSpec,
+    executor_from_flags,
+    failure_record,
+    get_executor,
+    record_of_exception,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD_KEYS = {
+    "schema", "method", "attention", "task", "task_version", "seed", "status", "reason", "metrics",
+    "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env",
+}
+PLUGIN_SOURCE = textwrap.dedent(
+    '''
+    from methods import AttentionMethod, register_attention
+
+    @register_attention("probe-plugin")
+    class ProbePlugin(AttentionMethod):
+        """Registered only where the plugin is loaded."""
+
+        def forward(self, q, k, v, key_padding_mask=None):
+            return v
+
+        def macs(self, seq_len):
+            return 0
+    '''
+)
+
+
+def specs(seeds, **config):
+    return [RunSpec(method="full", task="probe", seed=s, config=dict(config), config_hash="h") for s in seeds]
+
+
+def collect(executor, run_fn, spec_list):
+    rows = []
+    executor.map(run_fn, spec_list, lambda spec, record: rows.append((spec, record)))
+    return rows
+
+
+# --- choosing an executor -------------------------------------------------------------------
+
+
+def test_unknown_executor_and_option_are_one_line_errors():
+    with pytest.raises(BenchError, match="unknown executor 'slurm'; available: local, ray, subprocess"):
+        get_executor("slurm")
+    with pytest.raises(BenchError, match="--executor subprocess: unknown option 'timeout' \\(did you mean 'timeout_s'\\?\\)"):
+        get_executor("subprocess", timeout=3)
+    with pytest.raises(BenchError, match="timeout_s must be a positive number"):
+        get_executor("subprocess", timeout_s=0)
+
+
+def test_flags_for_another_executor_are_refused():
+    with pytest.raises(BenchError, match="--ray-address applies to --executor ray only"):
+        executor_from_flags("local", ray_address="auto")
+    with pytest.raises(BenchError, match="apply to --executor subprocess only"):
+        executor_from_flags("ray", timeout_s=5)
+    executor = executor_from_flags("subprocess", plugins=["x.y"], timeout_s=5, memory_gb=1)
+    assert (executor.name, executor.timeout_s, executor.memory_gb, executor.plugins) == ("subprocess", 5, 1, ["x.y"])
+
+
+def test_listing_methods_does_not_import_ray():
+    code = "import sys; from harness.cli import main; main(['list']); assert 'ray' not in sys.modules, 'ray imported'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "sdpa" in done.stdout
+
+
+def test_ray_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    executor = get_executor("ray")
+    with pytest.raises(BenchError, match=r"pip install 'treeformer-bench\[scale\]'"):
+        executor.map(probes.report_pid, specs([0]), lambda spec, record: None)
+
+
+# --- failure rows -----------------------------------------------------------------------------
+
+
+def test_failure_record_has_the_record_schema():
+    spec = RunSpec("treeformer-tc-h4", "listops", 3, {"model": {"attention": "treeformer-tc"}, "suite": "quick"}, "abc")
+    record = failure_record(spec, "timeout", "too slow")
+    assert set(record) == RECORD_KEYS
+    assert (record["method"], record["attention"], record["task"], record["seed"]) == (
+        "treeformer-tc-h4", "treeformer-tc", "listops", 3)
+    assert (record["status"], record["reason"], record["suite"], record["config_hash"]) == ("timeout", "too slow", "quick", "abc")
+    assert record["metrics"]["test_accuracy"] is None and record["metrics"]["history"] == []
+    assert record["flops"]["unit"] == "MACs" and record["flops"]["total_macs"] is None
+
+
+def test_exceptions_become_oom_or_error_rows():
+    spec = specs([0])[0]
+    assert record_of_exception(spec, MemoryError())["status"] == "oom"
+    torch_oom = RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried 9 GB")
+    assert record_of_exception(spec, torch_oom)["status"] == "oom"
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError as err:
+        row = record_of_exception(spec, err)
+    assert row["status"] == "error"
+    assert row["reason"].startswith("ValueError: bad value (at ") and "test_executors.py" in row["reason"]
+    assert record_of_exception(spec, BenchError("model.x: expected int"))["reason"] == "model.x: expected int"
+
+
+# --- subprocess -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_subprocess_failures_become_rows_and_the_sweep_goes_on():
+    """Seeds: 1 hangs past the limit, 2 is SIGKILLed, 3 raises, 4 exceeds the memory cap; 0 and 5 are fine."""
+    executor = get_executor("subprocess", timeout_s=8, memory_gb=1)
+    rows = collect(executor, probes.by_seed, specs([0, 1, 2, 3, 4, 5]))
+    statuses = {spec.seed: record["status"] for spec, record in rows}
+    assert [spec.seed for spec, _ in rows] == [0, 1, 2, 3, 4, 5]
+    assert statuses == {0: "ok", 1: "timeout", 2: "error", 3: "error", 4: "oom", 5: "ok"}
+    reasons = {spec.seed: record["reason"] for spec, record in rows}
+    assert "wall-clock limit of 8 s" in reasons[1]
+    assert "killed by SIGKILL" in reasons[2]
+    assert reasons[3].startswith("ValueError: broken run")
+    assert reasons[4].startswith("MemoryError")
+    pids = {rows[0][1]["diagnostics"]["pid"], rows[5][1]["diagnostics"]["pid"], os.getpid()}
+    assert len(pids) == 3  # each run had a process of its own
+    assert all(set(record) == RECORD_KEYS for _, record in rows)
+
+
+@pytest.mark.slow
+def test_subprocess_limit_defaults_to_the_runs_time_limit_plus_grace():
+    executor = get_executor("subprocess", grace_s=1.5)
+    assert executor.limit_for(specs([0], train={"time_limit_s": 2})[0]) == 3.5
+    assert executor.limit_for(specs([0], train={"time_limit_s": None})[0]) is None
+    start = time.monotonic()
+    [(_, record)] = collect(executor, probes.by_seed, specs([1], train={"time_limit_s": 2}))
+    assert record["status"] == "timeout" and "limit of 3.5 s" in record["reason"]
+    assert time.monotonic() - start < 60  # the hang (an hour) was cut short
+
+
+@pytest.mark.slow
+def test_subprocess_loads_plugins_in_the_child(tmp_path, restore_attention_registry):
+    plugin = tmp_path / "probe_plugin.py"
+    plugin.write_text(PLUGIN_SOURCE)
+    executor = executor_from_flags("subprocess", plugins=[str(plugin)], timeout_s=60)
+    [(_, record)] = collect(executor, probes.list_methods, specs([0]))
+    assert record["status"] == "ok", record["reason"]
+    assert "probe-plugin" in record["diagnostics"]["methods"]
+    from methods import list_attentions
+
+    assert "probe-plugin" not in list_attentions()  # loaded there, not here
+
+
+# --- ray --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_ray_address_fails_fast_before_any_run(tmp_path):
+    marker = tmp_path / "started"
+    executor = executor_from_flags("ray", ray_address=f"127.0.0.1:{_free_port()}")
+    start = time.monotonic()
+    with pytest.raises(BenchError, match=r"--ray-address 127.0.0.1:\d+: no Ray cluster reachable there"):
+        executor.map(probes.touch_marker, specs([0], marker=str(marker)), lambda spec, record: None)
+    assert time.monotonic() - start < 30
+    assert not marker.exists()
+    with pytest.raises(BenchError, match="expected auto, HOST:PORT"):
+        executor_from_flags("ray", ray_address="nowhere").map(probes.report_pid, specs([0]), lambda s, r: None)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """One local Ray cluster for the test session; workers can import the test probes."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")),
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_records_return_to_the_driver_and_failures_are_rows(ray_cluster):
+    rows = collect(get_executor("ray"), probes.exit_abruptly, specs([0, 1, 2]))
+    statuses = {spec.seed: record["status"] for spec, record in rows}
+    assert statuses == {0: "ok", 1: "ok", 2: "error"}
+    assert "Ray task failed" in dict((s.seed, r) for s, r in rows)[2]["reason"]
+    assert os.getpid() not in {record["diagnostics"]["pid"] for _, record in rows if record["status"] == "ok"}
+    [(_, raised)] = collect(get_executor("ray"), probes.by_seed, specs([3]))
+    assert raised["status"] == "error" and raised["reason"].startswith("ValueError: broken run")
+
+
+@pytest.mark.slow
+def test_ray_ships_plugin_files_to_workers(ray_cluster, tmp_path, restore_attention_registry):
+    plugin = tmp_path / "probe_plugin.py"
+    plugin.write_text(PLUGIN_SOURCE)
+    executor = executor_from_flags("ray", plugins=[str(plugin)])
+    plugin.unlink()  # workers must not need the driver's file
+    [(_, record)] = collect(executor, probes.list_methods, specs([0]))
+    assert record["status"] == "ok", record["reason"]
+    assert "probe-plugin" in record["diagnostics"]["methods"]
+
+
+@pytest.mark.slow
+def test_ray_gpu_request_without_gpus_fails_before_any_run(ray_cluster, tmp_path):
+    marker = tmp_path / "started"
+    batch = specs([0], marker=str(marker)) + specs([1], marker=str(marker), device="cuda")
+    with pytest.raises(BenchError, match="--device cuda needs 1 GPU per run, but the Ray cluster has 0"):
+        get_executor("ray").map(probes.touch_marker, batch, lambda spec, record: None)
+    assert not marker.exists()

@@ -1,0 +1,216 @@
+"""Treeformer routing, TF- and TC-Attention against explicit traversals and dense references."""
+
+import math
+
+import pytest
+import torch
+
+from bench_common import BenchError
+from methods import create_attention
+from tests.treeformer_reference import tc_dense, tf_allowed, tf_dense, traverse
+
+HEADS, DIM = 2, 8
+
+
+def build(name, n=32, seed=0, **options):
+    torch.manual_seed(seed)
+    return create_attention(name, num_heads=HEADS, head_dim=DIM, max_seq_len=n, **options).train()
+
+
+def inputs(n=32, batch=2, seed=1, padded=True):
+    generator = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch, HEADS, n, DIM, generator=generator).requires_grad_() for _ in range(3))
+    mask = None
+    if padded:
+        mask = torch.ones(batch, n, dtype=torch.bool)
+        mask[-1, n - n // 3 :] = False
+    return q, k, v, mask
+
+
+def one_leaf_takes_all(core):
+    """Zero hyperplanes with bias +1: every z = 1 >= 0, so every token goes left to leaf 0."""
+    with torch.no_grad():
+        core.tree.weight.zero_()
+        core.tree.bias.fill_(1.0)
+
+
+def grads(core, tensors, out, seed=5):
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    params = [core.tree.weight, core.tree.bias]
+    return torch.autograd.grad((out * weights).sum(), list(tensors) + params, allow_unused=True)
+
+
+VARIANTS = [
+    ("treeformer-tf", {}, tf_dense),
+    ("treeformer-tf", {"empty_leaf": "zero"}, tf_dense),
+    ("treeformer-tf", {"bucket_capacity": 3}, tf_dense),
+    ("treeformer-tf", {"bucket_capacity": 5, "empty_leaf": "zero"}, tf_dense),
+    ("treeformer-tc", {}, tc_dense),
+    ("treeformer-tc", {"aggregate": "sum"}, tc_dense),
+]
+SCENARIOS = ["random_padded", "empty_leaves", "one_leaf_takes_all", "unpadded"]
+
+
+@pytest.mark.parametrize("name,options,reference", VARIANTS, ids=lambda x: str(x) if not callable(x) else "")
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_efficient_equals_dense_reference_forward_and_backward(name, options, reference, scenario):
+    n = 16 if scenario == "empty_leaves" else 24
+    height = 4 if scenario == "empty_leaves" else 2  # 16 leaves for 16 tokens leaves many empty
+    core = build(name, n=n, height=height, **options)
+    if scenario == "one_leaf_takes_all":
+        one_leaf_takes_all(core)
+    q, k, v, mask = inputs(n=n, padded=scenario != "unpadded")
+    out = core(q, k, v, key_padding_mask=mask)
+    expected = reference(core, q, k, v, key_padding_mask=mask)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads(core, (q, k, v), out), grads(core, (q, k, v), expected)):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if scenario == "empty_leaves":
+        queries, keys = core.route_queries_and_keys(q, k, mask)
+        assert (torch.bincount(keys.leaf[0, 0], minlength=16) == 0).any(), "scenario must have empty leaves"
+
+
+def test_routing_equals_explicit_traversal_and_dgt_argmax():
+    core = build("treeformer-tc", n=32, height=3, overparam_layers=1)
+    q, k, v, mask = inputs(n=32)
+    routing = core.tree.route(q, mask)
+    torch.testing.assert_close(routing.leaf, traverse(core.tree, q.detach(), mask), atol=0, rtol=0)
+    # DGT's definition: argmax over leaf scores = (scaled sign) @ path matrix^T.
+    z = core.tree.node_values(q)
+    scores = torch.matmul(torch.where(z >= 0, 1.0, -1.0) * z.abs().mean(-1, keepdim=True), core.tree.paths.t())
+    real = mask[:, None, :].expand_as(routing.leaf)
+    assert torch.equal(scores.argmax(-1)[real], routing.leaf[real])
+    assert (routing.leaf[~real] == -1).all() and (routing.gate[~real] == 0).all()
+    assert torch.equal(routing.gate[real], torch.ones_like(routing.gate[real]))
+
+
+@pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
+def test_straight_through_estimator_reaches_hyperplanes_only_inside_window(name):
+    core = build(name, n=32, height=3)
+    q, k, v, mask = inputs(n=32)
+    grad_weight, grad_bias = grads(core, (q, k, v), core(q, k, v, key_padding_mask=mask))[3:]
+    assert grad_weight.abs().sum() > 0 and grad_bias.abs().sum() > 0
+    # Hard-tanh STE: every |z| > 1 blocks the gradient at the sign.
+    with torch.no_grad():
+        core.tree.weight.mul_(1e4)
+        core.tree.bias.fill_(1e3)
+    grad_weight, grad_bias = grads(core, (q, k, v), core(q, k, v, key_padding_mask=mask))[3:]
+    assert grad_weight.abs().sum() == 0 and grad_bias.abs().sum() == 0
+
+
+def test_tc_gradients_are_dense_over_real_keys_and_values():
+    core = build("treeformer-tc", n=32, height=3)
+    q, k, v, mask = inputs(n=32)
+    grad_q, grad_k, grad_v = grads(core, (q, k, v), core(q, k, v, key_padding_mask=mask))[:3]
+    real = mask[:, None, :, None].expand_as(grad_k)
+    per_key = grad_k.abs().sum(-1)[mask[:, None, :].expand(-1, HEADS, -1)]
+    per_value = grad_v.abs().sum(-1)[mask[:, None, :].expand(-1, HEADS, -1)]
+    assert (per_key > 0).all() and (per_value > 0).all()
+    assert (grad_k[~real] == 0).all() and (grad_v[~real] == 0).all()
+
+
+def test_tf_key_outside_query_leaf_gets_no_gradient_from_that_query():
+    core = build("treeformer-tf", n=32, height=2)
+    q, k, v, _ = inputs(n=32, padded=False)
+    queries, keys = core.route_queries_and_keys(q, k, None)
+    out = core(q, k, v)
+    allowed = tf_allowed(queries.leaf, keys.leaf, core.height, "ancestor", None)
+    query = 5
+    grad_k, grad_v = torch.autograd.grad(out[0, 0, query].sum() * 1.0 + out[0, 0, query, 0], (k, v))
+    outside = ~allowed[0, 0, query]
+    assert outside.any() and (~outside).sum() > 1, "the query's leaf must hold some but not all keys"
+    assert (grad_k[0, 0, outside] == 0).all() and (grad_v[0, 0, outside] == 0).all()
+    assert (grad_v[0, 0, ~outside].abs().sum(-1) > 0).all()
+
+
+def test_bucketed_with_room_for_everything_equals_exact():
+    exact = build("treeformer-tf", n=32, height=2)
+    bucketed = build("treeformer-tf", n=32, height=2, bucket_capacity=32)
+    q, k, v, mask = inputs(n=32)
+    torch.testing.assert_close(bucketed(q, k, v, mask), exact(q, k, v, mask), atol=1e-6, rtol=1e-6)
+
+
+def test_overparameterised_tree_collapses_to_the_product():
+    core = build("treeformer-tc", n=32, height=3, overparam_layers=2)
+    tree = core.tree
+    x = torch.randn(2, HEADS, 10, DIM)
+    layered = torch.matmul(x, tree.weight.transpose(-1, -2)) + tree.bias[:, None, :]
+    for weight, bias in zip(tree.overparam_weights, tree.overparam_biases):
+        layered = torch.matmul(layered, weight.transpose(-1, -2)) + bias[:, None, :]
+    weight, bias = tree.collapsed()
+    torch.testing.assert_close(torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :], layered, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tree.node_values(x), layered, atol=1e-5, rtol=1e-5)
+    # Every factor of the product learns.
+    out = core(*inputs(n=32)[:3])
+    grads_ = torch.autograd.grad(out.square().sum(), list(tree.parameters()))
+    assert all(g.abs().sum() > 0 for g in grads_)
+
+
+@pytest.mark.parametrize("overparam_layers", [0, 1])
+def test_grown_tree_keeps_tf_output_and_nests_leaves(overparam_layers):
+    core = build("treeformer-tf", n=32, height=2, overparam_layers=overparam_layers).eval()
+    bigger = build("treeformer-tf", n=32, height=3, overparam_layers=overparam_layers).eval()
+    bigger.tree = core.tree.grown()
+    q, k, v, mask = inputs(n=32)
+    old, new = core.tree.route(q, mask).leaf, bigger.tree.route(q, mask).leaf
+    real = old >= 0
+    assert torch.equal(new[real] // 2, old[real])  # each new leaf sits under its old leaf
+    torch.testing.assert_close(bigger(q, k, v, mask), core(q, k, v, mask), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name,options,message",
+    [
+        ("treeformer-tf", {"height": 0}, "positive integer"),
+        ("treeformer-tc", {"height": -2}, "positive integer"),
+        ("treeformer-tc", {"height": 6}, "more than max_seq_len=32"),
+        ("treeformer-tc", {"aggregate": "max"}, "aggregate"),
+        ("treeformer-tf", {"empty_leaf": "drop"}, "empty_leaf"),
+        ("treeformer-tf", {"bucket_capacity": 0}, "bucket_capacity"),
+        ("treeformer-tf", {"overparam_layers": -1}, "overparam_layers"),
+    ],
+)
+def test_bad_options_are_one_line_errors_at_construction(name, options, message):
+    with pytest.raises(BenchError, match=message) as error:
+        create_attention(name, num_heads=HEADS, head_dim=DIM, max_seq_len=32, **options)
+    assert "\n" not in str(error.value)
+
+
+def test_tf_diagnostics_count_what_was_spent_and_reset():
+    core = build("treeformer-tf", n=32, height=2).eval()
+    q, k, v, _ = inputs(n=32, padded=False)
+    core(q, k, v)
+    core(q, k, v)
+    queries, keys = core.route_queries_and_keys(q, k, None)
+    allowed = tf_allowed(queries.leaf, keys.leaf, 2, "ancestor", None)
+    pairs_per_example = allowed.sum().item() / q.shape[0]
+    diag = core.diagnostics()
+    assert diag["forward_calls"] == 2
+    assert math.isclose(sum(diag["leaf_occupancy"]), 1.0, rel_tol=1e-6)
+    routing = core.algorithmic_routing_macs(32)
+    assert math.isclose(diag["attention_macs_spent"], routing + pairs_per_example * (2 * DIM + 1), rel_tol=1e-9)
+    assert math.isclose(diag["keys_reached_fraction"], allowed.sum().item() / allowed[..., 0].numel() / 32)
+    assert 0 <= diag["leaf_entropy_bits"] <= 2 and diag["max_leaf_occupancy"] >= diag["mean_leaf_occupancy"] == 8
+    assert core.diagnostics()["forward_calls"] == 0
+
+
+def test_tc_diagnostics_when_one_leaf_takes_all():
+    core = build("treeformer-tc", n=32, height=3).eval()
+    one_leaf_takes_all(core)
+    q, k, v, mask = inputs(n=32)
+    core(q, k, v, mask)
+    diag = core.diagnostics()
+    assert diag["leaf_occupancy"][0] == 1.0 and diag["leaf_entropy_bits"] == 0.0
+    assert diag["keys_reached_fraction"] == 1.0  # through the root, every real key
+    assert diag["leaf_imbalance"] == 8.0
+
+
+def test_macs_and_algorithmic_macs():
+    tc = build("treeformer-tc", n=4096, height=6)
+    tf = build("treeformer-tf", n=4096, height=5)
+    assert tc.algorithmic_macs(4096) < tc.macs(4096)
+    assert tc.macs(4096) == 2 * tc.macs(2048)  # linear in n
+    # Balanced TF: about 2 n^2 d / 2^h attention MACs, 30x below full attention's 2 n^2 d.
+    full = HEADS * 2 * 4096 * 4096 * DIM
+    assert 25 < full / tf.algorithmic_macs(4096) < 32
+    assert tf.macs(4096) == tf.routing_macs(4096) + HEADS * 32 * (2 * 128 * 128 * DIM + 128 * 128)
