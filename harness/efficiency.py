@@ -17,12 +17,9 @@ from the shorter lengths, would exceed the memory limit is recorded as "oom" wit
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +29,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from bench_common import BenchError, check_option_keys
+from harness.env import environment
 from harness.model import AttentionLayer, ModelConfig
 from harness.timing import peak_memory_mb, summarize, time_block
 from methods import create_attention, get_attention_class, load_plugin
@@ -185,7 +183,7 @@ def run_efficiency(
     path = out_dir / "efficiency.json"
     settings = {**{f.name: getattr(opts, f.name) for f in fields(opts)}, "memory_limit_mb": memory_limit,
                 "seq_lens": list(seq_lens), "methods": methods}
-    result = {"env": _environment(device), "settings": settings, "rows": []}
+    result = {"env": environment(device), "settings": settings, "rows": []}
     histories = {(m, s, p): History() for m in methods for s in opts.scopes for p in opts.passes}
     for seq_len in sorted(seq_lens):
         for scope in opts.scopes:
@@ -322,40 +320,6 @@ def _available_memory_mb() -> float:
     except OSError:
         pass
     return 4096.0  # unknown platform: assume a small machine
-
-
-def _environment(device: str) -> dict:
-    """Versions, device, machine, git commit and command: what makes the numbers comparable."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name()
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "numpy", "fvcore"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "versions": versions,
-        "device": f"{device} ({name})",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        "git_commit": commit,
-        "command": " ".join(sys.argv),
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _write_json(path: Path, data: dict) -> None:

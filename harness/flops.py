@@ -11,9 +11,9 @@ family (our attention cores live on those), so we register handles for them, fol
   per element added;
 - scaled_dot_product_attention: (d_qk + d_v) * nq * nk matmul MACs plus nq * nk softmax MACs per
   (batch, head), i.e. 2*nq*nk*d + nq*nk when d_qk = d_v = d;
-- data movement, comparisons, plain elementwise arithmetic and reductions (gather, index_select,
-  sort, topk, masked_fill, where, add, mul, sum, mean, ...): zero, registered explicitly so they
-  are not reported as unsupported.
+- data movement, comparisons, plain elementwise arithmetic, reductions and integer index
+  bookkeeping (gather, index_select, sort, topk, masked_fill, where, add, mul, sum, mean,
+  bincount, shifts, ...): zero, registered explicitly so they are not reported as unsupported.
 
 Any other operator stays "unsupported" and is reported beside the totals, so a new method with an
 uncounted operator shows up instead of being silently counted as free. layer_norm keeps fvcore's
@@ -188,9 +188,13 @@ ZERO_COST_OPS: tuple[str, ...] = tuple(
     sum mean any all count_nonzero
     repeat repeat_interleave expand_as view_as flip tril triu diagonal movedim swapaxes
     numpy_T mT mH adjoint matrix_H t_ isinf
+    bincount log2 ceil __lshift__ __rshift__ bitwise_left_shift bitwise_right_shift
     ones_like empty_like new_ones fill_ zero_ clone alias lift_fresh scalar_tensor
     rand rand_like randn randn_like randint normal_ uniform_ bernoulli bernoulli_
     """.split()
+) + (
+    # Custom autograd functions trace as one opaque node named by class; list only elementwise ones.
+    "prim::PythonOp._HardTanhSign",  # treeformer's straight-through sign (methods/treeformer/tree.py)
 )
 
 

@@ -24,13 +24,24 @@ class CoreOnly(nn.Module):
         return self.core(q, k, v, key_padding_mask=key_padding_mask)
 
 
+# Known defects of a method, reported to its owner; strict, so the fix turns them into failures
+# here until the entry is removed.
+KNOWN_DEFECTS = {
+    "treeformer-tf": "tf.py plan(): divmod(value, 2 * n + 1) fails under jit tracing (n is traced); "
+    "with that fixed, macs() (balanced tree) is 5-29% below the traced count on random inputs",
+}
+
+
 def cpu_methods() -> list:
-    return [
-        pytest.param(name, marks=pytest.mark.skip(reason=f"{name} needs CUDA"))
-        if get_attention_class(name).capabilities.cuda_only
-        else name
-        for name in list_attentions()
-    ]
+    params = []
+    for name in list_attentions():
+        if get_attention_class(name).capabilities.cuda_only:
+            params.append(pytest.param(name, marks=pytest.mark.skip(reason=f"{name} needs CUDA")))
+        elif name in KNOWN_DEFECTS:
+            params.append(pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[name])))
+        else:
+            params.append(name)
+    return params
 
 
 def traced_core(name: str, seq_len: int, with_mask: bool = False):
