@@ -1,26 +1,31 @@
 """The `ray` executor: each run is a Ray task with its own resource request (CPUs, GPUs).
 
 Records travel back to the driver as task results and the driver writes them, so the cluster
-needs no shared file system; the workers need treeformer-bench installed (or the driver's
-working directory on a local cluster). Plugin files given with --plugin are shipped by content
-and loaded in each worker; plugin modules must be importable there.
+needs no shared file system; the workers need treeformer-bench installed (or, on a local
+cluster, the driver's working directory). Plugin files named in a run's config
+(`runtime.plugins`, from --plugin) travel by content and are loaded from a worker-local copy;
+plugin modules must be importable on the workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from bench_common import BenchError
-from harness.executors import OnRecord, Record, RunFn, RunSpec, failure_record, load_plugins, record_of_exception
+from harness.executors import OnRecord, Record, RunFn, RunSpec, failure_record, record_of_exception
 
 INSTALL_HINT = "pip install 'treeformer-bench[scale]'"
 CONNECT_TIMEOUT_S = 5.0
+
+# A plugin as it travels to workers: (file name, source) for a file, (module name, None) for a module.
+ShippedPlugin = tuple[str, Optional[str]]
 
 
 def import_ray() -> Any:
@@ -40,28 +45,30 @@ def resource_request(spec: RunSpec, num_cpus: float) -> dict[str, float]:
 class RayExecutor:
     """Sends every spec to Ray at once; Ray schedules them as resources allow.
 
-    address: None starts a local cluster for this sweep; "auto" joins the cluster running on this
-    machine; "HOST:PORT" (or "ray://HOST:PORT") joins that cluster, checked with a short connect
-    before anything is submitted. num_cpus: CPUs each run asks for.
+    ray_address: None starts a local cluster for this sweep; "auto" joins the cluster running on
+    this machine; "HOST:PORT" (or "ray://HOST:PORT") joins that cluster, checked with a short
+    connect before anything is submitted. num_cpus: CPUs each run asks for.
     """
 
     name = "ray"
 
-    def __init__(self, plugins: Sequence[str] = (), address: Optional[str] = None, num_cpus: float = 1.0):
-        self.address = address
+    def __init__(self, ray_address: Optional[str] = None, num_cpus: float = 1.0):
+        if not num_cpus > 0:
+            raise BenchError(f"--executor ray: num_cpus must be a positive number, got {num_cpus}")
+        self.address = ray_address
         self.num_cpus = num_cpus
-        self.plugins = [_ship_plugin(p) for p in plugins]
 
     def map(self, run_fn: RunFn, specs: list[RunSpec], on_record: OnRecord) -> None:
         ray = import_ray()
+        requests = [resource_request(spec, self.num_cpus) for spec in specs]
+        shipped = [[_ship_plugin(p) for p in _plugins_of(spec)] for spec in specs]
         started_here = self._connect(ray)
         try:
-            requests = [resource_request(spec, self.num_cpus) for spec in specs]
             _check_resources(ray, requests)
             task = ray.remote(max_retries=0)(_run_in_worker)
             pending = {
-                task.options(**request).remote(run_fn, spec, self.plugins): spec
-                for spec, request in zip(specs, requests)
+                task.options(**request).remote(run_fn, spec, plugins): spec
+                for spec, request, plugins in zip(specs, requests, shipped)
             }
             while pending:
                 (done,), _ = ray.wait(list(pending), num_returns=1)
@@ -73,20 +80,20 @@ class RayExecutor:
 
     def _connect(self, ray: Any) -> bool:
         """Joins (or starts) the cluster; True when this call started the Ray connection."""
-        if ray.is_initialized():
-            return False
         if self.address not in (None, "auto"):
             _check_reachable(self.address)
+        if ray.is_initialized():
+            return False
         try:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=self.address, include_dashboard=False)
         except ConnectionError as err:
             where = self.address or "a new local cluster"
-            raise BenchError(f"--ray-address {where}: cannot connect to Ray: {err}") from None
+            raise BenchError(f"--ray-address {where}: cannot connect to Ray: {_first_line(err)}") from None
         return True
 
 
 def _check_reachable(address: str) -> None:
-    """Fails in seconds, not Ray's minute of retries, when nothing listens at HOST:PORT."""
+    """Fails in seconds, not after Ray's minute of retries, when nothing listens at HOST:PORT."""
     host_port = address.split("://", 1)[-1]
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
@@ -95,12 +102,13 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as err:
         raise BenchError(
-            f"--ray-address {address}: no Ray cluster reachable there within {CONNECT_TIMEOUT_S:g} s ({err.strerror or err})"
+            f"--ray-address {address}: no Ray cluster reachable there within {CONNECT_TIMEOUT_S:g} s "
+            f"({err.strerror or err})"
         ) from None
 
 
 def _check_resources(ray: Any, requests: list[dict[str, float]]) -> None:
-    """Refuses, before any run starts, requests the cluster can never satisfy (Ray would wait forever)."""
+    """Refuses, before any run starts, requests the cluster can never meet (Ray would wait forever)."""
     available = ray.cluster_resources()
     for resource, key in (("GPU", "num_gpus"), ("CPU", "num_cpus")):
         wanted = max((request[key] for request in requests), default=0.0)
@@ -127,8 +135,8 @@ def _first_line(err: BaseException) -> str:
     return lines[0][:300] if lines else type(err).__name__
 
 
-# A plugin as it travels to workers: (file name, source) for a file, (module name, None) for a module.
-ShippedPlugin = tuple[str, Optional[str]]
+def _plugins_of(spec: RunSpec) -> list[str]:
+    return list((spec.config.get("runtime") or {}).get("plugins") or [])
 
 
 def _ship_plugin(plugin: str) -> ShippedPlugin:
@@ -142,10 +150,20 @@ def _ship_plugin(plugin: str) -> ShippedPlugin:
 
 
 def _run_in_worker(run_fn: RunFn, spec: RunSpec, plugins: list[ShippedPlugin]) -> Record:
-    """The Ray task: loads the plugins in this worker, runs the spec, returns its record."""
+    """The Ray task: runs the spec with its plugin files replaced by worker-local copies.
+
+    The record keeps the driver's config (plugin paths as the user gave them), so it is the same
+    record a local run writes.
+    """
     try:
-        load_plugins(_materialise_plugins(plugins))
-        return run_fn(spec)
+        worker_spec = spec
+        if plugins:
+            runtime = {**spec.config["runtime"], "plugins": _materialise_plugins(plugins)}
+            worker_spec = dataclasses.replace(spec, config={**spec.config, "runtime": runtime})
+        record = run_fn(worker_spec)
+        if worker_spec is not spec and isinstance(record, dict) and "config" in record:
+            record["config"] = spec.config
+        return record
     except Exception as err:  # noqa: BLE001  a failed run is a row, not a lost task
         return record_of_exception(spec, err)
 

@@ -15,8 +15,7 @@ import resource
 import signal
 import time
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from bench_common import BenchError
 from harness.executors import (
@@ -25,7 +24,6 @@ from harness.executors import (
     RunFn,
     RunSpec,
     failure_record,
-    load_plugins,
     record_of_exception,
 )
 
@@ -48,7 +46,6 @@ class SubprocessExecutor:
 
     def __init__(
         self,
-        plugins: Sequence[str] = (),
         timeout_s: Optional[float] = None,
         memory_gb: Optional[float] = None,
         grace_s: float = DEFAULT_GRACE_S,
@@ -56,8 +53,6 @@ class SubprocessExecutor:
         for flag, value in (("timeout_s", timeout_s), ("memory_gb", memory_gb)):
             if value is not None and not value > 0:
                 raise BenchError(f"--executor subprocess: {flag} must be a positive number, got {value}")
-        # Absolute paths: the child may resolve relative ones from another working directory.
-        self.plugins = [str(Path(p).resolve()) if Path(p).is_file() else p for p in plugins]
         self.timeout_s = timeout_s
         self.memory_gb = memory_gb
         self.grace_s = grace_s
@@ -82,7 +77,7 @@ class SubprocessExecutor:
         receiver, sender = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=_child_main,
-            args=(sender, run_fn, spec, self.plugins, memory_bytes),
+            args=(sender, run_fn, spec, memory_bytes),
             name=f"run {spec.key}",
         )
         limit = self.limit_for(spec)
@@ -137,15 +132,16 @@ def _kill_group(process: Any) -> None:
             process.kill()
 
 
-def _child_main(
-    sender: Connection, run_fn: RunFn, spec: RunSpec, plugins: list[str], memory_bytes: Optional[int]
-) -> None:
-    """Entry point of the run's process: own group, memory cap, plugins, run, send the record."""
+def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: Optional[int]) -> None:
+    """Entry point of the run's process: own group, memory cap, run, send the record.
+
+    The run loads the --plugin modules itself (execute_run reads them from the run config), from
+    this same machine and working directory.
+    """
     os.setpgrp()
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
-        load_plugins(plugins)
         record = run_fn(spec)
     except BaseException as err:  # noqa: BLE001  every failure must become a row, not a lost run
         record = record_of_exception(spec, err)

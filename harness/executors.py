@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 from bench_common import BenchError, check_option_keys
 from bench_common.registry import constructor_options
@@ -79,38 +79,14 @@ def get_executor(name: str, **options: Any) -> Executor:
         factory = EXECUTORS[name]
     except KeyError:
         raise BenchError(f"--executor: unknown executor '{name}'; available: {', '.join(sorted(EXECUTORS))}") from None
+    from harness.distributed import launched_by_torchrun
+
+    if name != "local" and launched_by_torchrun():
+        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
     target = getattr(factory, "target", None)
     cls = getattr(importlib.import_module(target[0]), target[1]) if target else factory
     check_option_keys(f"--executor {name}", options, constructor_options(cls))
     return factory(**options)
-
-
-def executor_from_flags(
-    name: str,
-    plugins: Sequence[str] = (),
-    ray_address: Optional[str] = None,
-    timeout_s: Optional[float] = None,
-    memory_gb: Optional[float] = None,
-) -> Executor:
-    """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
-
-    `plugins` are the --plugin values: the driver has loaded them already, and executors that run
-    specs in other processes load them there too. Under torchrun every rank is already one share
-    of a single DDP run, so only `local` makes sense there.
-    """
-    from harness.distributed import launched_by_torchrun
-
-    if launched_by_torchrun() and name != "local":
-        raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
-    if ray_address is not None and name != "ray":
-        raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
-    if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
-        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
-    if name == "subprocess":
-        return get_executor(name, plugins=list(plugins), timeout_s=timeout_s, memory_gb=memory_gb)
-    if name == "ray":
-        return get_executor(name, plugins=list(plugins), address=ray_address)
-    return get_executor(name)
 
 
 # Record fields an executor cannot know (they come from a run that never reported) stay None.
@@ -165,13 +141,3 @@ def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return failure_record(spec, "error", f"{type(err).__name__}: {message}{where}"[:500])
-
-
-def load_plugins(plugins: Sequence[str]) -> None:
-    """Loads --plugin modules/files in a worker process, as the CLI did in the driver."""
-    if not plugins:
-        return  # spare the worker the methods (and torch) import until the run needs it
-    from methods import load_plugin
-
-    for plugin in plugins:
-        load_plugin(plugin)

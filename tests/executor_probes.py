@@ -4,6 +4,7 @@ Each stands in for harness.runner.execute_run and misbehaves in one way. Kept fr
 spawned child starts fast and fits a small memory cap.
 """
 
+import inspect
 import os
 import signal
 import time
@@ -40,11 +41,16 @@ def exit_abruptly(spec: RunSpec) -> dict:
 
 
 def list_methods(spec: RunSpec) -> dict:
-    """An ok row whose diagnostics list the attention methods registered in this process."""
-    from methods import list_attentions
+    """Loads the run's plugins as execute_run does; an ok row listing the methods registered here."""
+    from methods import get_attention_class, list_attentions, load_plugin
 
+    for plugin in spec.config["runtime"]["plugins"]:
+        load_plugin(plugin)
     record = report_pid(spec)
     record["diagnostics"]["methods"] = list_attentions()
+    record["diagnostics"]["plugin_files"] = {
+        name: inspect.getfile(get_attention_class(name)) for name in list_attentions()
+    }
     return record
 
 

@@ -37,13 +37,13 @@ def test_world_is_read_from_torchrun_variables_only_when_all_are_set():
 
 
 def test_non_local_executor_is_refused_under_torchrun(monkeypatch):
-    from harness.executors import executor_from_flags
+    from harness.executors import get_executor
 
     for name, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(BenchError, match="--executor subprocess cannot run under torchrun"):
-        executor_from_flags("subprocess")
-    assert executor_from_flags("local").name == "local"
+        get_executor("subprocess")
+    assert get_executor("local").name == "local"
 
 
 def _probe(tmp_path: Path, world_size: int, global_batch: int = 8) -> subprocess.CompletedProcess:
@@ -78,3 +78,50 @@ def test_batch_not_divisible_by_world_size_fails_before_any_step(tmp_path):
     assert done.returncode != 0
     assert "train.batch_size=7 is not divisible by the world size 2" in done.stderr
     assert not (tmp_path / "world2.json").exists()
+
+
+# --- the CLI under torchrun: one run, two ranks -------------------------------------------------
+
+TINY_PLUGIN = str(Path(__file__).with_name("scaleout_tiny_plugin.py"))
+
+
+def _cli(tmp_path: Path, out: str, world_size: int, *sets: str) -> subprocess.CompletedProcess:
+    launcher = [sys.executable]
+    if world_size > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}"]
+    args = ["run", "--plugin", TINY_PLUGIN, "--suite", "scaleout-tiny", "--methods", "full", "--seeds", "0",
+            "--device", "cpu", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / out),
+            "--set", "train.steps=6", "--set", "train.eval_every=3", *[f"--set={s}" for s in sets]]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, str(ROOT / "run_benchmark.py"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _record(tmp_path: Path, out: str) -> dict:
+    return json.loads((tmp_path / out / "records" / "tiny-majority" / "full" / "seed0.json").read_text())
+
+
+@pytest.mark.slow
+def test_torchrun_cli_run_matches_one_process(tmp_path):
+    """`torchrun --nproc_per_node=2 run_benchmark.py run ...` vs the same command in one process:
+    same logged global losses (1e-5 relative, as above), same accuracies, one record by rank 0."""
+    for out, world_size in (("one", 1), ("two", 2)):
+        done = _cli(tmp_path, out, world_size, "train.batch_size=8")
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _record(tmp_path, "one"), _record(tmp_path, "two")
+    assert one["status"] == two["status"] == "ok"
+    assert two["config_hash"] == one["config_hash"] and two["config"]["train"]["batch_size"] == 8
+    history_one, history_two = one["metrics"]["history"], two["metrics"]["history"]
+    assert [h["step"] for h in history_two] == [h["step"] for h in history_one] and history_one
+    assert [h["train_loss"] for h in history_two] == pytest.approx([h["train_loss"] for h in history_one], rel=1e-5)
+    for metric in ("val_accuracy", "test_accuracy", "best_step", "steps"):
+        assert two["metrics"][metric] == one["metrics"][metric], metric
+
+
+@pytest.mark.slow
+def test_torchrun_cli_refuses_indivisible_batch_before_any_run(tmp_path):
+    done = _cli(tmp_path, "bad", 2, "train.batch_size=7")
+    assert done.returncode != 0
+    assert "error: train.batch_size=7 is not divisible by the world size 2" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "bad" / "records").exists()
