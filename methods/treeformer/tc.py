@@ -54,26 +54,38 @@ class TreeformerTC(TreeAttention):
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
         batch, heads, n, dim = q.shape
+        groups = batch * heads
         queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
-        sums = self.node_sums(keys, k, v)  # (B, H, 2L-1, 2d+1)
-        counts = sums[..., -1]  # (B, H, 2L-1), 1.0 per key forward
+        sums = self.node_sums(keys, k, v)  # (G, 2L-1, 2d+1)
+        counts = sums[..., -1]  # (G, 2L-1), 1.0 per key forward
         node_keys, node_values = sums[..., :dim], sums[..., dim : 2 * dim]
         if self.aggregate == "mean":
             denominator = torch.where(counts > 0, counts, torch.ones_like(counts)).unsqueeze(-1)
             node_keys, node_values = node_keys / denominator, node_values / denominator
-        scores = torch.matmul(q, node_keys.transpose(-1, -2) * inverse_sqrt(dim))  # (B, H, n, 2L-1)
-        # Allowed: on the query's path (padding's row is all False) and non-empty.
-        allowed = self.ancestors[queries.leaf] & (counts > 0).unsqueeze(-2)  # (B, H, n, 2L-1)
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        attended = torch.matmul(torch.softmax(scores, dim=-1), node_values)  # (B, H, n, d)
-        # The gate is 0 for padded queries, whose all-masked rows are then dropped.
-        out = attended * queries.gate.unsqueeze(-1)
+        bias = self.path_bias(queries.leaf.reshape(groups, n), counts > 0, q.dtype)  # (G, n, 2L-1)
+        # One product scores every query against every node; the bias masks all but its path.
+        scores = torch.baddbmm(bias, q.reshape(groups, n, dim), node_keys.transpose(1, 2), alpha=inverse_sqrt(dim))
+        attended = torch.bmm(torch.softmax(scores, dim=-1), node_values)  # (G, n, d)
+        # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
+        out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
         if not torch.jit.is_tracing():
-            self._record_tc(queries, counts, allowed, key_padding_mask, n)
+            self._record_tc(queries, counts.view(batch, heads, -1), key_padding_mask, n)
         return out
 
+    def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(G, n, 2L-1) additive mask: 0 on the query's path at non-empty nodes, dtype min elsewhere.
+
+        Built per (group, leaf) as a small table, then one row gathered per query; padding's row
+        (leaf -1 -> the table's last row) is all masked.
+        """
+        groups, n = leaf.shape
+        allowed = self.ancestors.unsqueeze(0) & non_empty.unsqueeze(1)  # (G, L+1, 2L-1)
+        table = torch.zeros(allowed.shape, dtype=dtype, device=leaf.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        rows = torch.where(leaf >= 0, leaf, self.leaves) + torch.arange(groups, device=leaf.device).unsqueeze(1) * (self.leaves + 1)
+        return table.view(-1, table.shape[-1]).index_select(0, rows.reshape(-1)).view(groups, n, -1)
+
     def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """(B, H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
+        """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
         batch, heads, n, dim = k.shape
         gate = keys.gate.unsqueeze(-1)  # (B, H, n, 1)
         rows = torch.cat([k * gate, v * gate, gate], dim=-1).reshape(-1, 2 * dim + 1)  # (B*H*n, 2d+1)
@@ -88,17 +100,21 @@ class TreeformerTC(TreeAttention):
         while level.shape[1] > 1:
             level = level.view(groups, level.shape[1] // 2, 2, 2 * dim + 1).sum(dim=2)  # parents
             levels.append(level)
-        return torch.cat(levels[::-1], dim=1).view(batch, heads, 2 * self.leaves - 1, 2 * dim + 1)
+        return torch.cat(levels[::-1], dim=1)
 
     @torch.no_grad()
-    def _record_tc(self, queries, counts, allowed, key_padding_mask, n) -> None:
+    def _record_tc(self, queries, counts, key_padding_mask, n) -> None:
+        """counts (B, H, 2L-1) keys per node."""
         batch, heads, _ = counts.shape
         key_counts = counts[..., self.leaves - 1 :]  # (B, H, L)
         real_keys = counts[:, 0, 0]  # the root holds every real key
-        # Keys reached: every key in a non-empty node of the path, i.e. all of the root's.
-        reached = (allowed[..., :1].to(counts.dtype) * counts[..., :1].unsqueeze(-2)).squeeze(-1)
         query_real = queries.leaf >= 0
-        path_nodes = float(allowed.sum())
+        # Every real query reaches all real keys through the root; what it spends: its
+        # non-empty path nodes.
+        reached = query_real.to(counts.dtype) * real_keys[:, None, None]
+        # Non-empty path nodes per (example, head, leaf), then counted per query by its leaf.
+        per_leaf = (self.ancestors[: self.leaves] & (counts > 0).unsqueeze(-2)).sum(-1)  # (B, H, L)
+        path_nodes = float((per_leaf.gather(-1, queries.leaf.clamp(min=0)) * query_real).sum())
         dim = self.head_dim
         spent = (
             self.algorithmic_routing_macs(n) * batch

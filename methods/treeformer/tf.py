@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
-import torch.nn.functional as F
 
 from bench_common import BenchError
 from methods.base import check_qkv
@@ -34,19 +33,20 @@ EMPTY_LEAF_POLICIES = ("ancestor", "zero")
 
 @dataclass
 class Bucket:
-    """One size class of groups: row indices into the flat (B*H*n + 1) token table (last row = zero)."""
+    """One size class of groups, as row indices into the flat (B*H*n, d) token tables."""
 
-    query_rows: torch.Tensor  # (c, sq) long; padding slots point at the zero row
-    query_valid: torch.Tensor  # (c, sq) bool
-    key_rows: torch.Tensor  # (c, sk) long
-    key_valid: torch.Tensor  # (c, sk) bool
+    query_rows: torch.Tensor  # (c, sq) long; padding slots repeat a valid row, their output unused
+    key_rows: torch.Tensor  # (c, sk) long; padding slots repeat a valid row, masked by key_bias
+    key_bias: torch.Tensor  # (c, 1, sk) additive mask: 0 for real keys, dtype min for padding
 
 
 @dataclass
 class Plan:
-    """The integer work of one forward pass: buckets plus what diagnostics need."""
+    """The integer work of one forward pass: buckets, where each query's output row lies, diagnostics."""
 
     buckets: list[Bucket]
+    source: torch.Tensor  # (G*n,) row of the concatenated bucket outputs holding each query's output
+    has_output: torch.Tensor  # (G*n,) bool: real query with keys to attend to (else output 0)
     key_counts: torch.Tensor  # (G, L) real keys per leaf
     keys_per_query_leaf: torch.Tensor  # (G, L) keys a query in that leaf attends to
     macs_spent: int  # sum over groups of queries * keys * (2d + 1)
@@ -84,32 +84,29 @@ class TreeformerTF(TreeAttention):
         batch, heads, n, dim = q.shape
         groups = batch * heads
         queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
-        plan = self.plan(queries.leaf.reshape(groups, n), keys.leaf.reshape(groups, n))
-        zero = q.new_zeros(1, dim)
-        table_q = torch.cat([q.reshape(groups * n, dim), zero])  # (G*n + 1, d)
-        table_k = torch.cat([k.reshape(groups * n, dim), zero])
-        table_v = torch.cat([(v * keys.gate.unsqueeze(-1)).reshape(groups * n, dim), zero])
-        rows, destinations = [], []
+        plan = self.plan(queries.leaf.reshape(groups, n), keys.leaf.reshape(groups, n), q.dtype)
+        if not plan.buckets:  # no real key anywhere
+            return q.new_zeros(q.shape)
+        table_q, table_k = q.reshape(groups * n, dim), k.reshape(groups * n, dim)  # (G*n, d)
+        table_v = (v * keys.gate.unsqueeze(-1)).reshape(groups * n, dim)
+        outputs = []
         for bucket in plan.buckets:
-            attended = F.scaled_dot_product_attention(
-                table_q[bucket.query_rows],  # (c, sq, d)
-                table_k[bucket.key_rows],  # (c, sk, d)
-                table_v[bucket.key_rows],
-                attn_mask=bucket.key_valid.unsqueeze(1),  # (c, 1, sk)
-            )  # (c, sq, d)
-            valid = bucket.query_valid.reshape(-1).nonzero().squeeze(1)
-            rows.append(attended.reshape(-1, dim).index_select(0, valid))
-            destinations.append(bucket.query_rows.reshape(-1).index_select(0, valid))
-        out = q.new_zeros(groups * n, dim)
-        if rows:
-            out = out.index_copy(0, torch.cat(destinations), torch.cat(rows))
-        out = out.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
+            count, size_q = bucket.query_rows.shape
+            size_k = bucket.key_rows.shape[1]
+            bucket_q = table_q.index_select(0, bucket.query_rows.reshape(-1)).view(count, size_q, dim)
+            bucket_k = table_k.index_select(0, bucket.key_rows.reshape(-1)).view(count, size_k, dim)
+            bucket_v = table_v.index_select(0, bucket.key_rows.reshape(-1)).view(count, size_k, dim)
+            scores = torch.baddbmm(bucket.key_bias, bucket_q, bucket_k.transpose(1, 2), alpha=1.0 / math.sqrt(dim))
+            outputs.append(torch.bmm(torch.softmax(scores, dim=-1), bucket_v).view(-1, dim))  # (c*sq, d)
+        flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        out = flat.index_select(0, plan.source).view(batch, heads, n, dim)
+        out = out * (queries.gate * plan.has_output.view(batch, heads, n)).unsqueeze(-1)
         if not torch.jit.is_tracing():
             self._record_tf(plan, queries, batch, heads, n)
         return out
 
     @torch.no_grad()
-    def plan(self, query_leaf: torch.Tensor, key_leaf: torch.Tensor) -> Plan:
+    def plan(self, query_leaf: torch.Tensor, key_leaf: torch.Tensor, dtype: torch.dtype) -> Plan:
         """Groups, key runs and size classes from the (G, n) leaves (-1 = padding)."""
         groups, n = query_leaf.shape
         leaves, height, device = self.leaves, self.height, query_leaf.device
@@ -139,9 +136,8 @@ class TreeformerTF(TreeAttention):
         query_len, query_begin = query_counts[active], query_start[active]
         key_len, key_begin = run_length.reshape(-1)[active], run_start.reshape(-1)[active]
         macs_spent = int((query_len * key_len).sum()) * (2 * self.head_dim + 1)
-        sentinel = groups * n  # the zero row of the token tables
 
-        buckets = []
+        buckets, valids = [], []
         if self.bucket_capacity is not None:
             capacity = self.bucket_capacity
             chunks = (query_len + capacity - 1) // capacity
@@ -152,20 +148,31 @@ class TreeformerTF(TreeAttention):
             key_begin, key_len = key_begin[owner], key_len[owner]
             if len(owner):
                 sq, sk = int(query_len.max()), int(key_len.max())
-                buckets.append(_bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, sentinel))
+                bucket, valid = _bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, dtype)
+                buckets.append(bucket)
+                valids.append(valid)
         else:
             size_q, size_k = _next_power_of_two(query_len), _next_power_of_two(key_len)
             classes = size_q * (2 * n + 1) + size_k
             for value in torch.unique(classes).tolist():
                 members = (classes == value).nonzero().squeeze(1)
                 sq, sk = divmod(value, 2 * n + 1)
-                buckets.append(
-                    _bucket(
-                        query_order, query_begin[members], query_len[members], sq,
-                        key_order, key_begin[members], key_len[members], sk, sentinel,
-                    )
+                bucket, valid = _bucket(
+                    query_order, query_begin[members], query_len[members], sq,
+                    key_order, key_begin[members], key_len[members], sk, dtype,
                 )
-        return Plan(buckets, counts, run_length, macs_spent)
+                buckets.append(bucket)
+                valids.append(valid)
+        source = torch.zeros(groups * n, dtype=torch.long, device=device)
+        has_output = torch.zeros(groups * n, dtype=torch.bool, device=device)
+        offset = 0
+        for bucket, valid in zip(buckets, valids):
+            slots = valid.reshape(-1).nonzero().squeeze(1)
+            queries_here = bucket.query_rows.reshape(-1)[slots]
+            source[queries_here] = slots + offset
+            has_output[queries_here] = True
+            offset += valid.numel()
+        return Plan(buckets, source, has_output, counts, run_length, macs_spent)
 
     @torch.no_grad()
     def _record_tf(self, plan: Plan, queries, batch: int, heads: int, n: int) -> None:
@@ -214,16 +221,18 @@ def _next_power_of_two(values: torch.Tensor) -> torch.Tensor:
     return torch.pow(2, torch.ceil(torch.log2(values.double()))).long()
 
 
-def _bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, sentinel) -> Bucket:
-    """Padded row indices of one size class (queries and keys as runs of the sorted orders)."""
-    query_rows, query_valid = _runs(query_order, query_begin, query_len, sq, sentinel)
-    key_rows, key_valid = _runs(key_order, key_begin, key_len, sk, sentinel)
-    return Bucket(query_rows, query_valid, key_rows, key_valid)
+def _bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, dtype):
+    """One size class: padded row indices of the query and key runs, plus the query validity."""
+    query_rows, query_valid = _runs(query_order, query_begin, query_len, sq)
+    key_rows, key_valid = _runs(key_order, key_begin, key_len, sk)
+    key_bias = torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device)
+    key_bias = key_bias.masked_fill_(~key_valid, torch.finfo(dtype).min).unsqueeze(1)  # (c, 1, sk)
+    return Bucket(query_rows, key_rows, key_bias), query_valid
 
 
-def _runs(order, begin, length, size, sentinel) -> tuple[torch.Tensor, torch.Tensor]:
+def _runs(order, begin, length, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, size) rows order[begin + i] for i < length; padding repeats the run's first row."""
     offsets = torch.arange(size, device=order.device)
     valid = offsets < length.unsqueeze(1)  # (c, size)
-    positions = (begin.unsqueeze(1) + offsets).clamp(max=len(order) - 1)
-    rows = torch.where(valid, order[positions], torch.full_like(positions, sentinel))
-    return rows, valid
+    positions = begin.unsqueeze(1) + torch.where(valid, offsets, torch.zeros_like(offsets))
+    return order[positions], valid

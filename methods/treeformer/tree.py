@@ -83,18 +83,41 @@ class Routing:
     gate: torch.Tensor
 
 
-class _HardTanhSign(torch.autograd.Function):
-    """sign(z) (z >= 0 -> +1) forward; 2 * 1[|z| <= 1] backward (DGT's ScaleBinarizer, `2a - fac`)."""
+class _DGTRouting(torch.autograd.Function):
+    """Hard DGT routing forward, DGT's straight-through backward, fused to keep few n x N tensors.
+
+    Forward, for x (B, H, m, d) and node parameters W (H, N, d), b (H, N):
+    z = x W^T + b; s = sign(z) (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path
+    matrix), whose argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties);
+    p = softmax(mean|z| * t) with mean|z| detached; gate = 1 (the one-hot at the leaf).
+    Backward: the identity STE sends d gate to p[leaf], the softmax to the leaf scores, P^T back to
+    the signs, and the hard-tanh STE (x2, as DGT's `2a - fac`) through where |z| <= 1.
+    """
 
     @staticmethod
-    def forward(ctx, z):
-        ctx.save_for_backward(z)
-        return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    def forward(ctx, x, weight, bias, paths):
+        z = torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :]  # (B, H, m, N)
+        signs = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        integer_scores = torch.matmul(signs, paths.t())  # (B, H, m, L), integers in [-h, h]
+        leaf = integer_scores.argmax(dim=-1)  # (B, H, m)
+        scale = z.abs().mean(dim=-1, keepdim=True)  # (B, H, m, 1), detached by construction
+        probabilities = torch.softmax(integer_scores * scale, dim=-1)  # (B, H, m, L)
+        window = z.abs() <= 1  # hard-tanh STE passes gradient here
+        ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, window)
+        ctx.mark_non_differentiable(leaf)
+        return leaf, torch.ones_like(scale.squeeze(-1))
 
     @staticmethod
-    def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        return grad * (z.abs() <= 1).to(grad.dtype) * 2.0
+    def backward(ctx, _grad_leaf, grad_gate):
+        x, weight, paths, leaf, scale, probabilities, window = ctx.saved_tensors
+        p_leaf = probabilities.gather(-1, leaf.unsqueeze(-1))  # (B, H, m, 1)
+        step = p_leaf * grad_gate.unsqueeze(-1) * scale  # d loss / d p_leaf, times d score / d t
+        grad_scores = (-probabilities * step).scatter_add_(-1, leaf.unsqueeze(-1), step)  # (B, H, m, L)
+        grad_z = torch.matmul(grad_scores, paths) * window * 2.0  # (B, H, m, N)
+        grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
+        grad_bias = grad_z.sum(dim=(0, 2))  # (H, N)
+        return grad_x, grad_weight, grad_bias, None
 
 
 class RoutingTree(nn.Module):
@@ -141,29 +164,13 @@ class RoutingTree(nn.Module):
 
     def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
         """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
-        z = self.node_values(x)  # (B, H, m, N)
-        leaf = self.traverse(z)
-        # DGT's hard forward with the straight-through backward: scaled sign, path matrix, softmax.
-        scale = z.detach().abs().mean(dim=-1, keepdim=True)  # (B, H, m, 1)
-        signs = _HardTanhSign.apply(z) * scale
-        leaf_scores = torch.matmul(signs, self.paths.t())  # (B, H, m, L)
-        log_p = torch.log_softmax(leaf_scores, dim=-1)
-        p_leaf = torch.exp(log_p.gather(-1, leaf.unsqueeze(-1)).squeeze(-1))  # (B, H, m)
-        gate = 1.0 + (p_leaf - p_leaf.detach())  # exactly 1 forward; identity STE backward
+        weight, bias = self.collapsed()
+        leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
             leaf = torch.where(real, leaf, torch.full_like(leaf, -1))
             gate = gate * real.to(gate.dtype)
         return Routing(leaf=leaf, gate=gate)
-
-    def traverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Leaf index (B, H, m) from node values by walking root to leaf; equals argmax of the scores."""
-        node = torch.zeros(z.shape[:-1], dtype=torch.long, device=z.device)
-        goes_right = z < 0  # (B, H, m, N)
-        for _ in range(self.height):
-            right = goes_right.gather(-1, node.unsqueeze(-1)).squeeze(-1)
-            node = 2 * node + 1 + right.long()
-        return node - (self.leaves - 1)
 
     @torch.no_grad()
     def grown(self) -> "RoutingTree":
