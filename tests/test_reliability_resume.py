@@ -1,0 +1,110 @@
+"""Resume equivalence through the CLI, and checkpoints that can never run code when loaded."""
+
+import pickle
+
+import pytest
+import torch
+
+from bench_common import BenchError
+from harness import train as train_module
+from harness.checkpoints import load_checkpoint, save_checkpoint
+from harness.cli import main
+from harness.records import iter_record_paths, read_record
+from reliability_support import one_thread  # noqa: F401
+
+MEASURED = {"train_seconds", "steps_per_second", "tokens_per_second", "peak_memory_mb"}
+
+
+def cli(tmp_path, out, *extra):
+    return main(["run", "--suite", "tiny", "--methods", "full", "--seeds", "0,1", "--out", str(out),
+                 "--data-dir", str(tmp_path / "data"), "--device", "cpu", "--set", "train.steps=40",
+                 "--set", "train.eval_every=10", "--set", "model.dropout=0.1", "--set", "train.schedule=cosine",
+                 *extra])
+
+
+def results(out):
+    """Each run's record without the fields that measure the machine (time, memory)."""
+    found = {}
+    for path in iter_record_paths(out):
+        record = read_record(path)
+        metrics = {k: v for k, v in record["metrics"].items() if k not in MEASURED}
+        found[path.relative_to(out)] = (record["status"], metrics, record["flops"], record["config_hash"])
+    return found
+
+
+def interrupt_at(monkeypatch, seed, step):
+    """Ctrl-C when run `seed` is about to take training step `step` (between two checkpoints)."""
+    real = train_module.TrainBatches.batch
+
+    def batch(self, at):
+        if self.seed == seed and at == step:
+            raise KeyboardInterrupt
+        return real(self, at)
+
+    monkeypatch.setattr(train_module.TrainBatches, "batch", batch)
+
+
+def test_interrupted_run_resumes_to_bit_identical_metrics(tmp_path, tiny_suite, monkeypatch, capsys, one_thread):
+    assert cli(tmp_path, tmp_path / "whole") == 0
+    whole = results(tmp_path / "whole")
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, seed=1, step=25)  # checkpoints exist at steps 10 and 20
+        assert cli(tmp_path, out) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    [checkpoint] = (out / "checkpoints").rglob("seed1.pt")
+    assert load_checkpoint(checkpoint)["step"] == 20
+    assert len(list(iter_record_paths(out))) == 1  # seed 0 finished, seed 1 has no record yet
+
+    loaded = []
+    real_load = train_module.load_checkpoint
+    monkeypatch.setattr(train_module, "load_checkpoint", lambda path: loaded.append(path) or real_load(path))
+    assert cli(tmp_path, out) == 0
+    assert loaded == [checkpoint]  # only the interrupted run ran again, from its checkpoint
+    assert not checkpoint.exists()
+    assert results(out) == whole and len(whole) == 2
+
+
+def test_checkpoint_holding_a_code_executing_pickle_is_refused(tmp_path):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.touch, ())  # unpickling this object would create the marker file
+
+    path = tmp_path / "evil.pt"
+    torch.save({"step": 3, "model": Payload()}, path)
+    with pytest.raises(BenchError, match="unreadable") as caught:
+        load_checkpoint(path)
+    assert not marker.exists() and "\n" not in str(caught.value)
+
+    torch.load(path, weights_only=False)  # the file really is armed: an unsafe load runs it
+    assert marker.exists()
+
+
+def test_plain_pickle_checkpoint_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    path = tmp_path / "pickled.pt"
+    path.write_bytes(pickle.dumps({"step": 1, "x": Payload()}))
+    with pytest.raises(BenchError, match="unreadable"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_saved_training_state_loads_under_weights_only(tmp_path):
+    # Everything the loop saves (RNG states included) must load with weights_only=True.
+    from harness.checkpoints import rng_state
+
+    path = tmp_path / "state.pt"
+    state = {"key": "k", "step": 7, "model": {"w": torch.ones(2)}, "rng": rng_state(), "history": [{"step": 5}]}
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 7 and torch.equal(loaded["model"]["w"], torch.ones(2))
+    assert torch.equal(loaded["rng"]["torch"], state["rng"]["torch"])
+
