@@ -1,0 +1,195 @@
+"""Every task, declared in one place. Bump a task's `version` whenever its results could change
+(data, tokenisation, splits, shapes or default configs); cached arrays are keyed by it.
+
+Evaluation rules the harness applies to all of them (shared/LRA.md): the checkpoint with the best
+validation accuracy is evaluated on test; splits are seeded; same budget and model size across
+methods; a run that cannot fit or learn is reported as failed, never averaged in as 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from lra.configs import families, lra_model, lra_train, uniform_model, uniform_train
+from lra.image import Cifar10Loader
+from lra.listops import VOCAB as LISTOPS_VOCAB
+from lra.listops import ListOpsLoader
+from lra.mqar import MqarLoader
+from lra.mqar import vocab_size as mqar_vocab
+from lra.nlp import GlueLoader, ImdbSubwordLoader
+from lra.pathfinder import PathfinderLoader
+from lra.retrieval import AanLoader
+from lra.task import TASKS, Loader, Task
+from lra.text import BYTE_VOCAB, ImdbBytesLoader
+
+
+def declare(
+    name: str, *, version: int, description: str, source: str, tokenisation: str, seq_len: int,
+    vocab_size: int, num_classes: int, head: str, pad_id: Optional[int], loader: Loader,
+    params: dict[str, Any], lra: tuple[dict, dict], uniform: tuple[dict, dict],
+) -> Task:
+    data_fields = {
+        "vocab_size": vocab_size, "num_classes": num_classes, "max_seq_len": seq_len,
+        "head": head, "pad_id": pad_id,
+    }
+    model_configs, train_configs = families(data_fields, lra, uniform)
+    task = Task(
+        name=name, version=version, description=description, source=source, tokenisation=tokenisation,
+        seq_len=seq_len, vocab_size=vocab_size, num_classes=num_classes, head=head, pad_id=pad_id,
+        loader=loader, params=params, model_configs=model_configs, train_configs=train_configs,
+    )
+    TASKS.add(name, task)
+    return task
+
+
+# ------------------------------------------------------------------ ListOps
+LISTOPS_TOKENS = "whitespace tokens after ']'->'X' and dropping '(' ')'; 0 pad, digits, MIN/MAX/MED/SM, X"
+LISTOPS_LRA = (lra_model(4, 8, 512, 512, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 1000, 5000))
+
+
+def _listops_params(count: int, held_out: float, min_length: int, max_length: int) -> dict[str, Any]:
+    return {
+        "num_examples": count, "val_fraction": held_out, "test_fraction": held_out,
+        "min_length": min_length, "max_length": max_length, "max_depth": 10, "max_args": 10, "seed": 0,
+    }
+
+
+declare(
+    "listops", version=1,
+    description="ListOps, official LRA setting: 96k/2k/2k trees of 500-2000 tokens (release files if present, else generated)",
+    source="lra_release/listops-1000/basic_{train,val,test}.tsv, or the faithful generator",
+    tokenisation=LISTOPS_TOKENS, seq_len=2000, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
+    head="sequence", pad_id=0, loader=ListOpsLoader(official_dir="lra_release/listops-1000"),
+    params=_listops_params(100_000, 0.02, 500, 2000),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(5000)),
+)
+declare(
+    "listops-short", version=1,
+    description="ListOps generated with 500-1000 tokens (not the official task): CPU-sized",
+    source="faithful generator, 10k trees, 80/10/10",
+    tokenisation=LISTOPS_TOKENS, seq_len=1000, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
+    head="sequence", pad_id=0, loader=ListOpsLoader(),
+    params=_listops_params(10_000, 0.1, 500, 1000),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(5000)),
+)
+declare(
+    "listops-tiny", version=1,
+    description="ListOps generated with 100-256 tokens (not the official task): quick suites",
+    source="faithful generator, 10k trees, 80/10/10",
+    tokenisation=LISTOPS_TOKENS, seq_len=256, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
+    head="sequence", pad_id=0, loader=ListOpsLoader(),
+    params=_listops_params(10_000, 0.1, 100, 256),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(3000)),
+)
+
+# ------------------------------------------------------------------ Text (IMDb bytes)
+TEXT_LRA = (lra_model(4, 4, 256, 256, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 20000))
+for _name, _length in (("text", 1000), ("text-4k", 4000)):
+    declare(
+        _name, version=1,
+        description=f"IMDb sentiment, byte level, {_length} bytes (LRA Text{'' if _length == 1000 else ', paper length'})",
+        source="TFDS imdb_reviews (array_record) under <data_dir>/tensorflow_datasets, or <data_dir>/aclImdb",
+        tokenisation="UTF-8 bytes, id = byte + 1, 0 = pad", seq_len=_length, vocab_size=BYTE_VOCAB,
+        num_classes=2, head="sequence", pad_id=0, loader=ImdbBytesLoader(),
+        params={"validation": "test", "seed": 0},
+        lra=TEXT_LRA, uniform=(uniform_model(), uniform_train(20000)),
+    )
+
+# ------------------------------------------------------------------ Retrieval (AAN)
+declare(
+    "retrieval", version=1,
+    description="AAN citation matching, byte level, 4000 bytes per document, dual encoder",
+    source="lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv (headless: label, id1, id2, text1, text2)",
+    tokenisation="UTF-8 bytes (first 10,000), id = byte + 1, 0 = pad, cut to 4000", seq_len=4000,
+    vocab_size=BYTE_VOCAB, num_classes=2, head="dual", pad_id=0, loader=AanLoader(), params={},
+    lra=(lra_model(4, 4, 128, 128, 512, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 5000)),
+    uniform=(uniform_model(), uniform_train(5000)),
+)
+
+# ------------------------------------------------------------------ Image (CIFAR-10)
+declare(
+    "image", version=1,
+    description="CIFAR-10 grayscale as 1024 pixel tokens",
+    source="TFDS cifar10 (array_record): train[:90%] / train[90%:] / test",
+    tokenisation="grayscale uint8 pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
+    num_classes=10, head="sequence", pad_id=None, loader=Cifar10Loader(), params={},
+    lra=(lra_model(1, 8, 128, 64, 128, "cls", positions="learned", dropout=0.3),
+         lra_train(256, 5e-4, 0.0, "cosine", 175, 35000)),
+    uniform=(uniform_model(), uniform_train(35000)),
+)
+
+# ------------------------------------------------------------------ Pathfinder / Path-X
+PATHFINDER_LRA = (lra_model(4, 4, 32, 16, 32, "mean"), lra_train(512, 1e-3, 0.0, "cosine", 312, 62400))
+for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("easy", "-easy")):
+    _contour = {"easy": 6, "intermediate": 9, "hard": 14}[_difficulty]
+    declare(
+        f"pathfinder{_suffix}", version=1,
+        description=f"Pathfinder 32x32, {_difficulty} (contour length {_contour}){' = LRA Pathfinder' if not _suffix else ''}",
+        source=f"lra_release/pathfinder32/ (if present) or the snakes2 port, seeded 80/10/10 split",
+        tokenisation="grayscale pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
+        num_classes=2, head="sequence", pad_id=None, loader=PathfinderLoader(32, _difficulty),
+        params={"num_examples": 200_000, "seed": 0},
+        lra=PATHFINDER_LRA, uniform=(uniform_model(), uniform_train(62400)),
+    )
+declare(
+    "pathx", version=1,
+    description="Path-X: Pathfinder 128x128, hard (contour length 14)",
+    source="lra_release/pathfinder128/curv_contour_length_14 (if present) or the snakes2 port, seeded 80/10/10",
+    tokenisation="grayscale pixel values 0-255, row-major", seq_len=16384, vocab_size=256, num_classes=2,
+    head="sequence", pad_id=None, loader=PathfinderLoader(128, "hard"),
+    params={"num_examples": 200_000, "seed": 0},
+    lra=(lra_model(1, 2, 32, 16, 32, "mean"), lra_train(64, 1e-3, 0.0, "cosine", 2500, 500_000, grad_clip=1.0)),
+    uniform=(uniform_model(), uniform_train(500_000)),
+)
+
+# ------------------------------------------------------------------ MQAR (Zoology)
+_MQAR_MODEL = {
+    "num_layers": 2, "num_heads": 2, "emb_dim": 64, "qkv_dim": 64, "mlp_dim": 128,
+    "pooling": "mean", "positions": "sinusoidal", "dropout": 0.0,
+}
+_MQAR_TRAIN = {
+    "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 100,
+    "steps": 2000, "grad_clip": 1.0, "eval_every": 200,
+}
+for _name, _layout in (("mqar", "single"), ("mqar-classic", "classic")):
+    _params = {
+        "layout": _layout, "num_keys": 64, "num_values": 64, "num_pairs": 48, "seq_len": 256,
+        "num_examples": 20_000, "seed": 0,
+    }
+    declare(
+        _name, version=1,
+        description=f"Multi-query associative recall, {_layout} layout: 48 key-value pairs at n=256, every key queried",
+        source="generated (Zoology MQAR, adapted to a bidirectional encoder)",
+        tokenisation="single: joint (key, value) ids and query-key ids" if _layout == "single"
+        else "classic: key ids and value ids on adjacent positions, queried keys",
+        seq_len=_params["seq_len"], vocab_size=mqar_vocab(_params), num_classes=_params["num_values"],
+        head="token", pad_id=0, loader=MqarLoader(), params=_params,
+        lra=(_MQAR_MODEL, _MQAR_TRAIN), uniform=(uniform_model(), uniform_train(2000, batch=64, eval_every=200)),
+    )
+
+# ------------------------------------------------------------------ GLUE and IMDb subword
+_SUBWORD = "sentencepiece unigram trained on the training split, cached; 0 pad, 1 unk, 2 <sep>"
+_NLP_LRA = TEXT_LRA
+declare(
+    "sst2", version=1, description="GLUE SST-2 sentence sentiment",
+    source="TFDS glue/sst2 (array_record); GLUE validation = our test, seeded 5% of train = val",
+    tokenisation=_SUBWORD, seq_len=128, vocab_size=8000, num_classes=2, head="sequence", pad_id=0,
+    loader=GlueLoader("glue/sst2", ("sentence",), "validation"),
+    params={"vocab_size": 8000, "val_fraction": 0.05, "seed": 0},
+    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(10000)),
+)
+declare(
+    "mnli", version=1, description="GLUE MNLI entailment, pairs concatenated as premise <sep> hypothesis",
+    source="TFDS glue/mnli (array_record); validation_matched = our test, seeded 2% of train = val",
+    tokenisation=_SUBWORD, seq_len=256, vocab_size=8000, num_classes=3, head="sequence", pad_id=0,
+    loader=GlueLoader("glue/mnli", ("premise", "hypothesis"), "validation_matched"),
+    params={"vocab_size": 8000, "val_fraction": 0.02, "seed": 0},
+    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(20000)),
+)
+declare(
+    "imdb-subword", version=1, description="IMDb sentiment, long documents, subword tokens (1024)",
+    source="TFDS imdb_reviews (array_record) or <data_dir>/aclImdb",
+    tokenisation=_SUBWORD, seq_len=1024, vocab_size=8000, num_classes=2, head="sequence", pad_id=0,
+    loader=ImdbSubwordLoader(), params={"vocab_size": 8000, "validation": "test", "seed": 0},
+    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(20000)),
+)

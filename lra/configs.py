@@ -1,0 +1,56 @@
+"""The two config families every task offers (shared/LRA.md).
+
+"lra": the official LRA code configs (they differ from the paper appendix; the maintainers say the
+configs produced the published table). "uniform": the single 2-layer, 64-wide model the PyTorch
+ports (Nystromformer, xformers, Skyformer) use for every task, which makes methods comparable at
+one small budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+def lra_model(
+    layers: int, heads: int, emb: int, qkv: int, mlp: int, pooling: str,
+    positions: str = "sinusoidal", dropout: float = 0.1,
+) -> dict[str, Any]:
+    return {
+        "num_layers": layers, "num_heads": heads, "emb_dim": emb, "qkv_dim": qkv, "mlp_dim": mlp,
+        "pooling": pooling, "positions": positions, "dropout": dropout,
+    }
+
+
+def lra_train(
+    batch: int, lr: float, weight_decay: float, schedule: str, warmup: int, steps: int,
+    grad_clip: Optional[float] = None, eval_every: int = 500,
+) -> dict[str, Any]:
+    return {
+        "batch_size": batch, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+        "warmup_steps": warmup, "steps": steps, "grad_clip": grad_clip, "eval_every": eval_every,
+    }
+
+
+def uniform_model(pooling: str = "mean") -> dict[str, Any]:
+    """2 layers, 2 heads of 32, 64/64/128, mean pooling, as the PyTorch ports."""
+    return {
+        "num_layers": 2, "num_heads": 2, "emb_dim": 64, "qkv_dim": 64, "mlp_dim": 128,
+        "pooling": pooling, "positions": "sinusoidal", "dropout": 0.1,
+    }
+
+
+def uniform_train(steps: int, batch: int = 32, eval_every: int = 500) -> dict[str, Any]:
+    """AdamW 1e-4 with a linear one-cycle schedule, as the PyTorch ports; steps vary per task."""
+    return {
+        "batch_size": batch, "lr": 1e-4, "weight_decay": 0.01, "schedule": "onecycle",
+        "warmup_steps": max(1, steps // 10), "steps": steps, "grad_clip": None, "eval_every": eval_every,
+    }
+
+
+def families(
+    task_fields: dict[str, Any], lra: tuple[dict, dict], uniform: tuple[dict, dict]
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(model_configs, train_configs) with the task's data fields added to both model families."""
+    model = {"lra": {**lra[0], **task_fields}, "uniform": {**uniform[0], **task_fields}}
+    train = {"lra": dict(lra[1]), "uniform": dict(uniform[1])}
+    return model, train

@@ -1,0 +1,448 @@
+"""Pathfinder images: a port of the `snakes2` generator (Linsley et al. 2018; drewlinsley/pathfinder).
+
+An image holds two target snakes seeded `seed_distance` apart, each `contour_length` paddles long,
+grown paddle by paddle: the next paddle's head is drawn on a circle around the pivot ahead, weighted
+by cos^2 of the turn (times `continuity`, capped at 90 degrees) and by free space in a dilated
+collision mask; a paddle that would overlap the mask is redrawn (`max_paddle_retrial` times), and a
+snake that cannot grow is regrown from scratch. Short distractor snakes follow, then two circular
+markers: on the two ends of one snake (label 1) or on one end of each (label 0).
+
+Faithful to the original's semantics, not its random stream. Where the original relied on the
+old `scipy.misc.imresize/imsave` (bytescale to uint8, lanczos resize), we resize 0/255 uint8
+images with PIL's lanczos (so values stay in [0, 1]) and save `round(255 * x / max(x))`.
+Speed comes from caching each paddle sprite (a paddle is fully determined by its orientation and
+the preset), so drawing is array slicing; a 32x32 image costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class SnakeParams:
+    """One snakes2 configuration (the LRA presets are in `lra.pathfinder.PRESETS`)."""
+
+    window: int
+    padding: int
+    antialias: int
+    margins: tuple[int, ...]
+    paddle_length: int
+    thickness: float
+    marker_radius: float
+    seed_distance: int
+    continuity: float
+    contour_length: int
+    distractor_length: int
+    num_distractors: int
+    snake_contrasts: tuple[float, ...]
+    paddle_contrasts: tuple[float, ...]
+    max_paddle_retrial: int = 2
+    max_distractor_retrial: int = 4
+
+
+@dataclass
+class Sample:
+    """One generated image (uint8, window x window) and its label, plus the target-snake layers."""
+
+    image: np.ndarray
+    label: int
+    margin: int
+    snakes: tuple[np.ndarray, np.ndarray]  # per target snake, float intensity (for tests/diagnostics)
+    markers: tuple[tuple[int, int], tuple[int, int]]  # (y, x) of the two marker centres
+    marker_snakes: tuple[int, int]  # which target snake each marker sits on
+
+
+# ---------------------------------------------------------------- geometry and sprites
+
+def _translate(coord: tuple[int, int], orientation: float, distance: float) -> tuple[int, int]:
+    """Moves (y, x) by `distance` along `orientation` (radians), rounding up as the original."""
+    return (
+        int(math.ceil(coord[0] + distance * math.sin(orientation))),
+        int(math.ceil(coord[1] + distance * math.cos(orientation))),
+    )
+
+
+def _flip(orientation: float) -> float:
+    return orientation + math.pi if orientation < 0 else orientation - math.pi
+
+
+@lru_cache(maxsize=None)
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    return (x * x + y * y <= radius * radius).astype(bool)
+
+
+def _resize(array: np.ndarray, size: int) -> np.ndarray:
+    """Lanczos resize of a 0/255 uint8 image, returned as float in [0, 1]."""
+    image = Image.fromarray(array).resize((size, size), resample=Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+@lru_cache(maxsize=None)
+def _paddle(orientation: float, length: int, thickness: float, margin: int, antialias: int) -> tuple[np.ndarray, np.ndarray]:
+    """(line, mask) sprites, (2R+1)^2 with R = length + ceil(thickness) + margin, tail at the centre.
+
+    The line is drawn at `antialias` times the resolution and resized; the mask is the fine line
+    dilated by a disk of radius margin*antialias, resized the same way (the collision margin).
+    """
+    reach = length + int(math.ceil(thickness)) + margin
+    fine_size = reach * 2 * antialias + 1
+    centre = reach * antialias
+    head = _translate((centre, centre), orientation, length * antialias)
+    fine = Image.new("L", (fine_size, fine_size), 0)
+    ImageDraw.Draw(fine).line([(centre, centre), (head[1], head[0])], fill=255, width=int(round(thickness * antialias)))
+    fine_line = np.asarray(fine)
+    fine_mask = ndimage.maximum_filter(fine_line, footprint=_disk(margin * antialias), mode="constant", cval=0)
+    size = reach * 2 + 1
+    line, mask = _resize(fine_line, size), _resize(fine_mask, size)
+    line.setflags(write=False)
+    mask.setflags(write=False)
+    return line, mask
+
+
+def _window(canvas_shape: tuple[int, int], sprite: np.ndarray, centre: tuple[int, int]):
+    """(canvas slices, sprite slices) where `sprite` centred at `centre` overlaps the canvas, or None."""
+    return _window_at(canvas_shape, sprite.shape[0], centre)
+
+
+@lru_cache(maxsize=None)
+def _window_at(canvas_shape: tuple[int, int], side: int, centre: tuple[int, int]):
+    reach = side // 2
+    top, left = centre[0] - reach, centre[1] - reach
+    y0, x0 = max(top, 0), max(left, 0)
+    y1 = min(top + side, canvas_shape[0])
+    x1 = min(left + side, canvas_shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return (slice(y0, y1), slice(x0, x1)), (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+
+
+def _place(canvas_shape: tuple[int, int], sprite: np.ndarray, centre: tuple[int, int]) -> np.ndarray:
+    """A canvas of zeros with `sprite` centred at `centre` (clipped at the borders)."""
+    out = np.zeros(canvas_shape, dtype=np.float32)
+    _stamp(out, sprite, centre)
+    return out
+
+
+def _stamp(canvas: np.ndarray, sprite: np.ndarray, centre: tuple[int, int], scale: float = 1.0) -> None:
+    """canvas = max(canvas, scale * sprite placed at centre), in place."""
+    window = _window(canvas.shape, sprite, centre)
+    if window is not None:
+        target, source = window
+        np.maximum(canvas[target], sprite[source] * scale, out=canvas[target])
+
+
+def _overlap_peak(mask: np.ndarray, sprite: np.ndarray, centre: tuple[int, int]) -> float:
+    """max(mask + placed sprite), computed on the sprite's window only (elsewhere it is max(mask) <= 1)."""
+    window = _window(mask.shape, sprite, centre)
+    if window is None:
+        return float(mask.max())
+    target, source = window
+    return float((mask[target] + sprite[source]).max())
+
+
+class _Painter:
+    """Paddle sprites of one preset and margin."""
+
+    def __init__(self, params: SnakeParams, margin: int):
+        self.p = params
+        self.margin = margin
+
+    def sprites(self, orientation: float) -> tuple[np.ndarray, np.ndarray]:
+        """(line, mask) sprites of a paddle whose tail is the sprite centre."""
+        return _paddle(float(orientation), self.p.paddle_length, self.p.thickness, self.margin, self.p.antialias)
+
+    def seed_struct(self, orientation: float) -> np.ndarray:
+        return _seed_struct(float(orientation), self.p.paddle_length, self.p.thickness, self.margin, self.p.antialias)
+
+
+@lru_cache(maxsize=None)
+def _seed_struct(orientation: float, length: int, thickness: float, margin: int, antialias: int) -> np.ndarray:
+    """Footprint that keeps a new seed paddle clear of the mask (the original's head-centred struct).
+
+    The original casts the float mask sprite to uint8, so only fully covered pixels count.
+    """
+    side = (length + margin) * 2 + 1
+    head = length + margin + 1
+    _, mask = _paddle(orientation, length, thickness, margin, antialias)
+    struct = _place((side, side), mask, (head, head)) >= 1.0
+    return struct if struct.any() else np.ones((1, 1), dtype=bool)
+
+
+@lru_cache(maxsize=None)
+def _first_seed_free(params: SnakeParams, margin: int, orientation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Free pixels for the first target seed: the padding border plus a 2*seed_distance band, so the
+    second seed fits around it, dilated by the seed footprint."""
+    n, pad, band = params.window, params.padding, 2 * params.seed_distance
+    border = np.zeros((n, n), dtype=np.float32)
+    border[:max(pad, band), :], border[n - max(pad, band):, :] = 1, 1
+    border[:, :max(pad, band)], border[:, n - max(pad, band):] = 1, 1
+    struct = _seed_struct(orientation, params.paddle_length, params.thickness, margin, params.antialias)
+    return np.nonzero(_free(_dilate(border, struct)))
+
+
+def _dilate(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    return ndimage.maximum_filter(mask, footprint=footprint, mode="constant", cval=0.0)
+
+
+def _free(mask: np.ndarray) -> np.ndarray:
+    """Pixels the original counts as available: ceil(mask - 0.3) == 0."""
+    return mask <= 0.3
+
+
+# ---------------------------------------------------------------- growing snakes
+
+class _Grower:
+    def __init__(self, params: SnakeParams, margin: int, rng: np.random.Generator):
+        self.p = params
+        self.rng = rng
+        self.paint = _Painter(params, margin)
+        self.margin = margin
+        self.step = params.paddle_length + margin  # distance pivot -> next head
+
+    def random_orientation(self) -> float:
+        return int(self.rng.integers(-180, 180)) * math.pi / 180
+
+    def seed(self, mask: np.ndarray, border_mask: Optional[np.ndarray], stop_below: Optional[float]) -> Optional[tuple]:
+        """Places a first paddle on free space; returns (tail, pivot, orientation) or None.
+
+        `border_mask` None means the first target seed, whose border mask is fixed per preset, so
+        its free pixels per orientation are cached.
+        """
+        p, h, w = self.p, mask.shape[0], mask.shape[1]
+        for _ in range(p.max_paddle_retrial + 1):
+            orientation = self.random_orientation()
+            if border_mask is None:
+                ys, xs = _first_seed_free(p, self.margin, orientation)
+            else:
+                if stop_below is not None and _free(mask).mean() < stop_below:
+                    return None
+                ys, xs = np.nonzero(_free(_dilate(border_mask, self.paint.seed_struct(orientation))))
+            if ys.size == 0:
+                return None
+            index = int(self.rng.integers(0, ys.size))
+            tail = (int(ys[index]), int(xs[index]))
+            head = _translate(tail, orientation, p.paddle_length)
+            pivot = _translate(head, _flip(orientation), p.paddle_length + self.margin)
+            if 0 <= head[0] < h and 0 <= head[1] < w and 0 <= pivot[0] < h and 0 <= pivot[1] < w:
+                return tail, pivot, orientation
+        return None
+
+    def extend(self, pivot, orientation, mask):
+        """Next paddle: (head, orientation of pivot->head, new pivot) or None at a dead end.
+
+        The head is sampled on a circle of radius length+margin around the pivot ahead; the paddle
+        runs from the head back towards that pivot and must not overlap the mask (retried).
+        """
+        p = self.p
+        new_pivot = _translate(pivot, orientation, p.paddle_length + 2 * self.margin)
+        candidates = _candidates(new_pivot, orientation, self.step, mask, self.margin, p.continuity)
+        if candidates is None:
+            return None
+        coords, orientations, cmf = candidates
+        for _ in range(p.max_paddle_retrial + 1):
+            # First index whose cumulative mass exceeds a uniform draw (0 if rounding leaves none).
+            index = int(np.searchsorted(cmf, self.rng.random(), side="right")) % len(cmf)
+            head = (int(coords[index, 0]), int(coords[index, 1]))
+            heading = float(orientations[index])
+            _, paddle_mask = self.paint.sprites(_flip(heading))
+            if _overlap_peak(mask, paddle_mask, head) < 1.8:
+                return head, heading, new_pivot
+        return None
+
+    def target_pair(self) -> Optional[tuple]:
+        """Two target snakes seeded seed_distance apart; None when growth fails (caller retries).
+
+        Returns (per-snake images, collision mask, origin tips, terminal tips).
+        """
+        p, rng, n = self.p, self.rng, self.p.window
+        mask = np.zeros((n, n), dtype=np.float32)
+        pad = p.padding
+        mask[:pad, :], mask[-pad:, :], mask[:, :pad], mask[:, -pad:] = 1, 1, 1, 1
+        contrasts = list(p.snake_contrasts) * 2
+        rng.shuffle(contrasts)
+        first = self.seed(mask, None, None)
+        if first is None:
+            return None
+        tails, pivots, orientations = [first[0]], [first[1]], [first[2]]
+        for _ in range(p.max_paddle_retrial + 1):
+            orientation = self.random_orientation()
+            angle = int(rng.integers(0, 360)) * math.pi / 180
+            tail = (
+                int(np.round(first[0][0] + p.seed_distance * math.sin(angle))),
+                int(np.round(first[0][1] + p.seed_distance * math.cos(angle))),
+            )
+            head = _translate(tail, orientation, p.paddle_length)
+            pivot = _translate(head, _flip(orientation), p.paddle_length + self.margin)
+            if 0 <= head[0] < n and 0 <= head[1] < n and 0 <= pivot[0] < n and 0 <= pivot[1] < n:
+                tails.append(tail)
+                pivots.append(pivot)
+                orientations.append(orientation)
+                break
+        else:
+            return None
+        paddles: list[list[tuple[float, tuple[int, int], float]]] = [[], []]  # (orientation, tail, contrast)
+        last_segments = []  # (mask sprite, centre) of each snake's newest paddle, not yet in the mask
+        for i in range(2):
+            contrast = p.paddle_contrasts[int(rng.integers(0, len(p.paddle_contrasts)))] * contrasts[i]
+            paddles[i].append((orientations[i], tails[i], contrast))
+            last_segments.append((self.paint.sprites(orientations[i])[1], tails[i]))
+        ends = [tails[0], tails[1]]
+        for _ in range(p.contour_length - 1):
+            paddle_contrast = p.paddle_contrasts[int(rng.integers(0, len(p.paddle_contrasts)))]
+            for i in range(2):
+                grown = self.extend(pivots[i], orientations[i], mask)
+                if grown is None:
+                    return None
+                head, orientations[i], pivots[i] = grown
+                ends[i] = head
+                paddles[i].append((_flip(orientations[i]), head, paddle_contrast * contrasts[i]))
+                _stamp(mask, *last_segments[i])
+                last_segments[i] = (self.paint.sprites(_flip(orientations[i]))[1], head)
+        # As the original: only the second snake's last paddle joins the mask before distractors.
+        _stamp(mask, *last_segments[1])
+        images = [np.zeros((n, n), dtype=np.float32) for _ in range(2)]
+        for image, drawn in zip(images, paddles):
+            for orientation, centre, contrast in drawn:
+                _stamp(image, self.paint.sprites(orientation)[0], centre, contrast)
+        return images, mask, tails, ends
+
+    def distractor(self, image: np.ndarray, mask: np.ndarray, length: int, stop_below: float) -> bool:
+        """Grows one short snake into `image` and `mask` (in place only on success)."""
+        p = self.p
+        contrast = p.snake_contrasts[int(self.rng.integers(0, len(p.snake_contrasts)))]
+        border = mask.copy()
+        border[0, :], border[-1, :], border[:, 0], border[:, -1] = 1, 1, 1, 1
+        seeded = self.seed(mask, border, stop_below)
+        if seeded is None:
+            return False
+        tail, pivot, orientation = seeded
+        work_mask = mask.copy()
+        paddles = [(orientation, tail)]
+        last_segment = (self.paint.sprites(orientation)[1], tail)
+        for _ in range(length - 1):
+            grown = self.extend(pivot, orientation, work_mask)
+            if grown is None:
+                return False
+            head, orientation, pivot = grown
+            paddles.append((_flip(orientation), head))
+            _stamp(work_mask, *last_segment)
+            last_segment = (self.paint.sprites(_flip(orientation))[1], head)
+        _stamp(work_mask, *last_segment)
+        for drawn_orientation, centre in paddles:
+            _stamp(image, self.paint.sprites(drawn_orientation)[0], centre, contrast)
+        mask[...] = work_mask
+        return True
+
+
+@lru_cache(maxsize=None)
+def _circle_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique pixel offsets on a circle (one sample per pixel of arc), sorted, and their orientations.
+
+    The original truncates centre + radius*(sin, cos) to integers after dropping out-of-image
+    samples; for in-image samples that equals centre + floor(offset), so the offsets can be
+    computed once per radius.
+    """
+    step_degrees = 360.0 / (2 * radius * math.pi)  # one pixel of arc
+    angles = np.arange(0, 360, step_degrees) * math.pi / 180
+    offsets = np.floor(np.stack([radius * np.sin(angles), radius * np.cos(angles)], axis=1)).astype(int)
+    offsets = np.unique(offsets, axis=0)
+    return offsets, np.arctan2(offsets[:, 0], offsets[:, 1])
+
+
+@lru_cache(maxsize=None)
+def _ring(centre: tuple[int, int], radius: int, shape: tuple[int, int], margin: int):
+    """Circle pixels around `centre` that lie in the image: (coords (K, 2), their indices into
+    `_circle_offsets(radius)`, (K, D) flat indices of each one's margin-disk neighbourhood), or
+    None when none lies in the image. Out-of-image neighbours point at the pixel itself, which
+    leaves the max unchanged, as the zero border of the original's dilation does."""
+    h, w = shape
+    offsets, _ = _circle_offsets(radius)
+    coords = offsets + np.asarray(centre)
+    inside = (coords[:, 0] >= 0) & (coords[:, 0] < h) & (coords[:, 1] >= 0) & (coords[:, 1] < w)
+    if not inside.any():
+        return None
+    coords = coords[inside]
+    around = coords[:, None, :] + (np.argwhere(_disk(margin)) - margin)[None, :, :]  # (K, D, 2)
+    valid = (around[..., 0] >= 0) & (around[..., 0] < h) & (around[..., 1] >= 0) & (around[..., 1] < w)
+    flat = np.where(valid, around[..., 0] * w + around[..., 1], (coords[:, 0] * w + coords[:, 1])[:, None])
+    return coords, np.nonzero(inside)[0], flat
+
+
+@lru_cache(maxsize=None)
+def _continuity_weights(radius: int, last_orientation: float, continuity: float) -> np.ndarray:
+    """cos^2(min(continuity * turn, 90 deg)) for every circle offset (the original's smoothness prior)."""
+    _, orientations = _circle_offsets(radius)
+    turn = np.abs(orientations - last_orientation)
+    turn = np.minimum(np.minimum(turn, 2 * math.pi - turn) * continuity, 0.5 * math.pi)
+    return np.cos(turn) ** 2
+
+
+def _candidates(centre, last_orientation: float, radius: int, mask: np.ndarray, margin: int, continuity: float):
+    """Candidate heads around `centre`, their orientations and the sampling CMF.
+
+    Weight = (1 - mask dilated by the margin disk) * continuity weight, as the original
+    get_coords_cmf; the dilation is evaluated at the candidates only.
+    """
+    ring = _ring(tuple(centre), radius, mask.shape, margin)
+    if ring is None:
+        return None
+    coords, index, flat = ring
+    pmf = (1 - mask.ravel()[flat].max(axis=1)) * _continuity_weights(radius, last_orientation, continuity)[index]
+    total = pmf.sum()
+    if total < 1e-4:
+        return None
+    return coords, _circle_offsets(radius)[1][index], np.cumsum(pmf / total)
+
+
+@lru_cache(maxsize=None)
+def _marker(window: int, radius: float, antialias: int, fy: int, fx: int) -> np.ndarray:
+    """A disk marker sprite drawn at `antialias` resolution; (fy, fx) = centre within its window."""
+    y, x = np.ogrid[-fy * antialias:(window - fy) * antialias, -fx * antialias:(window - fx) * antialias]
+    fine = ((x * x + y * y) <= (radius * antialias) ** 2).astype(np.uint8) * 255
+    return _resize(fine, window)
+
+
+def draw_marker(window: int, centre: tuple[int, int], radius: float, antialias: int) -> np.ndarray:
+    """The original's draw_circle: a disk at `centre` drawn finely, then lanczos-resized."""
+    # A marker only reaches `radius` pixels; draw it in a small window and place it (same pixels).
+    half = int(math.ceil(radius)) + 3
+    side = 2 * half + 1
+    sprite = _marker(side, float(radius), antialias, half, half)
+    return _place((window, window), sprite, centre)
+
+
+def generate_sample(params: SnakeParams, rng: np.random.Generator) -> Sample:
+    """One image and label, as snakes2's from_wrapper does for one loop iteration."""
+    label = int(rng.integers(0, 2))
+    margin = params.margins[int(rng.integers(0, len(params.margins)))]
+    grower = _Grower(params, margin, rng)
+    while True:
+        pair = grower.target_pair()
+        if pair is not None:
+            break
+    snakes, mask, origins, ends = pair
+    image = np.maximum(snakes[0], snakes[1])
+    for _ in range(params.num_distractors):
+        for _ in range(params.max_distractor_retrial + 1):
+            if grower.distractor(image, mask, params.distractor_length, 0.01):
+                break
+    origin_index = int(rng.integers(0, 2))
+    terminal_index = origin_index if label == 1 else 1 - origin_index
+    first, second = origins[origin_index], ends[terminal_index]
+    markers = np.maximum(
+        draw_marker(params.window, first, params.marker_radius, params.antialias),
+        draw_marker(params.window, second, params.marker_radius, params.antialias),
+    )
+    marked = np.maximum(image, markers)
+    peak = float(marked.max())
+    pixels = np.round(255.0 * marked / peak).astype(np.uint8) if peak > 0 else np.zeros_like(marked, dtype=np.uint8)
+    return Sample(pixels, label, margin, (snakes[0], snakes[1]), (first, second), (origin_index, terminal_index))

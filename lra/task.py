@@ -1,0 +1,173 @@
+"""The Task declaration and its preparation pipeline (validate params -> cache hit or build -> cache).
+
+A task states everything that defines its results in one place (source, tokenisation, shapes,
+head, configs, version). How its raw data is found, generated and tokenised lives in a `Loader`
+(one per data family), so the declaration table in `lra/catalog.py` stays declarative.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from bench_common import BenchError, Registry, check_option_keys
+from lra.cache import SPLITS, Split, entry_dir, load_entry, save_entry
+
+HEADS = ("sequence", "dual", "token")
+IGNORE_INDEX = -100  # token-head targets at positions that are not scored
+FAMILIES = ("lra", "uniform")
+
+
+class Loader(ABC):
+    """Finds (or generates) a task's raw data and turns it into tokenised splits."""
+
+    #: True when the raw data can be generated on this machine without downloads.
+    offline: bool = False
+
+    def validate(self, task: "Task", params: dict[str, Any]) -> None:
+        """Raises BenchError for parameter values out of range (keys and types are checked already)."""
+
+    def raw_key(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> str:
+        """Names the raw data that `build` will read (e.g. official files vs generated), for the cache key."""
+        return "default"
+
+    def shape(self, task: "Task", params: dict[str, Any]) -> dict[str, int]:
+        """ModelConfig fields that depend on params (max_seq_len, vocab_size, num_classes)."""
+        return {}
+
+    @abstractmethod
+    def build(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+        """Reads (generating first if needed) and tokenises the raw data; fails fast if it is missing."""
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A benchmark task: what the data is, how it is tokenised, and the configs that go with it."""
+
+    name: str
+    version: int
+    description: str
+    source: str
+    tokenisation: str
+    seq_len: int
+    vocab_size: int
+    num_classes: int
+    head: str
+    pad_id: Optional[int]
+    loader: Loader
+    params: dict[str, Any] = field(default_factory=dict)
+    model_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise BenchError(f"task '{self.name}': head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        missing = [f for f in FAMILIES if f not in self.model_configs or f not in self.train_configs]
+        if missing:
+            raise BenchError(f"task '{self.name}': missing config families {', '.join(missing)}")
+
+    @property
+    def offline(self) -> bool:
+        """True when `prepare` can generate the data here (no downloads, no release files)."""
+        return self.loader.offline
+
+    def check_params(self, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """Defaults updated by `params`; unknown keys rejected, values coerced to the default's type.
+
+        Strings are accepted for numbers and booleans (values arrive from `--set key=value`).
+        """
+        params = dict(params or {})
+        check_option_keys(f"task '{self.name}' params", params, self.params)
+        resolved = dict(self.params)
+        for key, value in params.items():
+            resolved[key] = _coerce(self.name, key, value, self.params[key])
+        self.loader.validate(self, resolved)
+        return resolved
+
+    def model_config(self, family: str, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The ModelConfig overrides of `family` with the data-dependent fields for `params`."""
+        if family not in self.model_configs:
+            raise BenchError(f"task '{self.name}': unknown config family '{family}'; accepted: {', '.join(FAMILIES)}")
+        resolved = self.check_params(params)
+        return {**self.model_configs[family], **self.loader.shape(self, resolved)}
+
+    def prepare(self, data_dir: Path, params: Optional[dict[str, Any]] = None) -> dict[str, Split]:
+        """Splits "train", "val", "test", tokenised once and then read memory-mapped from the cache."""
+        resolved = self.check_params(params)
+        data_dir = Path(data_dir)
+        key = {
+            "task": self.name,
+            "version": self.version,
+            "params": resolved,
+            "raw": self.loader.raw_key(self, data_dir, resolved),
+        }
+        directory = entry_dir(data_dir, self.name, self.version, key)
+        cached = load_entry(directory)
+        if cached is not None:
+            return cached
+        splits = self.loader.build(self, data_dir, resolved)
+        self._check_splits(splits, resolved)
+        save_entry(directory, splits, key)
+        loaded = load_entry(directory)
+        assert loaded is not None  # save_entry either wrote it or found an equivalent entry
+        return loaded
+
+    def _check_splits(self, splits: dict[str, Split], params: dict[str, Any]) -> None:
+        """Guards the contract the harness relies on: shapes, dtypes and target ranges."""
+        shape = {**self.model_configs["lra"], **self.loader.shape(self, params)}
+        for name in SPLITS:
+            split = splits[name]
+            if len(split) == 0:
+                raise BenchError(f"task '{self.name}': split '{name}' is empty; check the data or raise num_examples")
+            inputs, targets = split.inputs, split.targets
+            expected_rank = 3 if self.head == "dual" else 2
+            if inputs.ndim != expected_rank or inputs.shape[0] != targets.shape[0]:
+                raise BenchError(f"task '{self.name}': split '{name}' has inputs {inputs.shape}, targets {targets.shape}")
+            if not np.issubdtype(inputs.dtype, np.integer) or not np.issubdtype(targets.dtype, np.integer):
+                raise BenchError(f"task '{self.name}': split '{name}' must hold integer arrays")
+            if inputs.shape[-1] > shape["max_seq_len"] or inputs.max(initial=0) >= shape["vocab_size"]:
+                raise BenchError(f"task '{self.name}': split '{name}' exceeds length or vocabulary")
+            scored = targets[targets != IGNORE_INDEX] if self.head == "token" else targets
+            if scored.size and (scored.min() < 0 or scored.max() >= shape["num_classes"]):
+                raise BenchError(f"task '{self.name}': split '{name}' has labels outside 0..{shape['num_classes'] - 1}")
+
+
+def _coerce(task: str, key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return lowered in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise BenchError(
+            f"task '{task}' param '{key}': expected {kind.__name__}, got {value!r}"
+        ) from None
+
+
+TASKS: Registry[Task] = Registry("task", Task)
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name` (an error suggests close names and lists all)."""
+    return TASKS.get(name)
+
+
+def list_tasks() -> list[str]:
+    """All registered task names, sorted (the package import registers the catalog)."""
+    return TASKS.names()

@@ -1,0 +1,91 @@
+"""Reading datasets prepared by tensorflow-datasets (array_record) without TensorFlow.
+
+Only the random-access API works without TensorFlow, so datasets must have been prepared with
+`file_format='array_record'`. We look for the prepared directory ourselves before touching tfds:
+offline, tfds would otherwise retry downloads for minutes. Records are normalised (text as bytes,
+labels and images as numpy) so real data and `tfds.testing.mock_data` read the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from bench_common import BenchError
+
+TFDS_SUBDIR = "tensorflow_datasets"
+
+
+def tfds_dir(data_dir: Path) -> Path:
+    """Where prepared TFDS datasets are looked for: `<data_dir>/tensorflow_datasets`."""
+    return Path(data_dir) / TFDS_SUBDIR
+
+
+def prepare_command(dataset: str, directory: Path) -> str:
+    return (
+        f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{dataset}', data_dir='{directory}')"
+        f".download_and_prepare(file_format='array_record')\""
+    )
+
+
+def prepared_dir(directory: Path, dataset: str) -> Optional[Path]:
+    """`<dir>/<name>/<config>/<version>/` (newest version) holding dataset_info.json, or None."""
+    name, _, config = dataset.partition("/")
+    base = Path(directory) / name
+    candidates = [p.parent for p in base.glob("*/dataset_info.json")] + [p.parent for p in base.glob("*/*/dataset_info.json")]
+    if config:
+        candidates = [p for p in candidates if p.parent.name == config]
+    candidates = [p for p in candidates if not p.name.startswith("incomplete")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: tuple(int(x) if x.isdigit() else 0 for x in p.name.split(".")))
+
+
+def missing_error(task: str, dataset: str, directory: Path, alternative: str = "") -> BenchError:
+    extra = f"; or {alternative}" if alternative else ""
+    return BenchError(
+        f"task '{task}': TFDS dataset '{dataset}' is not prepared under {directory} (expected "
+        f"{directory}/{dataset.split('/')[0]}/.../dataset_info.json with array_record files); prepare it on a "
+        f"machine with network with: {prepare_command(dataset, directory)} and copy {directory} here{extra}"
+    )
+
+
+def open_split(task: str, dataset: str, split: str, directory: Path, alternative: str = "") -> Any:
+    """A random-access source over `split` of a prepared dataset; fails fast when it is missing."""
+    location = prepared_dir(directory, dataset)
+    if location is None:
+        raise missing_error(task, dataset, directory, alternative)
+    base_split = split.split("[")[0]
+    if not list(location.glob(f"*-{base_split}.array_record*")):
+        if list(location.glob(f"*-{base_split}.tfrecord*")):
+            raise BenchError(
+                f"task '{task}': TFDS dataset '{dataset}' at {location} was prepared as tfrecord, which needs "
+                f"TensorFlow; prepare it again with file_format='array_record': {prepare_command(dataset, directory)}"
+            )
+        raise BenchError(f"task '{task}': TFDS dataset '{dataset}' at {location} has no split '{base_split}'")
+    import tensorflow_datasets as tfds
+
+    return tfds.builder_from_directory(str(location)).as_data_source(split=split)
+
+
+def records(source: Any) -> Iterator[dict[str, Any]]:
+    for index in range(len(source)):
+        yield source[index]
+
+
+def as_bytes(value: Any) -> bytes:
+    """Text fields: real array_record data gives bytes, mock data gives str."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, np.ndarray):
+        value = value.item()
+        if isinstance(value, bytes):
+            return value
+    return str(value).encode("utf-8")
+
+
+def as_int(value: Any) -> int:
+    """Label fields: ints, or 0-d arrays in mock data."""
+    return int(np.asarray(value))

@@ -1,0 +1,153 @@
+"""Task registry, parameters, caching and fail-fast behaviour."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench_common import BenchError
+from lra import TASKS, Split, Task, get_task, list_tasks, prepare_task_data
+from lra.datadir import default_data_dir
+
+TRAIN_CONFIG_FIELDS = {
+    "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup_steps", "grad_clip", "eval_every",
+    "eval_batches", "early_stop_patience", "betas", "eps", "time_limit_s",
+}
+SCHEDULES = {"rsqrt", "cosine", "onecycle", "constant"}
+EXPECTED = {
+    "listops", "listops-short", "listops-tiny", "text", "text-4k", "retrieval", "image", "pathfinder",
+    "pathfinder-easy", "pathfinder-intermediate", "pathx", "mqar", "mqar-classic", "sst2", "mnli", "imdb-subword",
+}
+
+
+def test_every_expected_task_is_registered_once():
+    assert set(list_tasks()) == EXPECTED
+    assert all(isinstance(TASKS.get(name), Task) for name in EXPECTED)
+    with pytest.raises(BenchError, match="already registered"):
+        TASKS.add("listops", get_task("listops"))
+
+
+def test_unknown_task_suggests_close_names():
+    with pytest.raises(BenchError, match=r"unknown task 'listop'; did you mean 'listops'"):
+        get_task("listop")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_configs_use_harness_field_names(name):
+    from harness.model import ModelConfig
+
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    task = get_task(name)
+    for family in ("lra", "uniform"):
+        model = task.model_config(family)
+        assert set(model) <= model_fields
+        ModelConfig(**model)  # constructible: heads divide qkv_dim, known pooling
+        assert model["max_seq_len"] == task.seq_len and model["vocab_size"] == task.vocab_size
+        assert model["num_classes"] == task.num_classes and model["head"] == task.head
+        train = task.train_configs[family]
+        assert set(train) <= TRAIN_CONFIG_FIELDS and train["schedule"] in SCHEDULES
+    uniform = task.model_configs["uniform"]
+    assert (uniform["emb_dim"], uniform["qkv_dim"], uniform["mlp_dim"], uniform["num_layers"], uniform["num_heads"]) == (64, 64, 128, 2, 2)
+    assert task.train_configs["uniform"]["lr"] == 1e-4 and task.train_configs["uniform"]["schedule"] == "onecycle"
+
+
+def test_lra_configs_follow_the_official_code():
+    listops = get_task("listops").model_configs["lra"]
+    assert (listops["num_layers"], listops["num_heads"], listops["emb_dim"], listops["pooling"]) == (4, 8, 512, "cls")
+    pathx = get_task("pathx")
+    assert pathx.train_configs["lra"]["grad_clip"] == 1.0 and pathx.seq_len == 128 * 128
+    assert get_task("retrieval").head == "dual" and get_task("mqar").head == "token"
+    assert get_task("image").pad_id is None and get_task("text").pad_id == 0
+
+
+def test_params_are_validated_and_coerced():
+    task = get_task("listops-tiny")
+    params = task.check_params({"num_examples": "300", "seed": 3})
+    assert params["num_examples"] == 300 and params["seed"] == 3 and params["max_length"] == 256
+    with pytest.raises(BenchError, match=r"unknown option 'num_example' \(did you mean 'num_examples'\?\)"):
+        task.check_params({"num_example": 10})
+    with pytest.raises(BenchError, match=r"param 'num_examples': expected int, got 'many'"):
+        task.check_params({"num_examples": "many"})
+    with pytest.raises(BenchError, match="min_length < max_length"):
+        task.check_params({"min_length": 300})
+
+
+def test_param_dependent_shapes_reach_the_model_config():
+    task = get_task("mqar")
+    model = task.model_config("lra", {"seq_len": 128, "num_pairs": 16, "num_keys": 32, "num_values": 8})
+    assert model["max_seq_len"] == 128 and model["num_classes"] == 8 and model["vocab_size"] == 2 + 32 * 8 + 32
+
+
+def test_second_prepare_reads_the_cache(tmp_path: Path, monkeypatch):
+    params = {"num_examples": 60}
+    first = prepare_task_data("listops-tiny", tmp_path, params)
+    assert isinstance(first["train"].inputs, np.memmap)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("regenerated although cached")
+
+    task = get_task("listops-tiny")
+    monkeypatch.setattr(type(task.loader), "build", fail)
+    second = prepare_task_data("listops-tiny", tmp_path, params)
+    for name in ("train", "val", "test"):
+        assert np.array_equal(first[name].inputs, second[name].inputs)
+        assert np.array_equal(first[name].targets, second[name].targets)
+
+
+def test_interrupted_cache_write_keeps_existing_cache(tmp_path: Path, monkeypatch):
+    prepare_task_data("mqar", tmp_path, {"num_examples": 30, "seq_len": 64, "num_pairs": 8})
+    root = tmp_path / "cache" / "mqar"
+    entries = sorted(root.iterdir())
+    before = {p: p.read_bytes() for entry in entries for p in entry.iterdir()}
+
+    import lra.cache
+
+    real_save, calls = np.save, []
+
+    def failing_save(path, array):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real_save(path, array)
+
+    monkeypatch.setattr(lra.cache.np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_task_data("mqar", tmp_path, {"num_examples": 31, "seq_len": 64, "num_pairs": 8})
+    assert sorted(root.iterdir()) == entries  # neither a partial entry nor a staging directory left
+    assert {p: p.read_bytes() for entry in entries for p in entry.iterdir()} == before
+
+
+def test_out_of_range_labels_are_rejected_before_caching(tmp_path: Path, monkeypatch):
+    task = get_task("listops-tiny")
+
+    def bad_labels(self, task, data_dir, params):
+        split = Split(np.ones((3, 256), np.int32), np.array([0, 1, 10]))
+        return {"train": split, "val": split, "test": split}
+
+    monkeypatch.setattr(type(task.loader), "build", bad_labels)
+    with pytest.raises(BenchError, match=r"labels outside 0..9"):
+        task.prepare(tmp_path, {"num_examples": 50})
+    assert not (tmp_path / "cache" / "listops-tiny").exists() or not any((tmp_path / "cache" / "listops-tiny").iterdir())
+
+
+def test_default_data_dir_honours_the_environment(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("TREEFORMER_BENCH_DATA", str(tmp_path))
+    assert default_data_dir() == tmp_path
+    monkeypatch.delenv("TREEFORMER_BENCH_DATA")
+    assert "treeformer-bench" in str(default_data_dir())
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("text", r"task 'text': TFDS dataset 'imdb_reviews' is not prepared under .*tensorflow_datasets.*download_and_prepare\(file_format='array_record'\).*aclImdb"),
+        ("image", r"task 'image': TFDS dataset 'cifar10' is not prepared"),
+        ("sst2", r"task 'sst2': TFDS dataset 'glue/sst2' is not prepared"),
+        ("retrieval", r"task 'retrieval': missing new_aan_pairs.train.tsv, .* in .*lra_release/tsv_data"),
+    ],
+)
+def test_missing_real_data_fails_fast_and_says_where(tmp_path: Path, name: str, expected: str):
+    with pytest.raises(BenchError, match=expected) as error:
+        prepare_task_data(name, tmp_path)
+    assert "\n" not in str(error.value)
