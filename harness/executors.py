@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from bench_common import BenchError, check_option_keys
 from bench_common.registry import constructor_options
@@ -89,6 +89,30 @@ def get_executor(name: str, **options: Any) -> Executor:
     return factory(**options)
 
 
+def executor_from_flags(
+    name: str,
+    plugins: Sequence[str] = (),
+    ray_address: Optional[str] = None,
+    timeout_s: Optional[float] = None,
+    memory_gb: Optional[float] = None,
+) -> Executor:
+    """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
+
+    `plugins` is accepted for the CLI's call but not needed: the --plugin list travels in every
+    run's config (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
+    """
+    del plugins
+    if ray_address is not None and name != "ray":
+        raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
+    if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
+        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
+    if name == "subprocess":
+        return get_executor(name, timeout_s=timeout_s, memory_gb=memory_gb)
+    if name == "ray":
+        return get_executor(name, ray_address=ray_address)
+    return get_executor(name)
+
+
 # Record fields an executor cannot know (they come from a run that never reported) stay None.
 _EMPTY_METRICS = (
     "val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds", "steps_per_second",
@@ -127,6 +151,13 @@ def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, CUDA OOM, or torch's CPU allocator failing (a RuntimeError, e.g. under the
+    subprocess executor's RLIMIT_AS cap: "DefaultCPUAllocator: can't allocate memory")."""
+    message = str(err).lower()
+    return isinstance(err, MemoryError) or any(marker in message for marker in _OOM_MARKERS)
+
+
 def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     """A failure row for an exception that escaped run_fn in a worker process.
 
@@ -134,7 +165,7 @@ def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
     with the exception type and its last traceback frame so the row says where it broke.
     """
     message = " ".join(str(err).split())
-    if isinstance(err, MemoryError) or any(m in message.lower() for m in _OOM_MARKERS):
+    if is_out_of_memory(err):
         return failure_record(spec, "oom", f"{type(err).__name__}: {message}"[:500])
     if isinstance(err, BenchError):
         return failure_record(spec, "error", message)

@@ -202,6 +202,8 @@ def train(
         step, best_accuracy, best_step = saved["step"], saved["best_accuracy"], saved["best_step"]
         best_state, history, events = saved["best_state"], saved["history"], saved["events"]
         evals_without_gain, seconds, elapsed_before = saved["evals_without_gain"], saved["seconds"], saved["elapsed"]
+        if dist.is_primary:
+            print(f"{label or 'run'}: resuming from its checkpoint at step {step}", file=sys.stderr)
 
     net = wrap_model(model, dist)
     if device.type == "cuda":

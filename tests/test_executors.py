@@ -19,6 +19,7 @@ import executor_probes as probes
 from bench_common import BenchError
 from harness.executors import (
     RunSpec,
+    executor_from_flags,
     failure_record,
     get_executor,
     record_of_exception,
@@ -66,6 +67,16 @@ def test_unknown_executor_and_option_are_one_line_errors():
         get_executor("subprocess", timeout=3)
     with pytest.raises(BenchError, match="timeout_s must be a positive number"):
         get_executor("subprocess", timeout_s=0)
+
+
+def test_flags_for_another_executor_are_refused():
+    with pytest.raises(BenchError, match="--ray-address applies to --executor ray only"):
+        executor_from_flags("local", ray_address="auto")
+    with pytest.raises(BenchError, match="apply to --executor subprocess only"):
+        executor_from_flags("ray", timeout_s=5)
+    executor = executor_from_flags("subprocess", timeout_s=5, memory_gb=1)
+    assert (executor.name, executor.timeout_s, executor.memory_gb) == ("subprocess", 5, 1)
+    assert executor_from_flags("ray", ray_address="auto").address == "auto"
 
 
 def test_listing_methods_does_not_import_ray():
@@ -216,7 +227,7 @@ TINY_PLUGIN = str(Path(__file__).with_name("scaleout_tiny_plugin.py"))
 VOLATILE_METRICS = {"train_seconds", "steps_per_second", "tokens_per_second", "peak_memory_mb"}
 
 
-def sweep_records(executor, out: Path, suite: str, sets: list, plugins: list, seeds=(0, 1)) -> dict:
+def sweep_records(executor, out: Path, suite: str, sets: list, plugins: list, seeds=(0,)) -> dict:
     from harness.sweep import SweepRequest, resolve_specs, run_sweep
 
     request = SweepRequest(suite=suite, seeds=list(seeds), sets=sets, out=out, data_dir=out.parent / "data",
@@ -259,15 +270,15 @@ def one_torch_thread():
 
 @pytest.mark.slow
 def test_ray_sweep_gives_the_same_records_as_local(ray_cluster, tmp_path, one_torch_thread):
-    """The tiny suite (2 methods x 2 seeds) of real training runs; the plugin that provides its
+    """The tiny suite (2 methods, seeds 0 and 1) of real training runs; the plugin that provides its
     task travels to the workers as a --plugin file, so this also covers plugins in workers."""
     from harness.executors import LocalExecutor
     from methods import load_plugin
 
     load_plugin(TINY_PLUGIN)
     sets = ["train.steps=12", "train.eval_every=6"]
-    local = sweep_records(LocalExecutor(), tmp_path / "local", "scaleout-tiny", sets, [TINY_PLUGIN])
-    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "scaleout-tiny", sets, [TINY_PLUGIN])
+    local = sweep_records(LocalExecutor(), tmp_path / "local", "scaleout-tiny", sets, [TINY_PLUGIN], seeds=(0, 1))
+    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "scaleout-tiny", sets, [TINY_PLUGIN], seeds=(0, 1))
     assert {r["status"] for r in local.values()} == {"ok"}
     assert_same_records(local, remote)
     assert (tmp_path / "ray" / "records" / "tiny-majority" / "sdpa" / "seed1.json").is_file()  # the driver wrote it
@@ -283,6 +294,30 @@ def test_ray_smoke_suite_matches_local(ray_cluster, tmp_path, one_torch_thread):
         load_task("mqar")
     except (BenchError, ImportError) as err:
         pytest.skip(f"the smoke suite's task is not available here: {err}")
-    local = sweep_records(LocalExecutor(), tmp_path / "local", "smoke", [], [], seeds=(0,))
-    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "smoke", [], [], seeds=(0,))
+    local = sweep_records(LocalExecutor(), tmp_path / "local", "smoke", [], [])
+    remote = sweep_records(get_executor("ray"), tmp_path / "ray", "smoke", [], [])
     assert_same_records(local, remote)
+
+
+def run_cli(tmp_path: Path, out: str, *flags: str) -> dict:
+    """`run_benchmark.py run` on the tiny suite in a fresh process; returns its records by key."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1"}
+    args = ["run", "--plugin", TINY_PLUGIN, "--suite", "scaleout-tiny", "--seeds", "0", "--device", "cpu",
+            "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / out),
+            "--set", "train.steps=12", "--set", "train.eval_every=6", *flags]
+    done = subprocess.run([sys.executable, str(ROOT / "run_benchmark.py"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    paths = sorted((tmp_path / out / "records").rglob("seed*.json"))
+    import json
+
+    return {"/".join(p.parts[-3:]): json.loads(p.read_text()) for p in paths}
+
+
+@pytest.mark.slow
+def test_cli_subprocess_executor_gives_the_same_records_as_local(tmp_path):
+    local = run_cli(tmp_path, "local", "--methods", "full")
+    isolated = run_cli(tmp_path, "subprocess", "--methods", "full", "--executor", "subprocess",
+                       "--run-timeout", "120", "--run-memory-gb", "8")
+    assert len(local) == 1 and {r["status"] for r in local.values()} == {"ok"}
+    assert_same_records(local, isolated)

@@ -96,24 +96,35 @@ class _DGTRouting(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, paths):
-        z = torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :]  # (B, H, m, N)
+        batch, heads, m, dim = x.shape
+        nodes = weight.shape[1]
+        # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
+        z = torch.baddbmm(
+            bias.repeat(batch, 1).unsqueeze(1), x.reshape(batch * heads, m, dim), weight.repeat(batch, 1, 1).transpose(1, 2)
+        )
         signs = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-        integer_scores = torch.matmul(signs, paths.t())  # (B, H, m, L), integers in [-h, h]
-        leaf = integer_scores.argmax(dim=-1)  # (B, H, m)
-        scale = z.abs().mean(dim=-1, keepdim=True)  # (B, H, m, 1), detached by construction
-        probabilities = torch.softmax(integer_scores * scale, dim=-1)  # (B, H, m, L)
-        window = z.abs() <= 1  # hard-tanh STE passes gradient here
-        ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, window)
+        integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
+        leaf = integer_scores.argmax(dim=-1).view(batch, heads, m)
+        if any(ctx.needs_input_grad[:3]):
+            magnitude = z.abs_()  # z is not needed any more: reuse its memory
+            scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
+            window = magnitude <= 1  # hard-tanh STE passes gradient here
+            probabilities = torch.softmax(integer_scores.mul_(scale), dim=-1)  # (B*H, m, L)
+            ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, window)
         ctx.mark_non_differentiable(leaf)
-        return leaf, torch.ones_like(scale.squeeze(-1))
+        return leaf, x.new_ones(batch, heads, m)
 
     @staticmethod
     def backward(ctx, _grad_leaf, grad_gate):
         x, weight, paths, leaf, scale, probabilities, window = ctx.saved_tensors
-        p_leaf = probabilities.gather(-1, leaf.unsqueeze(-1))  # (B, H, m, 1)
-        step = p_leaf * grad_gate.unsqueeze(-1) * scale  # d loss / d p_leaf, times d score / d t
-        grad_scores = (-probabilities * step).scatter_add_(-1, leaf.unsqueeze(-1), step)  # (B, H, m, L)
-        grad_z = torch.matmul(grad_scores, paths) * window * 2.0  # (B, H, m, N)
+        batch, heads, m, dim = x.shape
+        leaf = leaf.view(batch * heads, m, 1)
+        p_leaf = probabilities.gather(-1, leaf)  # (B*H, m, 1)
+        # d loss / d p_leaf, times d (scaled score) / d t, times the hard-tanh STE's factor 2.
+        step = p_leaf * grad_gate.reshape(batch * heads, m, 1) * (2.0 * scale)
+        grad_scores = (probabilities.mul_(-step)).scatter_add_(-1, leaf, step)  # (B*H, m, L)
+        grad_z = torch.matmul(grad_scores, paths).mul_(window)  # (B*H, m, N)
+        grad_z = grad_z.view(batch, heads, m, -1)
         grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
         grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
         grad_bias = grad_z.sum(dim=(0, 2))  # (H, N)

@@ -1,0 +1,214 @@
+"""Two-level bootstrapped training of Treeformer models, as training-loop callbacks.
+
+Level 1 (model): train with a dense warm-up attention (`full` by default) first, then switch the
+chosen layers to tree attention, keeping every weight. Level 2 (tree): train the trees with the
+dense-gradient TC form first, then continue with TF, optionally growing the tree height stage by
+stage (a grown tree starts from its parent hyperplanes, `RoutingTree.grown`). See shared/PAPER.md.
+
+The run config's `bootstrap` section:
+
+    {"layers": null,                        # null = all layers, or a list of layer indices
+     "warmup_attention": "full",            # attention from step 0 until the first stage; null = none
+     "stages": [{"at_step": 200, "attention": "treeformer-tc", "options": {"height": 4}},
+                {"at_step": 600, "attention": "treeformer-tf", "options": {"height": 5}}]}
+
+No section, or empty `stages`, means no bootstrap. The loop calls `on_step_start(step, model)`
+before every step; a returned dict is an event for the run record's "bootstrap" list and means
+the model's attention changed (the loop then gives the new parameters to the optimizer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from torch import nn
+
+from bench_common import BenchError, check_option_keys
+from harness.model import ModelConfig
+from methods import attention_options, create_attention, get_attention_class
+from methods.registry import validate_attention_options
+from methods.treeformer import TreeAttention
+
+SECTION_KEYS = ("layers", "warmup_attention", "stages")
+STAGE_KEYS = ("at_step", "attention", "options")
+
+
+@dataclass(frozen=True)
+class Stage:
+    at_step: int
+    attention: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BootstrapPlan:
+    layers: Optional[tuple[int, ...]]  # None = every layer
+    warmup_attention: Optional[str]
+    stages: tuple[Stage, ...]
+
+
+def validate_bootstrap(section: Optional[dict]) -> Optional[BootstrapPlan]:
+    """Checks a `bootstrap` section before training; returns its plan, or None for no bootstrap."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise BenchError(f"bootstrap: expected a mapping with keys {', '.join(SECTION_KEYS)}, got {section!r}")
+    check_option_keys("bootstrap", section, SECTION_KEYS)
+    stages_raw = section.get("stages") or []
+    if not isinstance(stages_raw, list):
+        raise BenchError(f"bootstrap.stages: expected a list of stages, got {stages_raw!r}")
+    warmup = section.get("warmup_attention", "full" if stages_raw else None)
+    if not stages_raw:
+        if section.get("warmup_attention") is not None:
+            raise BenchError("bootstrap.warmup_attention is set but bootstrap.stages is empty: nothing to switch to")
+        return None
+    if warmup is not None:
+        if not isinstance(warmup, str):
+            raise BenchError(f"bootstrap.warmup_attention: expected an attention name or null, got {warmup!r}")
+        get_attention_class(warmup)  # unknown names: BenchError with suggestions
+    layers = _validate_layers(section.get("layers"))
+    stages = []
+    for index, raw in enumerate(stages_raw):
+        where = f"bootstrap.stages[{index}]"
+        if not isinstance(raw, dict):
+            raise BenchError(f"{where}: expected a mapping with keys {', '.join(STAGE_KEYS)}, got {raw!r}")
+        check_option_keys(where, raw, STAGE_KEYS)
+        for key in ("at_step", "attention"):
+            if key not in raw:
+                raise BenchError(f"{where}: missing '{key}'")
+        at_step = raw["at_step"]
+        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+            raise BenchError(f"{where}.at_step: expected an integer >= 0, got {at_step!r}")
+        if stages and at_step <= stages[-1].at_step:
+            raise BenchError(
+                f"{where}.at_step={at_step} must be greater than the previous stage's at_step={stages[-1].at_step}"
+            )
+        if warmup is not None and at_step == 0:
+            raise BenchError(f"{where}.at_step=0 leaves no warm-up; use at_step >= 1 or warmup_attention null")
+        name = raw["attention"]
+        if not isinstance(name, str):
+            raise BenchError(f"{where}.attention: expected an attention name, got {name!r}")
+        options = raw.get("options") or {}
+        if not isinstance(options, dict):
+            raise BenchError(f"{where}.options: expected a mapping, got {options!r}")
+        options = validate_attention_options(name, options)
+        stages.append(Stage(at_step, name, options))
+    _check_heights_grow(stages)
+    return BootstrapPlan(layers, warmup, tuple(stages))
+
+
+def build_bootstrap(section: Optional[dict], model_config: ModelConfig) -> list["BootstrapCallback"]:
+    """The callbacks for a run: none without bootstrap, else one that applies the plan.
+
+    Every stage's core is built once here on the model's shapes, so bad options (a height too
+    large for the sequence length) fail before training starts.
+    """
+    plan = validate_bootstrap(section)
+    if plan is None:
+        return []
+    layers = list(range(model_config.num_layers)) if plan.layers is None else list(plan.layers)
+    for index in layers:
+        if index >= model_config.num_layers:
+            raise BenchError(f"bootstrap.layers: layer {index} out of range 0..{model_config.num_layers - 1}")
+    specs = ([(plan.warmup_attention, {})] if plan.warmup_attention else []) + [(s.attention, s.options) for s in plan.stages]
+    for name, options in specs:
+        create_attention(
+            name,
+            num_heads=model_config.num_heads,
+            head_dim=model_config.head_dim,
+            max_seq_len=model_config.encoded_length,
+            **options,
+        )
+    return [BootstrapCallback(plan, layers)]
+
+
+class BootstrapCallback:
+    """Switches `layers` to the stage due at each step; idempotent, and resumes at any step."""
+
+    def __init__(self, plan: BootstrapPlan, layers: list[int]):
+        self.plan = plan
+        self.layers = layers
+        self.current: Optional[int] = None  # stage index applied; -1 = warm-up; None = nothing yet
+
+    def due(self, step: int) -> int:
+        """Index of the last stage with at_step <= step, or -1 (warm-up) before the first."""
+        due = -1
+        for index, stage in enumerate(self.plan.stages):
+            if stage.at_step <= step:
+                due = index
+        return due
+
+    def on_step_start(self, step: int, model: nn.Module) -> Optional[dict]:
+        due = self.due(step)
+        if due == self.current:
+            return None
+        self.current = due
+        if due == -1:
+            if self.plan.warmup_attention is None:
+                return None
+            return switch_attention(model, self.layers, self.plan.warmup_attention, {}, step)
+        stage = self.plan.stages[due]
+        return switch_attention(model, self.layers, stage.attention, stage.options, step)
+
+
+def switch_attention(model: nn.Module, layers: list[int], name: str, options: dict, step: int) -> dict:
+    """Swaps the cores of `layers` keeping all weights; grows trees whose height increased."""
+    before = model.attention_cores()
+    old_names = sorted({before[i].registry_name for i in layers})
+    model.set_attention(layers, name, options)
+    after = model.attention_cores()
+    trees = sorted({carry_tree(before[i], after[i]) for i in layers})
+    return {
+        "step": step,
+        "layers": list(layers),
+        "from": old_names[0] if len(old_names) == 1 else old_names,
+        "to": name,
+        "options": dict(options),
+        "tree": trees[0] if len(trees) == 1 else trees,
+    }
+
+
+def carry_tree(old: nn.Module, new: nn.Module) -> str:
+    """How `new` got its tree: 'carried' (same shape, by set_attention), 'grown', 'new' or 'none'."""
+    if not isinstance(new, TreeAttention):
+        return "none"
+    if not isinstance(old, TreeAttention):
+        return "new"
+    same_overparam = len(old.tree.overparam_weights) == len(new.tree.overparam_weights)
+    if old.height == new.height and same_overparam:
+        return "carried"
+    if old.height < new.height and same_overparam:
+        tree = old.tree
+        while tree.height < new.height:
+            tree = tree.grown()
+        new.tree.load_state_dict(tree.state_dict())
+        return "grown"
+    return "new"
+
+
+def _validate_layers(layers: Any) -> Optional[tuple[int, ...]]:
+    if layers is None:
+        return None
+    if not isinstance(layers, list) or not layers or any(
+        isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers
+    ):
+        raise BenchError(f"bootstrap.layers: expected null or a non-empty list of layer indices >= 0, got {layers!r}")
+    if len(set(layers)) != len(layers):
+        raise BenchError(f"bootstrap.layers: duplicate layer index in {layers!r}")
+    return tuple(sorted(layers))
+
+
+def _check_heights_grow(stages: list[Stage]) -> None:
+    """Tree height may grow from stage to stage (trees are grown), never shrink."""
+    previous = None
+    for index, stage in enumerate(stages):
+        if not issubclass(get_attention_class(stage.attention), TreeAttention):
+            continue
+        height = stage.options.get("height", attention_options(stage.attention).get("height"))
+        if previous is not None and height < previous:
+            raise BenchError(
+                f"bootstrap.stages[{index}].options.height={height} is lower than the previous tree "
+                f"stage's height={previous}; heights may only grow"
+            )
+        previous = height
