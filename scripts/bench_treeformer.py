@@ -8,7 +8,7 @@ alike; the table reports medians over repetitions. Extra memory is the peak of b
 by torch during one forward + backward beyond what existed before it (inputs, weights), replayed
 from the torch profiler's memory timeline; it does not depend on timing noise.
 
-    python scripts/bench_treeformer.py                      # 1024..8192, writes results/treeformer_speed/
+    python scripts/bench_treeformer.py                      # 1024..8192, writes results/treeformer_speed/speed_threads2.*
     python scripts/bench_treeformer.py --lengths 4096 --repeats 3
 """
 
@@ -330,9 +330,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     checks = targets(table)
     notes = {case.label: case.note for case in all_cases}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps({"env": env, "rows": table, "targets": checks}, indent=2) + "\n")
+    stem = f"speed_threads{args.threads}"
+    (args.out / f"{stem}.json").write_text(json.dumps({"env": env, "rows": table, "targets": checks}, indent=2) + "\n")
     report = markdown(env, table, checks, notes)
-    (args.out / "speed.md").write_text(report)
+    (args.out / f"{stem}.md").write_text(report)
     print(report)
     return 0
 

@@ -6,8 +6,7 @@ over the nodes on its own root-to-leaf path; empty nodes are excluded. The root 
 so every real key and value receives gradient.
 
 Implementation, O(n·d) aggregation and O(n·2^h·d) attention, never n x n:
-1. each real key adds g·[k, v, 1] into its leaf (one product with a keys x leaves matrix that
-   holds the key's STE gate g, 1 forward, at its leaf);
+1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
 2. internal nodes are the sums of their two children, level by level up to the root;
 3. one matrix product scores every query against all node aggregates, masked to the query's
    path (a gathered row of a fixed ancestor table). Scoring all nodes does 2^(h+1)/(h+1) times the
@@ -86,20 +85,19 @@ class TreeformerTC(TreeAttention):
         return table.view(-1, table.shape[-1]).index_select(0, rows.reshape(-1)).view(groups, n, -1)
 
     def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through.
-
-        Leaf sums are one product with a (keys x leaves) matrix holding each key's gate at its
-        leaf: dense, but a BLAS call, where index_add on CPU loops per row and was 10x slower.
-        """
+        """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
         batch, heads, n, dim = k.shape
         groups = batch * heads
         ones = k.new_ones(batch, heads, n, 1)
-        rows = torch.cat([k, v, ones], dim=-1).view(groups, n, 2 * dim + 1)
-        leaf = keys.leaf.reshape(groups, n, 1)
-        gate = keys.gate.reshape(groups, n, 1)
-        # Padding (leaf -1) goes to an extra column that is dropped.
-        assign = k.new_zeros(groups, n, self.leaves + 1).scatter(-1, torch.where(leaf >= 0, leaf, self.leaves), gate)
-        level = torch.bmm(assign[..., : self.leaves].transpose(1, 2), rows)  # (G, L, 2d+1)
+        # One contiguous copy of [k, v, 1], then one product with the gate.
+        rows = torch.cat([k, v, ones], dim=-1).view(groups * n, 2 * dim + 1)
+        rows = rows * keys.gate.reshape(groups * n, 1)
+        # Slot of each key: (b*H + h) * L + leaf; padding goes to one extra slot that is dropped.
+        leaf = keys.leaf.reshape(groups, n)
+        base = torch.arange(groups, device=k.device).unsqueeze(1) * self.leaves
+        slots = torch.where(leaf >= 0, base + leaf, groups * self.leaves).reshape(-1)
+        level = rows.new_zeros(groups * self.leaves + 1, 2 * dim + 1).index_add_(0, slots, rows)
+        level = level[:-1].view(groups, self.leaves, 2 * dim + 1)
         levels = [level]
         while level.shape[1] > 1:
             level = level.view(groups, level.shape[1] // 2, 2, 2 * dim + 1).sum(dim=2)  # parents
@@ -128,10 +126,10 @@ class TreeformerTC(TreeAttention):
         self._record(key_counts, reached, real_keys, query_real, spent)
 
     def macs(self, seq_len: int) -> int:
-        """Executed: routing, leaf sums as a (L x n) (n x 2d+1) product, all-node scores, softmax, sum."""
+        """Executed: routing, index_add of n rows of 2d+1, all-node scores, softmax, weighted sum."""
         nodes = 2 * self.leaves - 1
         dim = self.head_dim
-        per_head = self.leaves * seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
+        per_head = seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
         return self.routing_macs(seq_len) + self.num_heads * per_head
 
     def algorithmic_macs(self, seq_len: int) -> int:

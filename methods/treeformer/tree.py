@@ -88,7 +88,8 @@ class _DGTRouting(torch.autograd.Function):
 
     Forward, for x (B, H, m, d) and node parameters W (H, N, d), b (H, N):
     z = x W^T + b; s = sign(z) (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path
-    matrix), whose argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties);
+    matrix), whose argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties; we walk
+    the tree instead of taking the argmax, which is slow on CPU);
     p = softmax(mean|z| * t) with mean|z| detached; gate = 1 (the one-hot at the leaf).
     Backward: the identity STE sends d gate to p[leaf], the softmax to the leaf scores, P^T back to
     the signs, and the hard-tanh STE (x2, as DGT's `2a - fac`) through where |z| <= 1.
@@ -97,38 +98,51 @@ class _DGTRouting(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, paths):
         batch, heads, m, dim = x.shape
-        nodes = weight.shape[1]
         # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
         z = torch.baddbmm(
             bias.repeat(batch, 1).unsqueeze(1), x.reshape(batch * heads, m, dim), weight.repeat(batch, 1, 1).transpose(1, 2)
         )
-        signs = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-        integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
-        leaf = integer_scores.argmax(dim=-1).view(batch, heads, m)
+        # Float arithmetic throughout: comparisons and bool masks on tensors this large run an
+        # order of magnitude slower on CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
+        signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
+        leaf = _traverse(signs)  # (B*H, m)
         if any(ctx.needs_input_grad[:3]):
+            integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
             magnitude = z.abs_()  # z is not needed any more: reuse its memory
             scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
-            window = magnitude <= 1  # hard-tanh STE passes gradient here
-            probabilities = torch.softmax(integer_scores.mul_(scale), dim=-1)  # (B*H, m, L)
-            ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, window)
+            # softmax over a last dimension of 64 is 4x slower here than log_softmax + exp.
+            probabilities = torch.log_softmax(integer_scores.mul_(scale), dim=-1).exp_()  # (B*H, m, L)
+            ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
+        leaf = leaf.view(batch, heads, m)
         ctx.mark_non_differentiable(leaf)
         return leaf, x.new_ones(batch, heads, m)
 
     @staticmethod
     def backward(ctx, _grad_leaf, grad_gate):
-        x, weight, paths, leaf, scale, probabilities, window = ctx.saved_tensors
+        x, weight, paths, leaf, scale, probabilities, magnitude = ctx.saved_tensors
         batch, heads, m, dim = x.shape
-        leaf = leaf.view(batch * heads, m, 1)
-        p_leaf = probabilities.gather(-1, leaf)  # (B*H, m, 1)
+        leaf = leaf.unsqueeze(-1)  # (B*H, m, 1)
+        p_leaf = probabilities.gather(-1, leaf)
         # d loss / d p_leaf, times d (scaled score) / d t, times the hard-tanh STE's factor 2.
         step = p_leaf * grad_gate.reshape(batch * heads, m, 1) * (2.0 * scale)
-        grad_scores = (probabilities.mul_(-step)).scatter_add_(-1, leaf, step)  # (B*H, m, L)
-        grad_z = torch.matmul(grad_scores, paths).mul_(window)  # (B*H, m, N)
-        grad_z = grad_z.view(batch, heads, m, -1)
+        grad_scores = probabilities.mul_(-step).scatter_add_(-1, leaf, step)  # (B*H, m, L)
+        window = magnitude.neg_().add_(1.0).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
+        grad_z = torch.matmul(grad_scores, paths).mul_(window).view(batch, heads, m, -1)  # (B, H, m, N)
         grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
         grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
-        grad_bias = grad_z.sum(dim=(0, 2))  # (H, N)
+        # A product with ones: summing over the middle dimension is several times slower on CPU.
+        grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
         return grad_x, grad_weight, grad_bias, None
+
+
+def _traverse(signs: torch.Tensor) -> torch.Tensor:
+    """Leaf index (..., m) by walking root to leaf over node signs (..., m, N); -1 goes right."""
+    nodes = signs.shape[-1]
+    node = torch.zeros(signs.shape[:-1] + (1,), dtype=torch.long, device=signs.device)
+    for _ in range((nodes + 1).bit_length() - 1):  # the height of a complete tree
+        right = signs.gather(-1, node) < 0  # (..., m, 1): small
+        node = node * 2 + 1 + right.long()
+    return (node - nodes).squeeze(-1)
 
 
 class RoutingTree(nn.Module):
