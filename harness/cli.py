@@ -149,28 +149,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def executor_from_flags(args: argparse.Namespace):
-    """The executor --executor names, with the flags that apply to it (plugins travel in the run
-    config); a flag given for another executor is a usage error."""
-    from harness.executors import get_executor
-
-    name = args.executor
-    if args.ray_address is not None and name != "ray":
-        raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
-    if (args.run_timeout is not None or args.run_memory_gb is not None) and name != "subprocess":
-        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
-    if name == "subprocess":
-        return get_executor(name, timeout_s=args.run_timeout, memory_gb=args.run_memory_gb)
-    if name == "ray":
-        return get_executor(name, ray_address=args.ray_address)
-    return get_executor(name)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.distributed import init_from_env, shutdown
+    from harness.executors import executor_from_flags
     from harness.sweep import failed, resolve_specs, run_sweep
 
-    executor = executor_from_flags(args)
+    executor = executor_from_flags(args.executor, args.plugin, args.ray_address, args.run_timeout, args.run_memory_gb)
     request = sweep_request(args)
     specs = resolve_specs(request)
     dist = init_from_env(request.device)
