@@ -251,3 +251,59 @@ def test_checkpoint_seed_is_valid(scratch, checkpoint):
     path = fresh(scratch, ".pt")
     path.write_bytes(checkpoint)
     assert load_checkpoint(path)["step"] == 3
+
+
+# --------------------------------------------------------------------------- TFDS array_record
+
+@pytest.fixture(scope="module")
+def prepared_imdb(tmp_path_factory):
+    """A tiny imdb_reviews prepared as array_record, as a TFDS user would have it."""
+    import tensorflow_datasets as tfds
+    from test_loaders_real_formats import make_builder, prepare
+
+    root = tmp_path_factory.mktemp("tfds")
+    features = {"text": tfds.features.Text(), "label": tfds.features.ClassLabel(num_classes=2)}
+    rows = {split: [{"text": f"{split} review {i}".encode(), "label": i % 2} for i in range(12)]
+            for split in ("train", "test")}
+    prepare(make_builder("imdb_reviews", "1.0.0", features, rows, config="plain_text"), root)
+    [location] = (root / "tensorflow_datasets" / "imdb_reviews").glob("*/*/dataset_info.json")
+    return root, location.parent
+
+
+def damaged_copy(scratch, prepared, file_name, data):
+    import shutil
+
+    root, location = prepared
+    copy = fresh(scratch)
+    shutil.copytree(root, copy)
+    (copy / location.relative_to(root) / file_name).write_bytes(data)
+    return copy
+
+
+def read_imdb_splits(data_dir):
+    from lra import get_task
+    from lra.text import read_imdb
+
+    return read_imdb(get_task("text"), data_dir)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_array_record_files(scratch, prepared_imdb, data):
+    name = "imdb_reviews-train.array_record-00000-of-00001"
+    valid = (prepared_imdb[1] / name).read_bytes()
+    damaged = data.draw(st.one_of(st.integers(0, len(valid)).map(lambda n: valid[:n]), mutations(valid[:4096]).map(
+        lambda head: head + valid[4096:])))
+    either_succeeds_or_one_line_error(read_imdb_splits, damaged_copy(scratch, prepared_imdb, name, damaged))
+
+
+@pytest.mark.parametrize("file_name", ["dataset_info.json", "features.json"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_tfds_metadata_files(scratch, prepared_imdb, file_name, data):
+    damaged = data.draw(mutations((prepared_imdb[1] / file_name).read_bytes()))
+    either_succeeds_or_one_line_error(read_imdb_splits, damaged_copy(scratch, prepared_imdb, file_name, damaged))
+
+
+def test_prepared_imdb_seed_is_valid(prepared_imdb):
+    assert len(read_imdb_splits(prepared_imdb[0])["train"][0]) == 12
