@@ -125,7 +125,7 @@ for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("
     declare(
         f"pathfinder{_suffix}", version=1,
         description=f"Pathfinder 32x32, {_difficulty} (contour length {_contour}){' = LRA Pathfinder' if not _suffix else ''}",
-        source=f"lra_release/pathfinder32/ (if present) or the snakes2 port, seeded 80/10/10 split",
+        source="lra_release/pathfinder32/ (if present) or the snakes2 port, seeded 80/10/10 split",
         tokenisation="grayscale pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
         num_classes=2, head="sequence", pad_id=None, loader=PathfinderLoader(32, _difficulty),
         params={"num_examples": 200_000, "seed": 0},

@@ -174,6 +174,7 @@ def _seed_struct(orientation: float, length: int, thickness: float, margin: int,
     head = length + margin + 1
     _, mask = _paddle(orientation, length, thickness, margin, antialias)
     struct = _place((side, side), mask, (head, head)) >= 1.0
+    # An empty footprint would make every pixel free; fall back to the tail pixel alone.
     return struct if struct.any() else np.ones((1, 1), dtype=bool)
 
 
@@ -247,10 +248,11 @@ class _Grower:
         candidates = _candidates(new_pivot, orientation, self.step, mask, self.margin, p.continuity)
         if candidates is None:
             return None
-        coords, orientations, cmf = candidates
+        coords, orientations, cumulative = candidates
+        total = float(cumulative[-1])
         for _ in range(p.max_paddle_retrial + 1):
             # First index whose cumulative mass exceeds a uniform draw (0 if rounding leaves none).
-            index = int(np.searchsorted(cmf, self.rng.random(), side="right")) % len(cmf)
+            index = int(np.searchsorted(cumulative, self.rng.random() * total, side="right")) % len(cumulative)
             head = (int(coords[index, 0]), int(coords[index, 1]))
             heading = float(orientations[index])
             _, paddle_mask = self.paint.sprites(_flip(heading))
@@ -387,7 +389,7 @@ def _continuity_weights(radius: int, last_orientation: float, continuity: float)
 
 
 def _candidates(centre, last_orientation: float, radius: int, mask: np.ndarray, margin: int, continuity: float):
-    """Candidate heads around `centre`, their orientations and the sampling CMF.
+    """Candidate heads around `centre`, their orientations and the cumulative (unnormalised) weights.
 
     Weight = (1 - mask dilated by the margin disk) * continuity weight, as the original
     get_coords_cmf; the dilation is evaluated at the candidates only.
@@ -397,10 +399,10 @@ def _candidates(centre, last_orientation: float, radius: int, mask: np.ndarray, 
         return None
     coords, index, flat = ring
     pmf = (1 - mask.ravel()[flat].max(axis=1)) * _continuity_weights(radius, last_orientation, continuity)[index]
-    total = pmf.sum()
-    if total < 1e-4:
+    cumulative = np.cumsum(pmf)  # unnormalised: the caller scales its uniform draw by the total
+    if cumulative[-1] < 1e-4:
         return None
-    return coords, _circle_offsets(radius)[1][index], np.cumsum(pmf / total)
+    return coords, _circle_offsets(radius)[1][index], cumulative
 
 
 @lru_cache(maxsize=None)

@@ -151,3 +151,37 @@ def test_missing_real_data_fails_fast_and_says_where(tmp_path: Path, name: str, 
     with pytest.raises(BenchError, match=expected) as error:
         prepare_task_data(name, tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_official_listops_files_are_preferred_over_generation(tmp_path: Path):
+    from lra.listops import generate_examples, write_split_files
+
+    rows = generate_examples(9, seed=1, min_length=500, max_length=2000)
+    write_split_files(tmp_path / "lra_release" / "listops-1000", {"train": rows[:5], "val": rows[5:7], "test": rows[7:]})
+    splits = prepare_task_data("listops", tmp_path)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [5, 2, 2]
+    assert splits["val"].targets.tolist() == [value for _, value in rows[5:7]]
+    assert not (tmp_path / "generated").exists()
+
+
+def test_official_pathfinder_directory_is_preferred_over_generation(tmp_path: Path):
+    from lra.pathfinder import generate_layout, preset
+
+    root = tmp_path / "lra_release" / "pathfinder32" / "curv_baseline"
+    generate_layout(root, preset(32, "easy"), 20, seed=2, workers=1)
+    splits = prepare_task_data("pathfinder-easy", tmp_path)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [16, 2, 2]
+    assert splits["train"].inputs.shape == (16, 1024) and splits["train"].inputs.dtype == np.uint8
+    assert not (tmp_path / "generated").exists()
+
+
+def test_listing_tasks_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lra; lra.list_tasks(); "
+        "print(sorted(m for m in ('tensorflow_datasets', 'sentencepiece', 'torch', 'harness', 'methods') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    assert result.stdout.strip() == "[]"
