@@ -191,7 +191,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import render_report
 
-    run_dir = args.run_dir or out_dir(args)
+    run_dir = getattr(args, "run_dir", None) or out_dir(args)  # bare invocation: the suite's --out
     if not Path(run_dir).is_dir():
         raise BenchError(f"report: {run_dir} is not a directory of results")
     print(f"report: {render_report(Path(run_dir))}")

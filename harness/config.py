@@ -331,19 +331,13 @@ def default_layer(device: str) -> dict[str, Any]:
     }
 
 
-def task_layer(task: Any, family: str) -> dict[str, Any]:
-    """What a task fixes (vocabulary, length, classes, head, padding) plus its family defaults."""
+def task_layer(task: Any, family: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What the task fixes for these data params (vocabulary, length, classes, head, padding) plus
+    its `family` defaults. `data` are the resolved data params: they can change the shapes."""
     if family not in task.model_configs or family not in task.train_configs:
         raise BenchError(f"task '{task.name}' has no '{family}' config family; it has {sorted(task.model_configs)}")
-    model = {
-        "vocab_size": task.vocab_size,
-        "num_classes": task.num_classes,
-        "max_seq_len": task.seq_len,
-        "head": task.head,
-        "pad_id": task.pad_id,
-        **task.model_configs[family],
-    }
-    layer = {"model": model, "train": dict(task.train_configs[family]), "data": dict(task.params)}
+    model = {"head": task.head, "pad_id": task.pad_id, **task.model_config(family, data)}
+    layer = {"model": model, "train": dict(task.train_configs[family]), "data": dict(data)}
     return check_layer(layer, f"task '{task.name}' defaults ({family})")
 
 

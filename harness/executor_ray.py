@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench_common import BenchError
-from harness.executors import OnRecord, Record, RunFn, RunSpec, failure_record, record_of_exception
+from harness.executors import OnRecord, Record, RunFn, RunSpec, classify_exception, failure_record
 
 INSTALL_HINT = "pip install 'treeformer-bench[scale]'"
 CONNECT_TIMEOUT_S = 5.0
@@ -165,7 +165,7 @@ def _run_in_worker(run_fn: RunFn, spec: RunSpec, plugins: list[ShippedPlugin]) -
             record["config"] = spec.config
         return record
     except Exception as err:  # noqa: BLE001  a failed run is a row, not a lost task
-        return record_of_exception(spec, err)
+        return failure_record(spec, *classify_exception(err))
 
 
 def _materialise_plugins(plugins: list[ShippedPlugin]) -> list[str]:

@@ -3,8 +3,8 @@
 A run that crashes the interpreter, exhausts memory or hangs takes only its own process down: the
 driver turns it into an `error`/`oom`/`timeout` row and goes on with the sweep. Processes are
 started with the spawn method (no state inherited by fork: open data sources and thread pools
-are not fork-safe) and each leads its own process group, so a kill also reaches any DataLoader
-workers it started.
+are not fork-safe) and each leads its own process group, so a kill also reaches any worker
+processes it started.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from harness.executors import (
     Record,
     RunFn,
     RunSpec,
+    classify_exception,
     failure_record,
-    record_of_exception,
 )
 
 # Slack beyond the run's own train.time_limit_s: process start, data preparation, FLOP counting
@@ -38,8 +38,9 @@ class SubprocessExecutor:
 
     timeout_s: hard wall-clock limit per run; by default the run's `train.time_limit_s` plus
     `grace_s`, and no limit when neither is set. memory_gb: address-space cap (RLIMIT_AS) of the
-    run's process on CPU runs; CUDA runs are not capped this way because the CUDA driver reserves
-    far more virtual memory than it uses.
+    run's process on CPU runs (virtual memory: importing torch alone maps ~0.7 GiB, so allow
+    2 GiB or more); CUDA runs are not capped this way because the CUDA driver reserves far more
+    virtual memory than it uses.
     """
 
     name = "subprocess"
@@ -104,7 +105,9 @@ def _await_record(
         ready = wait([receiver, process.sentinel], timeout=remaining)
         if receiver in ready:
             try:
-                return receiver.recv(), True
+                kind, *payload = receiver.recv()
+                record = payload[0] if kind == "record" else failure_record(spec, *payload)
+                return record, True
             except EOFError:
                 pass  # the child died without sending: fall through to its exit code
         if ready:
@@ -133,17 +136,19 @@ def _kill_group(process: Any) -> None:
 
 
 def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: Optional[int]) -> None:
-    """Entry point of the run's process: own group, memory cap, run, send the record.
+    """Entry point of the run's process: own group, memory cap, run, send the outcome.
 
-    The run loads the --plugin modules itself (execute_run reads them from the run config), from
-    this same machine and working directory.
+    Sends ("record", record), or ("failure", status, reason) for an exception, which the driver
+    turns into a row: building it here could itself fail at the memory cap. The run loads the
+    --plugin modules itself (execute_run reads them from the run config), from this same machine
+    and working directory.
     """
     os.setpgrp()
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
-        record = run_fn(spec)
+        outcome = ("record", run_fn(spec))
     except BaseException as err:  # noqa: BLE001  every failure must become a row, not a lost run
-        record = record_of_exception(spec, err)
-    sender.send(record)
+        outcome = ("failure", *classify_exception(err))
+    sender.send(outcome)
     sender.close()

@@ -113,39 +113,17 @@ def executor_from_flags(
     return get_executor(name)
 
 
-# Record fields an executor cannot know (they come from a run that never reported) stay None.
-_EMPTY_METRICS = (
-    "val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds", "steps_per_second",
-    "tokens_per_second", "peak_memory_mb",
-)
-_EMPTY_FLOPS = ("attention_core_macs", "attention_algorithmic_macs", "attention_layer_macs", "total_macs")
-
-
 def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
     """The row of a run that ended without a record of its own (killed, timed out, crashed).
 
-    Same keys as a normal record (COMMON.md schema 1), so reports treat it like any failed run.
+    Built by the runner's own record constructor, so it has exactly a normal record's keys; `env`
+    describes the driver, the only machine known to have seen the run.
     """
-    config = spec.config
-    model = config.get("model", {}) if isinstance(config.get("model"), dict) else {}
-    return {
-        "schema": 1,
-        "method": spec.method,
-        "attention": model.get("attention", spec.method),
-        "task": spec.task,
-        "task_version": config.get("task_version"),
-        "seed": spec.seed,
-        "status": status,
-        "reason": reason,
-        "metrics": {**dict.fromkeys(_EMPTY_METRICS), "history": []},
-        "flops": {"unit": "MACs", **dict.fromkeys(_EMPTY_FLOPS), "unsupported_ops": {}},
-        "diagnostics": {},
-        "bootstrap": [],
-        "suite": config.get("suite"),
-        "config": config,
-        "config_hash": spec.config_hash,
-        "env": {},
-    }
+    from harness.runner import new_record
+
+    record = new_record(spec)
+    record["status"], record["reason"] = status, reason
+    return record
 
 
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
@@ -158,17 +136,17 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or any(marker in message for marker in _OOM_MARKERS)
 
 
-def record_of_exception(spec: RunSpec, err: BaseException) -> Record:
-    """A failure row for an exception that escaped run_fn in a worker process.
+def classify_exception(err: BaseException) -> tuple[str, str]:
+    """(status, reason) of an exception that escaped run_fn in a worker process.
 
     Out-of-memory (MemoryError, or torch's allocator errors) becomes `oom`; anything else `error`,
     with the exception type and its last traceback frame so the row says where it broke.
     """
     message = " ".join(str(err).split())
     if is_out_of_memory(err):
-        return failure_record(spec, "oom", f"{type(err).__name__}: {message}"[:500])
+        return "oom", f"{type(err).__name__}: {message}"[:500]
     if isinstance(err, BenchError):
-        return failure_record(spec, "error", message)
+        return "error", message
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return failure_record(spec, "error", f"{type(err).__name__}: {message}{where}"[:500])
+    return "error", f"{type(err).__name__}: {message}{where}"[:500]

@@ -117,10 +117,30 @@ def add_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module) -> in
     return len(new)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Starts the run's peak-memory window (CUDA allocator stats; Linux VmHWM via clear_refs)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets the peak resident set size (VmHWM) of this process
+    except OSError:
+        pass  # not Linux: ru_maxrss below is then the process's lifetime peak
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated since the run began; CPU: the process's peak RSS (ru_maxrss, KiB on Linux)."""
+    """CUDA: max allocated since the run began; CPU: peak RSS since the run began (Linux VmHWM),
+    else the process's lifetime peak (ru_maxrss: KiB on Linux, bytes on macOS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
@@ -206,8 +226,7 @@ def train(
             print(f"{label or 'run'}: resuming from its checkpoint at step {step}", file=sys.stderr)
 
     net = wrap_model(model, dist)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     eval_batch_size = max(1, config.batch_size // dist.world_size)
     status, reason = "ok", None
     loss_sum, loss_count, accuracy = 0.0, 0, 0.0

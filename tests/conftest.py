@@ -70,6 +70,11 @@ class TinyTask:
             raise BenchError(f"task '{self.name}': unknown param '{sorted(unknown)[0]}'; accepted: num_examples")
         return {**self.params, **params}
 
+    def model_config(self, family: str, params: dict) -> dict:
+        params = self.check_params(params)
+        shape = {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "max_seq_len": self.seq_len}
+        return {**self.model_configs[family], **shape}
+
     def prepare(self, data_dir, params: dict) -> dict:
         count = self.check_params(params)["num_examples"]
         splits = {}

@@ -9,14 +9,13 @@ import os
 import signal
 import time
 
-from harness.executors import RunSpec, failure_record
+from harness.executors import RunSpec
 
 
 def report_pid(spec: RunSpec) -> dict:
-    """A well-behaved run: an ok row that says which process ran it."""
-    record = failure_record(spec, "ok", None)
-    record["diagnostics"] = {"pid": os.getpid()}
-    return record
+    """A well-behaved run: an ok row (the keys a test reads) that says which process ran it."""
+    return {"method": spec.method, "task": spec.task, "seed": spec.seed, "status": "ok", "reason": None,
+            "config": spec.config, "diagnostics": {"pid": os.getpid()}}
 
 
 def by_seed(spec: RunSpec) -> dict:

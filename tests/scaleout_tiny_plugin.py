@@ -1,8 +1,8 @@
 """Test plugin: the tiny test task (tests/conftest.py) and a suite over it, in any process.
 
-Tests that run the real CLI, torchrun ranks or Ray workers load it with --plugin, since pytest's
-monkeypatching does not reach other processes; Ray ships it to its workers like any plugin file.
-Needs tests/ on PYTHONPATH. Idempotent: importing it twice changes nothing.
+Tests that run the real CLI (torchrun ranks, subprocess-executor children) load it with --plugin,
+since pytest's monkeypatching does not reach other processes. Needs tests/ on PYTHONPATH.
+Idempotent: importing it twice changes nothing.
 """
 
 from conftest import TINY_TASKS

@@ -107,3 +107,40 @@ def test_config_json_holds_the_resolved_configs(tmp_path, tiny_suite):
     config = json.loads((tmp_path / "out/config.json").read_text())
     run = config["runs"]["tiny-majority/sdpa/seed0"]
     assert run["config"]["train"]["lr"] == 0.01 and run["config"]["model"]["attention"] == "sdpa"
+
+
+def test_bare_invocation_runs_the_suite_and_renders_its_report(tmp_path, tiny_suite, monkeypatch):
+    import harness.cli as cli_module
+
+    monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "suite", "tiny")  # bare = the default suite + report
+    monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "set", ["train.steps=5", "train.eval_every=5"])
+    monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "device", "cpu")
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    assert (tmp_path / "results/tiny/records/tiny-majority/full/seed0.json").exists()
+    assert (tmp_path / "results/tiny/report/index.md").exists()
+
+
+def test_report_of_a_missing_directory_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "is not a directory of results" in one_line_error(capsys)
+
+
+def test_efficiency_glue_passes_flags_and_typed_options(tmp_path):
+    assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
+                 "--set", "num_heads=1", "--set", "head_dim=8", "--set", "scopes=[\"core\"]",
+                 "--set", "passes=[\"forward\"]", "--set", "min_reps=1", "--set", "max_reps=1",
+                 "--set", "rep_budget_s=0.01"]) == 0
+    rows = json.loads((tmp_path / "efficiency.json").read_text())["rows"]
+    assert {(r["method"], r["seq_len"], r["scope"], r["pass"]) for r in rows} >= {("sdpa", 32, "core", "forward")}
+
+
+def test_efficiency_option_errors_exit_2(tmp_path, capsys):
+    assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
+                 "--set", "num_hedas=1"]) == 2
+    assert "num_hedas" in one_line_error(capsys)
+
+
+def test_generate_prepares_each_task_once(tmp_path, tiny_suite, capsys):
+    assert main(["generate", "--suite", "tiny", "--data-dir", str(tmp_path), "--set", "data.num_examples=64"]) == 0
+    assert capsys.readouterr().out.strip() == f"tiny-majority: train 64, val 32, test 32 (in {tmp_path})"

@@ -13,7 +13,6 @@ from harness import distributed
 from harness.distributed import DistInfo
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = Path(__file__).with_name("ddp_probe.py")
 TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 
 
@@ -46,40 +45,6 @@ def test_non_local_executor_is_refused_under_torchrun(monkeypatch):
     assert get_executor("local").name == "local"
 
 
-def _probe(tmp_path: Path, world_size: int, global_batch: int = 8) -> subprocess.CompletedProcess:
-    out = tmp_path / f"world{world_size}.json"
-    launcher = [sys.executable]
-    if world_size > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world_size}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*launcher, str(PROBE), str(out), str(global_batch)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-@pytest.mark.slow
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    """Tolerance 1e-5 relative on each step's global loss: not bit-exact, because DDP sums the two
-    half-batch gradients (all-reduce) where one process sums all examples in one backward pass, and
-    float addition is not associative; the ~1e-7 relative differences then pass through AdamW."""
-    for world_size in (1, 2):
-        done = _probe(tmp_path, world_size)
-        assert done.returncode == 0, done.stderr[-2000:]
-    one = json.loads((tmp_path / "world1.json").read_text())
-    two = json.loads((tmp_path / "world2.json").read_text())
-    assert (one["world_size"], two["world_size"]) == (1, 2)
-    assert len(one["losses"]) == len(two["losses"]) == 4
-    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
-    assert one["losses"][-1] < one["losses"][0]  # it trained, so the comparison covers updates
-
-
-@pytest.mark.slow
-def test_batch_not_divisible_by_world_size_fails_before_any_step(tmp_path):
-    done = _probe(tmp_path, 2, global_batch=7)
-    assert done.returncode != 0
-    assert "train.batch_size=7 is not divisible by the world size 2" in done.stderr
-    assert not (tmp_path / "world2.json").exists()
-
-
 # --- the CLI under torchrun: one run, two ranks -------------------------------------------------
 
 TINY_PLUGIN = str(Path(__file__).with_name("scaleout_tiny_plugin.py"))
@@ -104,7 +69,12 @@ def _record(tmp_path: Path, out: str) -> dict:
 @pytest.mark.slow
 def test_torchrun_cli_run_matches_one_process(tmp_path):
     """`torchrun --nproc_per_node=2 run_benchmark.py run ...` vs the same command in one process:
-    same logged global losses (1e-5 relative, as above), same accuracies, one record by rank 0."""
+    same logged global losses, same accuracies, one record written by rank 0.
+
+    Tolerance 1e-5 relative on each logged loss: not bit-exact, because DDP sums the two half-batch
+    gradients (all-reduce) where one process sums all examples in one backward pass, and float
+    addition is not associative; the ~1e-7 relative differences then pass through AdamW. Measured
+    here: ~5e-8 relative after 6 steps."""
     for out, world_size in (("one", 1), ("two", 2)):
         done = _cli(tmp_path, out, world_size, "train.batch_size=8")
         assert done.returncode == 0, done.stderr[-3000:]

@@ -38,6 +38,10 @@ def test_loop_learns_a_sequence_task():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert result.metrics["test_accuracy"] > 0.85  # majority of 16 tokens: chance is about 0.5
     assert [h["step"] for h in history] == [20, 40, 60]
+    metrics = result.metrics
+    assert metrics["steps"] == 60 and metrics["train_seconds"] > 0
+    assert metrics["tokens_per_second"] == pytest.approx(metrics["steps_per_second"] * 16 * 16)  # batch x n
+    assert 0 < metrics["peak_memory_mb"] < 64 * 1024
 
 
 def test_loop_learns_a_token_task_ignoring_minus_100():
@@ -203,3 +207,25 @@ def test_schedules_warm_up_and_stay_in_range(schedule):
         assert factors[-1] < 0.05  # decays to about zero at the end
     if schedule == "rsqrt":
         assert factors[9] == pytest.approx(1 / math.sqrt(10)) and factors[99] == pytest.approx(0.1)
+
+
+def test_early_stopping_ends_after_patience_evaluations_without_gain():
+    task = TINY_TASKS["tiny-majority"]
+    config = TrainConfig(steps=200, batch_size=16, lr=3e-3, schedule="constant", warmup_steps=3, eval_every=10,
+                         early_stop_patience=2)
+    _, result = run(task, config, callbacks=[Sabotage(60)])  # no gain is possible after step 60
+    steps = [h["step"] for h in result.metrics["history"]]
+    assert result.status == "ok" and result.metrics["steps"] < 200
+    assert steps[-1] - result.metrics["best_step"] == 20  # stopped two evaluations after the best
+
+
+def test_gradient_clipping_bounds_the_update():
+    task = TINY_TASKS["tiny-majority"]
+    clipped = TrainConfig(steps=1, batch_size=16, lr=1.0, schedule="constant", warmup_steps=0, eval_every=1,
+                          grad_clip=1e-6, betas=(0.0, 0.0), eps=1.0)
+    model = build(task)
+    before = [p.detach().clone() for p in model.parameters()]
+    run(task, clipped, model=model)
+    # Adam with beta2=0 and eps=1 moves each weight by lr*g/(|g|+1): tiny when the norm is clipped.
+    change = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
+    assert change < 1e-5

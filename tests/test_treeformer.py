@@ -1,6 +1,7 @@
 """Treeformer routing, TF- and TC-Attention against explicit traversals and dense references."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def test_routing_equals_explicit_traversal_and_dgt_argmax():
     routing = core.tree.route(q, mask)
     torch.testing.assert_close(routing.leaf, traverse(core.tree, q.detach(), mask), atol=0, rtol=0)
     # DGT's definition: argmax over leaf scores = (scaled sign) @ path matrix^T.
-    z = core.tree.node_values(q)
+    weight, bias = core.tree.collapsed()
+    z = torch.matmul(q, weight.transpose(-1, -2)) + bias[:, None, :]
     scores = torch.matmul(torch.where(z >= 0, 1.0, -1.0) * z.abs().mean(-1, keepdim=True), core.tree.paths.t())
     real = mask[:, None, :].expand_as(routing.leaf)
     assert torch.equal(scores.argmax(-1)[real], routing.leaf[real])
@@ -139,7 +141,6 @@ def test_overparameterised_tree_collapses_to_the_product():
         layered = torch.matmul(layered, weight.transpose(-1, -2)) + bias[:, None, :]
     weight, bias = tree.collapsed()
     torch.testing.assert_close(torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :], layered, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(tree.node_values(x), layered, atol=1e-5, rtol=1e-5)
     # Every factor of the product learns.
     out = core(*inputs(n=32)[:3])
     grads_ = torch.autograd.grad(out.square().sum(), list(tree.parameters()))
@@ -214,3 +215,27 @@ def test_macs_and_algorithmic_macs():
     full = HEADS * 2 * 4096 * 4096 * DIM
     assert 25 < full / tf.algorithmic_macs(4096) < 32
     assert tf.macs(4096) == tf.routing_macs(4096) + HEADS * 32 * (2 * 128 * 128 * DIM + 128 * 128)
+
+
+@pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
+def test_backward_twice_on_one_graph_gives_the_same_gradients(name):
+    core = build(name, n=32, height=3)
+    q, k, v, mask = inputs(n=32)
+    loss = core(q, k, v, key_padding_mask=mask).square().sum()
+    first = torch.autograd.grad(loss, [q, k, core.tree.weight], retain_graph=True)
+    second = torch.autograd.grad(loss, [q, k, core.tree.weight])
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
+def test_traced_forward_equals_eager(name):
+    """FLOP counters trace the core; the traced graph must compute the same thing."""
+    core = build(name, n=32, height=3).eval()
+    q, k, v, _ = inputs(n=32, padded=False)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    with warnings.catch_warnings():  # data-dependent sizes: the trace is for this input only
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(core, (q, k, v), check_trace=False)
+    torch.testing.assert_close(traced(q, k, v), core(q, k, v), atol=1e-6, rtol=1e-6)
+

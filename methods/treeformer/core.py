@@ -127,14 +127,5 @@ class TreeAttention(AttentionMethod):
         return result
 
 
-def leaf_counts(routing: Routing, leaves: int) -> torch.Tensor:
-    """(B, H, L) number of real tokens per leaf (padding, leaf -1, counted nowhere)."""
-    batch, heads, n = routing.leaf.shape
-    slots = routing.leaf + 1  # 0 = padding
-    counts = torch.zeros(batch, heads, leaves + 1, dtype=torch.long, device=slots.device)
-    counts.scatter_add_(-1, slots, torch.ones_like(slots))
-    return counts[..., 1:]
-
-
 def inverse_sqrt(dim: int) -> float:
     return 1.0 / math.sqrt(dim)

@@ -99,8 +99,8 @@ class TreeformerTC(TreeAttention):
         level = rows.new_zeros(groups * self.leaves + 1, 2 * dim + 1).index_add_(0, slots, rows)
         level = level[:-1].view(groups, self.leaves, 2 * dim + 1)
         levels = [level]
-        while level.shape[1] > 1:
-            level = level.view(groups, level.shape[1] // 2, 2, 2 * dim + 1).sum(dim=2)  # parents
+        for depth in range(self.height - 1, -1, -1):
+            level = level.view(groups, 2**depth, 2, 2 * dim + 1).sum(dim=2)  # parents
             levels.append(level)
         return torch.cat(levels[::-1], dim=1)
 

@@ -108,7 +108,7 @@ class TreeformerTF(TreeAttention):
     @torch.no_grad()
     def plan(self, query_leaf: torch.Tensor, key_leaf: torch.Tensor, dtype: torch.dtype) -> Plan:
         """Groups, key runs and size classes from the (G, n) leaves (-1 = padding)."""
-        groups, n = query_leaf.shape
+        groups, n = (int(size) for size in query_leaf.shape)
         leaves, height, device = self.leaves, self.height, query_leaf.device
         key_order, key_counts, key_start = _sort_by_leaf(key_leaf, leaves)
         query_order, query_counts, query_start = _sort_by_leaf(query_leaf, leaves)

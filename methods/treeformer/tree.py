@@ -83,35 +83,45 @@ class Routing:
     gate: torch.Tensor
 
 
-class _DGTRouting(torch.autograd.Function):
-    """Hard DGT routing forward, DGT's straight-through backward, fused to keep few n x N tensors.
+def _hard_route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paths: torch.Tensor, with_softmax: bool):
+    """DGT's hard forward: leaves (B*H, m), and for the backward mean|z|, p and |z| (or None).
 
-    Forward, for x (B, H, m, d) and node parameters W (H, N, d), b (H, N):
-    z = x W^T + b; s = sign(z) (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path
-    matrix), whose argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties; we walk
-    the tree instead of taking the argmax, which is slow on CPU);
-    p = softmax(mean|z| * t) with mean|z| detached; gate = 1 (the one-hot at the leaf).
-    Backward: the identity STE sends d gate to p[leaf], the softmax to the leaf scores, P^T back to
-    the signs, and the hard-tanh STE (x2, as DGT's `2a - fac`) through where |z| <= 1.
+    For x (B, H, m, d) and node parameters W (H, N, d), b (H, N): z = x W^T + b; s = sign(z)
+    (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path matrix), whose argmax is the
+    traversed leaf (t = h there, <= h - 2 elsewhere: no ties; we walk the tree instead of taking
+    the argmax, which is slow on CPU); p = softmax(mean|z| * t) with mean|z| detached.
+    """
+    batch, heads, m, dim = x.shape
+    # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
+    z = torch.baddbmm(
+        bias.repeat(batch, 1).unsqueeze(1), x.reshape(batch * heads, m, dim), weight.repeat(batch, 1, 1).transpose(1, 2)
+    )
+    # Float arithmetic throughout: comparisons and bool masks on tensors this large ran an order
+    # of magnitude slower on this CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
+    signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
+    leaf = _traverse(signs)  # (B*H, m)
+    if not with_softmax:
+        return leaf, None, None, None
+    integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
+    magnitude = z.abs_()  # z is not needed any more: reuse its memory
+    scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
+    probabilities = torch.log_softmax(integer_scores.mul_(scale), dim=-1).exp_()  # (B*H, m, L)
+    return leaf, scale, probabilities, magnitude
+
+
+class _DGTRouting(torch.autograd.Function):
+    """Hard DGT routing forward (`_hard_route`) with DGT's straight-through backward.
+
+    The gate output is 1 (the one-hot at the leaf). Backward: the identity STE sends d gate to
+    p[leaf], the softmax to the leaf scores, P^T back to the signs, and the hard-tanh STE (x2, as
+    DGT's `2a - fac`) through where |z| <= 1. Fused by hand to keep few (m x N) tensors alive.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, paths):
-        batch, heads, m, dim = x.shape
-        # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
-        z = torch.baddbmm(
-            bias.repeat(batch, 1).unsqueeze(1), x.reshape(batch * heads, m, dim), weight.repeat(batch, 1, 1).transpose(1, 2)
-        )
-        # Float arithmetic throughout: comparisons and bool masks on tensors this large run an
-        # order of magnitude slower on CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
-        signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
-        leaf = _traverse(signs)  # (B*H, m)
-        if any(ctx.needs_input_grad[:3]):
-            integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
-            magnitude = z.abs_()  # z is not needed any more: reuse its memory
-            scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
-            # softmax over a last dimension of 64 is 4x slower here than log_softmax + exp.
-            probabilities = torch.log_softmax(integer_scores.mul_(scale), dim=-1).exp_()  # (B*H, m, L)
+        batch, heads, m, _ = x.shape
+        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, any(ctx.needs_input_grad[:3]))
+        if probabilities is not None:
             ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
         leaf = leaf.view(batch, heads, m)
         ctx.mark_non_differentiable(leaf)
@@ -125,8 +135,8 @@ class _DGTRouting(torch.autograd.Function):
         p_leaf = probabilities.gather(-1, leaf)
         # d loss / d p_leaf, times d (scaled score) / d t, times the hard-tanh STE's factor 2.
         step = p_leaf * grad_gate.reshape(batch * heads, m, 1) * (2.0 * scale)
-        grad_scores = probabilities.mul_(-step).scatter_add_(-1, leaf, step)  # (B*H, m, L)
-        window = magnitude.neg_().add_(1.0).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
+        grad_scores = (probabilities * -step).scatter_add_(-1, leaf, step)  # (B*H, m, L)
+        window = (1.0 - magnitude).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
         grad_z = torch.matmul(grad_scores, paths).mul_(window).view(batch, heads, m, -1)  # (B, H, m, N)
         grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
         grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
@@ -137,7 +147,7 @@ class _DGTRouting(torch.autograd.Function):
 
 def _traverse(signs: torch.Tensor) -> torch.Tensor:
     """Leaf index (..., m) by walking root to leaf over node signs (..., m, N); -1 goes right."""
-    nodes = signs.shape[-1]
+    nodes = int(signs.shape[-1])
     node = torch.zeros(signs.shape[:-1] + (1,), dtype=torch.long, device=signs.device)
     for _ in range((nodes + 1).bit_length() - 1):  # the height of a complete tree
         right = signs.gather(-1, node) < 0  # (..., m, 1): small
@@ -182,15 +192,15 @@ class RoutingTree(nn.Module):
             bias = torch.matmul(outer, bias.unsqueeze(-1)).squeeze(-1) + outer_bias  # (H, N)
         return weight, bias
 
-    def node_values(self, x: torch.Tensor) -> torch.Tensor:
-        """z (B, H, m, N) for x (B, H, m, d)."""
-        weight, bias = self.collapsed()
-        return torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :]
-
     def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
         """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
         weight, bias = self.collapsed()
-        leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
+        if torch.jit.is_tracing():
+            # FLOP tracers cannot see inside an autograd.Function: trace the same forward ops.
+            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=True)[0].view(x.shape[:-1])
+            gate = x.new_ones(x.shape[:-1])
+        else:
+            leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
             leaf = torch.where(real, leaf, torch.full_like(leaf, -1))

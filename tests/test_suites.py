@@ -1,0 +1,61 @@
+"""Every registered suite resolves to valid runs; the smoke suite runs end to end; bootstrap events
+reach the record."""
+
+import pytest
+
+from bench_common import BenchError
+from harness.suites import SUITES, MethodVariant, Suite, register_suite
+from harness.sweep import SweepRequest, resolve_specs
+
+
+@pytest.mark.parametrize("name", SUITES.names())
+def test_every_suite_resolves(tmp_path, name):
+    specs = resolve_specs(SweepRequest(suite=name, out=tmp_path, data_dir=tmp_path))
+    suite = SUITES.get(name)
+    assert len(specs) == len(suite.tasks) * len(suite.methods) * len(suite.seeds)
+    assert len({s.key for s in specs}) == len(specs)
+    assert all(s.config["runtime"]["suite"] == name for s in specs)
+
+
+def test_quick_and_smoke_are_offline_with_every_core_method():
+    from lra import get_task
+
+    for name in ("quick", "smoke"):
+        suite = SUITES.get(name)
+        assert all(get_task(task).offline for task in suite.tasks)
+        assert {"full", "sdpa", "linformer", "performer", "treeformer-tf", "treeformer-tc"} <= {
+            m.attention for m in suite.methods}
+
+
+def test_duplicate_labels_are_refused():
+    with pytest.raises(BenchError, match="labels must be unique"):
+        register_suite(Suite(name="dup", description="", tasks=("mqar",),
+                             methods=(MethodVariant("a", "full"), MethodVariant("a", "sdpa"))))
+    assert "dup" not in SUITES
+
+
+def test_bootstrap_events_are_recorded(tmp_path, tiny_suite):
+    from harness.executors import LocalExecutor
+    from harness.sweep import run_sweep
+
+    SUITES.remove("tiny")
+    plan = {"warmup_attention": "full", "stages": [{"at_step": 4, "attention": "treeformer-tc", "options": {"height": 2}},
+                                                   {"at_step": 8, "attention": "treeformer-tf", "options": {"height": 2}}]}
+    register_suite(Suite(name="tiny", description="", tasks=("tiny-majority",),
+                         methods=(MethodVariant("tf-boot", "treeformer-tf", {"height": 2}, bootstrap=plan),)))
+    request = SweepRequest(suite="tiny", sets=["train.steps=12", "train.eval_every=6"], out=tmp_path / "out",
+                           data_dir=tmp_path)
+    record, = run_sweep(resolve_specs(request), request.out, LocalExecutor())
+    assert record["status"] == "ok", record["reason"]
+    assert [(e["step"], e["to"]) for e in record["bootstrap"]] == [
+        (0, "full"), (4, "treeformer-tc"), (8, "treeformer-tf")]
+    assert record["metrics"]["best_step"] == 12  # chosen after the last switch only
+    assert record["diagnostics"]  # tree cores report their diagnostics
+
+
+@pytest.mark.slow
+def test_smoke_suite_runs_end_to_end(tmp_path):
+    from harness.cli import main
+
+    assert main(["run", "--suite", "smoke", "--device", "cpu", "--out", str(tmp_path / "out"),
+                 "--data-dir", str(tmp_path / "data")]) == 0
