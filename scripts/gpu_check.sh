@@ -5,10 +5,10 @@
 #   2. a short efficiency sweep (one attention layer, forward and forward+backward, CUDA time and
 #      max_memory_allocated) at n = 1024, 4096 and 16384.
 # Usage: scripts/gpu_check.sh [OUT_DIR [EFFICIENCY FLAGS...]]   (default results/gpu-check;
-# PYTHON picks the interpreter)
+# PYTHON picks the interpreter, else .venv/bin/python as `make` sets it up, else python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"; elif [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python; fi
 OUT="${1:-results/gpu-check}"
 [ $# -gt 0 ] && shift  # further arguments go to the efficiency command
 
