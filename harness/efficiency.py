@@ -58,7 +58,11 @@ class EfficiencyOptions:
     block_s: float = 0.05  # calls faster than this are timed in blocks of about this long
     cell_budget_s: float = 20.0  # one call slower than this (measured or extrapolated): timeout
     memory_limit_mb: Optional[float] = None  # CPU: extrapolated peaks above it are "oom"; None = 1/4 of free RAM
+    num_threads: Optional[int] = None  # torch intra-op threads for the sweep; None = as the process has them
     attention_options: dict = field(default_factory=dict)  # method -> its constructor options
+
+
+OPTIONAL_TYPES = {"memory_limit_mb": float, "num_threads": int}  # options whose default is None
 
 
 def parse_options(options: dict) -> EfficiencyOptions:
@@ -67,7 +71,7 @@ def parse_options(options: dict) -> EfficiencyOptions:
     check_option_keys("efficiency options", options, [f.name for f in fields(EfficiencyOptions)])
     parsed = {}
     for key, value in options.items():
-        expected = type(getattr(defaults, key)) if getattr(defaults, key) is not None else float
+        expected = type(getattr(defaults, key)) if getattr(defaults, key) is not None else OPTIONAL_TYPES[key]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
@@ -80,8 +84,8 @@ def parse_options(options: dict) -> EfficiencyOptions:
             raise BenchError(f"efficiency option '{key}': expected a non-empty subset of {list(allowed)}, got {getattr(result, key)!r}")
     if result.dtype not in DTYPES:
         raise BenchError(f"efficiency option 'dtype': expected one of {list(DTYPES)}, got {result.dtype!r}")
-    for key in ("num_heads", "head_dim", "min_reps", "max_reps"):
-        if getattr(result, key) < 1:
+    for key in ("num_heads", "head_dim", "min_reps", "max_reps", "num_threads"):
+        if getattr(result, key) is not None and getattr(result, key) < 1:
             raise BenchError(f"efficiency option '{key}': expected a positive integer, got {getattr(result, key)}")
     if result.max_reps < result.min_reps:
         raise BenchError(f"efficiency option 'max_reps' ({result.max_reps}) is below 'min_reps' ({result.min_reps})")
@@ -178,7 +182,19 @@ def run_efficiency(
     if memory_limit is None and not device.startswith("cuda"):
         memory_limit = _available_memory_mb() / 4
 
-    out_dir = Path(out_dir)
+    threads_before = torch.get_num_threads()
+    if opts.num_threads is not None:
+        torch.set_num_threads(opts.num_threads)
+    try:
+        return _sweep(methods, seq_lens, Path(out_dir), device, opts, memory_limit)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _sweep(
+    methods: list[str], seq_lens: list[int], out_dir: Path, device: str, opts: EfficiencyOptions,
+    memory_limit: Optional[float],
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "efficiency.json"
     settings = {**{f.name: getattr(opts, f.name) for f in fields(opts)}, "memory_limit_mb": memory_limit,

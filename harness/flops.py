@@ -181,7 +181,7 @@ ZERO_COST_OPS: tuple[str, ...] = tuple(
     gather index_select take_along_dim sort argsort topk kthvalue masked_fill masked_fill_
     masked_select masked_scatter where scatter scatter_ index_copy index_copy_ one_hot embedding
     argmax argmin max min amax amin maximum minimum clamp_min clamp_max hardtanh hardtanh_
-    add add_ sub sub_ rsub mul mul_ div div_ neg abs sign sgn pow sqrt rsqrt reciprocal square
+    add add_ sub sub_ rsub mul mul_ div div_ neg abs abs_ sign sign_ sgn pow sqrt rsqrt reciprocal square
     relu gelu tanh sigmoid
     lt le gt ge eq ne logical_and logical_or logical_not logical_xor bitwise_and bitwise_or
     bitwise_xor bitwise_not __or__ __xor__ isfinite isnan
@@ -189,7 +189,7 @@ ZERO_COST_OPS: tuple[str, ...] = tuple(
     repeat repeat_interleave expand_as view_as flip tril triu diagonal movedim swapaxes
     numpy_T mT mH adjoint matrix_H t_ isinf
     bincount log2 ceil __lshift__ __rshift__ bitwise_left_shift bitwise_right_shift
-    ones_like empty_like new_ones fill_ zero_ clone alias lift_fresh scalar_tensor
+    ones_like empty_like new_ones fill_ zero_ clone alias lift_fresh scalar_tensor numel
     rand rand_like randn randn_like randint normal_ uniform_ bernoulli bernoulli_
     """.split()
 ) + (

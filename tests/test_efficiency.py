@@ -50,6 +50,13 @@ def test_sweep_rows_cover_the_grid_with_macs_and_ratios(tmp_path):
         assert cell(rows, "full", n, "layer")["macs"] == core_macs + 4 * n * 16 * 16  # width 2 x 8
 
 
+def test_thread_count_applies_to_the_sweep_only(tmp_path):
+    before = torch.get_num_threads()
+    result = sweep(tmp_path, ["full"], [16], num_threads=1, scopes=["core"], passes=["forward"])
+    assert result["settings"]["num_threads"] == 1 and "1 threads" in result["env"]["device"]
+    assert torch.get_num_threads() == before
+
+
 def test_budget_overrun_is_a_timeout_and_stops_the_method(tmp_path):
     rows = sweep(tmp_path, ["full"], [16, 32], cell_budget_s=1e-9, scopes=["core"], passes=["forward"])["rows"]
     first, second = cell(rows, "full", 16), cell(rows, "full", 32)
@@ -104,6 +111,7 @@ def test_cpu_peak_memory_sees_tensor_allocations():
         ({"min_reps": "3"}, "expected int"),
         ({"scopes": ["everything"]}, "'scopes'"),
         ({"dtype": "float64"}, "'dtype'"),
+        ({"num_threads": 0}, "'num_threads'"),
         ({"attention_options": {"performer": {}}}, "unknown option 'performer'"),
     ],
 )

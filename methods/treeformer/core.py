@@ -44,21 +44,15 @@ class TreeAttention(AttentionMethod):
     def route_queries_and_keys(
         self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
     ) -> tuple[Routing, Routing]:
-        """Routes q and k through the one shared tree in a single pass (one node matmul)."""
-        n = q.shape[2]
-        both = torch.cat([q, k], dim=2)  # (B, H, 2n, d)
-        real = None if key_padding_mask is None else torch.cat([key_padding_mask, key_padding_mask], dim=1)
-        routing = self.tree.route(both, real)
-        queries = Routing(leaf=routing.leaf[..., :n], gate=routing.gate[..., :n])
-        keys = Routing(leaf=routing.leaf[..., n:], gate=routing.gate[..., n:])
-        return queries, keys
+        """Routes q and k through the one shared tree (two calls: no concatenated copy to keep)."""
+        return self.tree.route(q, key_padding_mask), self.tree.route(k, key_padding_mask)
 
     def routing_macs(self, seq_len: int) -> int:
         """Executed routing MACs per example: node matmul and path matmul for q and k, log_softmax, exp."""
         tokens = 2 * seq_len
         nodes = 2**self.height - 1
-        extra = len(self.tree.overparam_weights)  # collapsing the product: per head N*N*d + N*N each
-        collapse = extra * (nodes * nodes * self.head_dim + nodes * nodes)
+        extra = len(self.tree.overparam_weights)  # collapsing the product, once for q and once for k
+        collapse = 2 * extra * (nodes * nodes * self.head_dim + nodes * nodes)
         per_head = tokens * nodes * self.head_dim + tokens * nodes * self.leaves + tokens * self.leaves + tokens
         return self.num_heads * per_head + self.num_heads * collapse
 

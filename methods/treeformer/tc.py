@@ -69,7 +69,7 @@ class TreeformerTC(TreeAttention):
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
         out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
         if not torch.jit.is_tracing():
-            self._record_tc(queries, counts.view(batch, heads, -1), key_padding_mask, n)
+            self._record_tc(queries, counts.view(batch, heads, -1), n)
         return out
 
     def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -88,15 +88,14 @@ class TreeformerTC(TreeAttention):
         """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
         batch, heads, n, dim = k.shape
         groups = batch * heads
-        ones = k.new_ones(batch, heads, n, 1)
-        # One contiguous copy of [k, v, 1], then one product with the gate.
-        rows = torch.cat([k, v, ones], dim=-1).view(groups * n, 2 * dim + 1)
-        rows = rows * keys.gate.reshape(groups * n, 1)
         # Slot of each key: (b*H + h) * L + leaf; padding goes to one extra slot that is dropped.
         leaf = keys.leaf.reshape(groups, n)
         base = torch.arange(groups, device=k.device).unsqueeze(1) * self.leaves
         slots = torch.where(leaf >= 0, base + leaf, groups * self.leaves).reshape(-1)
-        level = rows.new_zeros(groups * self.leaves + 1, 2 * dim + 1).index_add_(0, slots, rows)
+        if torch.jit.is_tracing():  # FLOP tracers cannot see inside an autograd.Function
+            level = _slot_sums(k, v, slots, groups * self.leaves + 1)
+        else:
+            level = _GatedLeafSums.apply(k, v, keys.gate, slots, groups * self.leaves + 1)
         level = level[:-1].view(groups, self.leaves, 2 * dim + 1)
         levels = [level]
         for depth in range(self.height - 1, -1, -1):
@@ -105,7 +104,7 @@ class TreeformerTC(TreeAttention):
         return torch.cat(levels[::-1], dim=1)
 
     @torch.no_grad()
-    def _record_tc(self, queries, counts, key_padding_mask, n) -> None:
+    def _record_tc(self, queries, counts, n) -> None:
         """counts (B, H, 2L-1) keys per node."""
         batch, heads, _ = counts.shape
         key_counts = counts[..., self.leaves - 1 :]  # (B, H, L)
@@ -138,3 +137,35 @@ class TreeformerTC(TreeAttention):
         dim = self.head_dim
         per_head = seq_len * path * (2 * dim + 1) + 2 * seq_len * path * dim + seq_len * path
         return self.algorithmic_routing_macs(seq_len) + self.num_heads * per_head
+
+
+class _GatedLeafSums(torch.autograd.Function):
+    """Slot sums of g·[k, v, 1] (one index_add), saving only views of k and v for the backward.
+
+    The gate g is exactly 1 for real keys in the forward pass and padding goes to a dropped slot,
+    so the forward adds the ungated rows; the backward applies the product rule for g. Autograd
+    of `rows * g` would keep a (B*H*n, 2d+1) copy alive until the backward; k and v are views of
+    the projection output that the routing keeps alive anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, k, v, gate, slots, num_slots):
+        ctx.save_for_backward(k, v, gate, slots)
+        return _slot_sums(k, v, slots, num_slots)
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        k, v, gate, slots = ctx.saved_tensors
+        dim = k.shape[-1]
+        grad_rows = grad_sums.index_select(0, slots).view(k.shape[:-1] + (2 * dim + 1,))  # (B, H, n, 2d+1)
+        grad_k, grad_v, grad_count = grad_rows[..., :dim], grad_rows[..., dim : 2 * dim], grad_rows[..., 2 * dim]
+        grad_gate = (grad_k * k).sum(-1) + (grad_v * v).sum(-1) + grad_count
+        scale = gate.unsqueeze(-1)
+        return grad_k * scale, grad_v * scale, grad_gate, None, None
+
+
+def _slot_sums(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """(num_slots, 2d+1) sums of [k, v, 1] rows by slot: one index_add."""
+    batch, heads, n, dim = k.shape
+    rows = torch.cat([k, v, k.new_ones(batch, heads, n, 1)], dim=-1).view(-1, 2 * dim + 1)
+    return rows.new_zeros(num_slots, 2 * dim + 1).index_add_(0, slots, rows)

@@ -8,11 +8,15 @@ nowhere and padded positions output zero.
 Implementation, never n x n: queries and keys are sorted by (example, head, leaf), so the keys of
 any subtree are one contiguous run. Each (example, head, leaf) with queries is a *group*: its
 queries attend to one run of keys. Groups are batched by size class (both sizes rounded up to a
-power of two, padded, masked), so a balanced tree costs one or two fused attention calls and one
-leaf holding everything costs what full attention on that leaf costs. With `bucket_capacity` = c
-(a fixed bucket size, as Reformer's), each leaf's keys are capped at its first c keys in sequence
-order and its queries split into chunks of c: every bucket is then c x c, one fused call; keys
-beyond a leaf's capacity are attended by no one (the uncapped variant is the exact reference).
+power of two, padded, masked), so a balanced tree costs one or two batched attention products
+(baddbmm, softmax, bmm) and one leaf holding everything costs what full attention on that leaf
+costs. With `bucket_capacity` = c (a fixed bucket size, as Reformer's), each leaf's keys are capped
+at its first c keys in sequence order and its queries split into chunks of at most c: all buckets
+then share one shape, one batched product; keys beyond a leaf's capacity are attended by no one
+(the uncapped variant is the exact method; the tests check both against a dense reference).
+
+`macs(seq_len)` assumes a balanced tree (the executed count depends on the learned balance);
+`diagnostics()["attention_macs_spent"]` reports what was actually spent.
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ def _hard_route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paths
     if not with_softmax:
         return leaf, None, None, None
     integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
+    del signs  # free it before the softmax allocates
     magnitude = z.abs_()  # z is not needed any more: reuse its memory
     scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
     probabilities = torch.log_softmax(integer_scores.mul_(scale), dim=-1).exp_()  # (B*H, m, L)
