@@ -225,7 +225,7 @@ def environment(command: str, threads: int) -> dict:
         "threads": threads,
         "load_average": list(os.getloadavg()),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "git_commit": git("rev-parse", "HEAD") + (" (dirty)" if git("status", "--porcelain") else ""),
+        "git_commit": git("rev-parse", "HEAD") + (" (dirty)" if git("status", "--porcelain", "--", ".", ":!results") else ""),
         "command": command,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
