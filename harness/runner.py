@@ -20,7 +20,7 @@ from harness.config import CONFIG_VERSION, model_config, train_config
 from harness.data import check_split, one_example
 from harness.distributed import init_from_env, rank_device
 from harness.env import environment
-from harness.executors import RunSpec
+from harness.executors import RunSpec, is_out_of_memory
 from harness.records import SCHEMA, empty_metrics
 from harness.train import Splits, train
 
@@ -85,10 +85,11 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
     record = new_record(spec)
     try:
         _run(spec, record)
-    except (torch.cuda.OutOfMemoryError, MemoryError) as err:
-        record["status"], record["reason"] = "oom", f"out of memory before training: {_first_line(err)}"
     except Exception as err:  # a failing run is a row, never the end of the sweep
-        record["status"], record["reason"] = "error", f"{type(err).__name__}: {_first_line(err)}"
+        if is_out_of_memory(err):
+            record["status"], record["reason"] = "oom", f"out of memory before training: {_first_line(err)}"
+        else:
+            record["status"], record["reason"] = "error", f"{type(err).__name__}: {_first_line(err)}"
     return record
 
 

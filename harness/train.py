@@ -28,6 +28,7 @@ from harness.checkpoints import load_checkpoint, rng_state, save_checkpoint, set
 from harness.config import TrainConfig
 from harness.data import TrainBatches, eval_batches
 from harness.distributed import DistInfo, mean_over_ranks, wrap_model
+from harness.executors import is_out_of_memory
 
 
 class Callback(Protocol):
@@ -295,7 +296,9 @@ def train(
             if config.time_limit_s is not None and elapsed > config.time_limit_s and step < config.steps:
                 status, reason = "timeout", f"time limit {config.time_limit_s:g}s reached after {step} steps"
                 break
-    except (torch.cuda.OutOfMemoryError, MemoryError) as err:
+    except Exception as err:  # out of memory ends the run as a row; anything else is the caller's
+        if not is_out_of_memory(err):
+            raise
         status, reason = "oom", f"out of memory at step {step + 1}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     finally:
         bar.close()

@@ -300,8 +300,6 @@ def test_cli_subprocess_executor_gives_the_same_records_as_local(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="harness/train.py and harness/runner.py count only MemoryError and CUDA "
-                   "OOM as 'oom'; torch's CPU allocator raises RuntimeError (harness.executors.is_out_of_memory)")
 def test_real_run_over_the_memory_cap_is_an_oom_row(tmp_path):
     """A real run whose batch needs ~2 GiB at a 1.5 GiB cap: an `oom` row, and the driver lives on."""
     from harness.sweep import SweepRequest, resolve_specs, run_sweep
