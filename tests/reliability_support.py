@@ -26,7 +26,8 @@ def write_plugin(directory: Path, name: str, source: str) -> Path:
 
 # Full-attention cores that misbehave after five training forwards, one registered name per fault:
 # faulty-nan (NaN output), faulty-memory (MemoryError, a CPU allocation failure), faulty-cuda-oom
-# (torch.cuda.OutOfMemoryError, raisable on CPU too) and faulty-slow (every training step sleeps).
+# (torch.cuda.OutOfMemoryError, raisable on CPU too), faulty-cpu-alloc (torch's CPU allocator
+# failing: a RuntimeError) and faulty-slow (every training step sleeps).
 FAULTY_PLUGIN = '''
 import time
 
@@ -61,9 +62,11 @@ class Faulty(FullAttention):
             raise MemoryError("cannot allocate 12 GiB")
         if self.fault == "cuda-oom":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if self.fault == "cpu-alloc":  # what torch's CPU allocator raises
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes")
         return out
 
 
-for fault in ("nan", "memory", "cuda-oom", "slow"):
+for fault in ("nan", "memory", "cuda-oom", "cpu-alloc", "slow"):
     register_attention(f"faulty-{fault}")(type(f"Faulty_{fault}", (Faulty,), {"fault": fault}))
 '''

@@ -36,6 +36,7 @@ def test_nan_output_is_diverged_at_its_step_and_the_sweep_goes_on(tmp_path, tiny
 @pytest.mark.parametrize("fault, message", [
     ("memory", "cannot allocate 12 GiB"),
     ("cuda-oom", "CUDA out of memory"),
+    ("cpu-alloc", "DefaultCPUAllocator: can't allocate memory"),
 ])
 def test_out_of_memory_is_oom_and_keeps_what_was_measured(tmp_path, tiny_suite, restore_attention_registry,
                                                           fault, message):

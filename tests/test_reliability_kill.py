@@ -21,7 +21,7 @@ from harness.records import iter_record_paths, read_record
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "reliability_driver.py"
 SEEDS = (0, 1, 2)
-STEPS = 80
+STEPS = 60
 # Timings and peak memory depend on the machine's load, everything else must match exactly.
 MEASURED = {"train_seconds", "steps_per_second", "tokens_per_second", "peak_memory_mb"}
 
@@ -85,6 +85,8 @@ def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tmp_path):
         interrupted = wait_for_a_run_in_training(proc, out)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
+        if proc.poll() is None:
+            proc.kill()  # this test's own sweep process, whatever happened above
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
 
