@@ -39,8 +39,8 @@ def environment() -> dict[str, str]:
 
 
 def start(cmd: list[str], logs: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=open(logs / "stdout", "w"),
-                            stderr=open(logs / "stderr", "w"))
+    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+        return subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=stdout, stderr=stderr)
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
