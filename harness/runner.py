@@ -87,7 +87,7 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
         _run(spec, record)
     except Exception as err:  # a failing run is a row, never the end of the sweep
         if is_out_of_memory(err):
-            record["status"], record["reason"] = "oom", f"out of memory before training: {_first_line(err)}"
+            record["status"], record["reason"] = "oom", f"out of memory: {type(err).__name__}: {_first_line(err)}"
         else:
             record["status"], record["reason"] = "error", f"{type(err).__name__}: {_first_line(err)}"
     return record

@@ -21,7 +21,7 @@ from harness import config as cfg
 from harness.distributed import is_primary, shard_batch_size, world_from_env
 from harness.executors import Executor, RunSpec
 from harness.records import (FAILED, check_output_version, read_record_if_valid, record_path,
-                             update_config_file, write_record)
+                             update_config_file, write_json_atomic, write_record)
 from harness import runner
 from harness.suites import MethodVariant, Suite, get_suite, plain
 
@@ -167,7 +167,27 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
             print(summary_line(len(records), len(specs), record, time.perf_counter() - started), flush=True)
 
     executor.map(runner.execute_run, pending, on_record)
-    return [records[spec.key] for spec in specs if spec.key in records]
+    done = [records[spec.key] for spec in specs if spec.key in records]
+    if is_primary():
+        write_sweep_summary(out, specs, done, ran=len(pending), wall_seconds=time.perf_counter() - started,
+                            executor=executor.name)
+    return done
+
+
+def write_sweep_summary(out: Path, specs: list[RunSpec], done: list[dict[str, Any]], ran: int,
+                        wall_seconds: float, executor: str) -> None:
+    """`<out>/sweep.json`: the last sweep's wall time and outcome (the suite's own record)."""
+    from harness.env import environment
+
+    statuses: dict[str, int] = {}
+    for record in done:
+        statuses[record["status"]] = statuses.get(record["status"], 0) + 1
+    suites = sorted({s.config["runtime"]["suite"] for s in specs})
+    write_json_atomic(Path(out) / "sweep.json", {
+        "suites": suites, "runs": len(specs), "ran": ran, "skipped": len(specs) - ran,
+        "wall_seconds": wall_seconds, "statuses": statuses, "executor": executor,
+        "env": environment(specs[0].config["device"] if specs else "cpu"),
+    })
 
 
 def summary_line(done: int, total: int, record: dict[str, Any], elapsed: float) -> str:

@@ -296,7 +296,7 @@ def train(
             if config.time_limit_s is not None and elapsed > config.time_limit_s and step < config.steps:
                 status, reason = "timeout", f"time limit {config.time_limit_s:g}s reached after {step} steps"
                 break
-    except Exception as err:  # out of memory ends the run as a row; anything else is the caller's
+    except (MemoryError, RuntimeError) as err:  # CUDA OOM and torch's CPU allocator raise RuntimeErrors
         if not is_out_of_memory(err):
             raise
         status, reason = "oom", f"out of memory at step {step + 1}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"

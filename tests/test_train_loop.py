@@ -229,3 +229,20 @@ def test_gradient_clipping_bounds_the_update():
     # Adam with beta2=0 and eps=1 moves each weight by lr*g/(|g|+1): tiny when the norm is clipped.
     change = max(float((p.detach() - b).abs().max()) for p, b in zip(model.parameters(), before))
     assert change < 1e-5
+
+
+def test_torch_allocator_failure_is_oom_other_runtime_errors_propagate():
+    class Allocator:
+        def __init__(self, message):
+            self.message = message
+
+        def on_step_start(self, step, model):
+            if step == 2:
+                raise RuntimeError(self.message)
+
+    config = TrainConfig(steps=10, batch_size=16, eval_every=5, warmup_steps=2)
+    _, result = run(TINY_TASKS["tiny-majority"], config,
+                    callbacks=[Allocator("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")])
+    assert result.status == "oom" and result.metrics["steps"] == 2
+    with pytest.raises(RuntimeError, match="unrelated"):
+        run(TINY_TASKS["tiny-majority"], config, callbacks=[Allocator("unrelated")])
