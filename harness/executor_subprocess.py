@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
@@ -144,6 +145,7 @@ def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: 
     and working directory.
     """
     os.setpgrp()
+    _exit_with_parent()
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
@@ -152,3 +154,16 @@ def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: 
         outcome = ("failure", *classify_exception(err))
     sender.send(outcome)
     sender.close()
+
+
+def _exit_with_parent() -> None:
+    """Ends this run's process group when the driver dies (kill -9 of the sweep): an orphaned run
+    would go on training, holding its CPU or GPU, beside the rerun that resumes the same run."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

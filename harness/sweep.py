@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import torch.distributed as torch_dist
 
+from bench_common import BenchError
 from lra import default_data_dir
 
 from harness import config as cfg
@@ -105,12 +106,27 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
 
 def check_cores_build(config: dict[str, Any]) -> None:
     """Builds each layer's attention core once, so a bad option combination (e.g. a tree taller
-    than the sequence allows) is a usage error now rather than a failed run later."""
+    than the sequence allows) is a usage error now rather than a failed run later. A plugin core
+    whose constructor or MAC counts raise, or whose counts are not counts, is refused the same way."""
     from harness.model import build_core
 
     model = cfg.model_config(config)
     for layer in range(model.num_layers):
-        build_core(model, layer)
+        name, _ = model.layer_spec(layer)
+        step = "build"
+        try:
+            core = build_core(model, layer)
+            for step in ("macs", "algorithmic_macs"):
+                count = getattr(core, step)(model.encoded_length)
+                if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                    raise BenchError(f"{step}({model.encoded_length}) returned {count!r}, expected a non-negative integer")
+        except BenchError as err:
+            if step == "build":
+                raise
+            raise BenchError(f"attention method '{name}' (layer {layer}): {err}") from err
+        except Exception as err:
+            raise BenchError(f"attention method '{name}' (layer {layer}): {step} raised "
+                             f"{type(err).__name__}: {err}") from err
 
 
 def resolve_specs(request: SweepRequest) -> list[RunSpec]:

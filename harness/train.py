@@ -306,6 +306,9 @@ def train(
     test_accuracy = None
     if best_state is not None and status != "oom":
         model.load_state_dict(best_state)
+        for core in getattr(model, "attention_cores", list)():
+            core.diagnostics()  # read and drop what training accumulated: the record's diagnostics
+            # describe the test evaluation, the same whether or not the run was resumed
         test_accuracy = evaluate(model, splits.test, eval_batch_size, None, head, device)
     metrics = {
         "val_accuracy": best_accuracy if best_state is not None else None,

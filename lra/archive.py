@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from bench_common import BenchError
@@ -18,14 +19,22 @@ def _inside(target: Path, relative: str) -> bool:
     return resolved == str(target) or resolved.startswith(str(target) + os.sep)
 
 
-def check_member(archive: Path, target: Path, member: tarfile.TarInfo) -> None:
-    """Raises BenchError if extracting `member` could write or point outside `target`."""
+def check_member(archive: Path, target: Path, member: tarfile.TarInfo, links: frozenset[str] = frozenset()) -> None:
+    """Raises BenchError if extracting `member` could write or point outside `target`.
+
+    `links` are the symlinks of earlier members: a path through one of them is refused, since
+    where it leads on disk depends on the link (a -> ".", then a/b -> ".." is the target's parent).
+    """
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith(("/", "\\")) or os.path.isabs(name) or (parts and ":" in parts[0]):
         raise BenchError(f"{archive}: refusing member '{name}': absolute path")
     if ".." in parts or ".." in name.replace("\\", "/").split("/"):
         raise BenchError(f"{archive}: refusing member '{name}': '..' in path")
+    for end in range(1, len(parts)):
+        if str(PurePosixPath(*parts[:end])) in links:
+            raise BenchError(f"{archive}: refusing member '{name}': its path goes through the symlink "
+                             f"'{PurePosixPath(*parts[:end])}' of the archive")
     if not _inside(target, name):
         raise BenchError(f"{archive}: refusing member '{name}': outside {target}")
     if member.issym():
@@ -47,13 +56,16 @@ def extract_release(archive: Path, target: Path) -> Path:
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
+            links: set[str] = set()
             for member in members:
-                check_member(archive, target, member)
+                check_member(archive, target, member, frozenset(links))
+                if member.issym():
+                    links.add(str(PurePosixPath(member.name)))
             target.mkdir(parents=True, exist_ok=True)
             for member in members:
                 tar.extract(member, target, set_attrs=False, **_filter_kwargs())
-    except tarfile.TarError as err:
-        raise BenchError(f"{archive}: not a readable tar archive ({err})") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:  # damaged gzip: EOFError, BadGzipFile
+        raise BenchError(f"{archive}: not a readable tar archive ({type(err).__name__}: {err})") from None
     return target
 
 

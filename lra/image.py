@@ -35,7 +35,7 @@ class Cifar10Loader(Loader):
     def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
         arrays = {}
         for split in ("train", "test"):
-            rows = list(records(open_split(task.name, "cifar10", split, tfds_dir(data_dir))))
+            rows = list(records(open_split(task.name, "cifar10", split, tfds_dir(data_dir)), ("image", "label")))
             images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in rows])
             pixels = to_grayscale(images).reshape(len(rows), -1)  # uint8 pixel ids
             arrays[split] = (pixels, np.asarray([as_int(r["label"]) for r in rows], dtype=np.int64))

@@ -53,7 +53,7 @@ class GlueLoader(Loader):
         return f"tfds:{location.name}" if location else "missing"
 
     def _read(self, task: Task, data_dir: Path, split: str) -> tuple[list[list[bytes]], np.ndarray]:
-        rows = list(records(open_split(task.name, self.dataset, split, tfds_dir(data_dir))))
+        rows = list(records(open_split(task.name, self.dataset, split, tfds_dir(data_dir)), (*self.fields, "label")))
         texts = [[as_bytes(r[f]) for r in rows] for f in self.fields]
         return texts, np.asarray([as_int(r["label"]) for r in rows], dtype=np.int64)
 

@@ -118,10 +118,12 @@ def _listed_images(root: Path) -> list[tuple[Path, int, Path, int]]:
     listed = []
     for metadata in metadata_files:
         with open(metadata, encoding="utf-8") as stream:
-            for line_number, line in enumerate(stream, start=1):
+            for line_number, line in enumerate(_text_lines(stream, metadata), start=1):
                 fields = line.split()
                 if not fields:
                     continue
+                if "\0" in line:
+                    raise BenchError(f"{metadata}:{line_number}: NUL byte in a metadata line")
                 if len(fields) < 4:
                     raise BenchError(
                         f"{metadata}:{line_number}: expected at least 4 space-separated fields "
@@ -130,6 +132,15 @@ def _listed_images(root: Path) -> list[tuple[Path, int, Path, int]]:
                 label = parse_label(metadata, line_number, fields[3], 2)
                 listed.append((root / fields[0] / fields[1], label, metadata, line_number))
     return listed
+
+
+def _text_lines(stream, path: Path):
+    """The lines of a text file opened as UTF-8; other bytes are a one-line error naming the file."""
+    try:
+        yield from stream
+    except UnicodeDecodeError as err:
+        raise BenchError(f"{path}: not UTF-8 text ({err.reason}: byte 0x{err.object[err.start]:02x}); "
+                         f"expected Pathfinder metadata lines") from None
 
 
 def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +160,7 @@ def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
                 array = np.asarray(image.convert("L"))
         except FileNotFoundError:
             raise BenchError(f"{metadata}:{line_number}: image {image_path} does not exist") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
             raise BenchError(f"{image_path}: unreadable PNG ({type(err).__name__}); listed in {metadata}:{line_number}") from None
         if array.shape != (window, window):
             raise BenchError(f"{image_path}: expected a {window}x{window} image, got {array.shape[1]}x{array.shape[0]}")

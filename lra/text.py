@@ -55,7 +55,7 @@ def read_imdb(task: Task, data_dir: Path) -> dict[str, tuple[list[bytes], list[i
     for split in ("train", "test"):
         source = open_split(task.name, "imdb_reviews", split, directory,
                             alternative=f"unpack aclImdb_v1.tar.gz into {acl}")
-        rows = list(records(source))
+        rows = list(records(source, ("text", "label")))
         out[split] = ([as_bytes(r["text"]) for r in rows], [as_int(r["label"]) for r in rows])
     return out
 

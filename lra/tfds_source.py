@@ -67,12 +67,34 @@ def open_split(task: str, dataset: str, split: str, directory: Path, alternative
         raise BenchError(f"task '{task}': TFDS dataset '{dataset}' at {location} has no split '{base_split}'")
     import tensorflow_datasets as tfds
 
-    return tfds.builder_from_directory(str(location)).as_data_source(split=split)
+    try:
+        return tfds.builder_from_directory(str(location)).as_data_source(split=split)
+    except Exception as err:  # damaged dataset_info.json / features.json / array_record files
+        raise BenchError(f"task '{task}': TFDS dataset '{dataset}' at {location} is unreadable "
+                         f"({_first_line(err)}); prepare it again: {prepare_command(dataset, directory)}") from None
 
 
-def records(source: Any) -> Iterator[dict[str, Any]]:
+def records(source: Any, fields: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """Every record of `source`, each holding `fields`; a damaged file is a one-line error naming
+    the dataset directory."""
+    where = getattr(getattr(source, "dataset_info", None), "data_dir", "the TFDS data source")
+    split = getattr(source, "split", "?")
     for index in range(len(source)):
-        yield source[index]
+        try:
+            record = source[index]
+        except Exception as err:
+            raise BenchError(f"{where}: record {index} of split '{split}' is unreadable ({_first_line(err)}); "
+                             f"prepare the dataset again") from None
+        missing = [name for name in fields if name not in record]
+        if missing:
+            raise BenchError(f"{where}: record {index} of split '{split}' lacks field(s) {', '.join(missing)}; "
+                             f"it has {', '.join(sorted(record))}")
+        yield record
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def as_bytes(value: Any) -> bytes:

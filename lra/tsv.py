@@ -21,7 +21,7 @@ def read_rows(path: Path, columns: int, header: tuple[str, ...] = ()) -> Iterato
     """
     with open(path, encoding="utf-8", newline="") as stream:
         reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for line, row in enumerate(reader, start=1):
+        for line, row in enumerate(_checked(reader, path), start=1):
             if line == 1 and header:
                 if tuple(row) != header:
                     raise BenchError(f"{path}:1: expected header {'<TAB>'.join(header)}, got {'<TAB>'.join(row)[:80]!r}")
@@ -31,6 +31,16 @@ def read_rows(path: Path, columns: int, header: tuple[str, ...] = ()) -> Iterato
             if len(row) != columns:
                 raise BenchError(f"{path}:{line}: expected {columns} tab-separated columns, got {len(row)}")
             yield line, row
+
+
+def _checked(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
+    """The reader's rows; bytes that are not UTF-8 text or a NUL byte are one-line errors."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as err:
+        raise BenchError(f"{path}: not UTF-8 text ({err.reason}: byte 0x{err.object[err.start]:02x})") from None
+    except csv.Error as err:
+        raise BenchError(f"{path}:{getattr(reader, 'line_num', 0)}: unreadable TSV row ({err})") from None
 
 
 def parse_label(path: Path, line: int, text: str, num_classes: int) -> int:
