@@ -140,30 +140,6 @@ def _stamp(canvas: np.ndarray, sprite: np.ndarray, centre: tuple[int, int], scal
         np.maximum(canvas[target], sprite[source] * scale, out=canvas[target])
 
 
-def _overlap_peak(mask: np.ndarray, sprite: np.ndarray, centre: tuple[int, int]) -> float:
-    """max(mask + placed sprite), computed on the sprite's window only (elsewhere it is max(mask) <= 1)."""
-    window = _window(mask.shape, sprite, centre)
-    if window is None:
-        return float(mask.max())
-    target, source = window
-    return float((mask[target] + sprite[source]).max())
-
-
-class _Painter:
-    """Paddle sprites of one preset and margin."""
-
-    def __init__(self, params: SnakeParams, margin: int):
-        self.p = params
-        self.margin = margin
-
-    def sprites(self, orientation: float) -> tuple[np.ndarray, np.ndarray]:
-        """(line, mask) sprites of a paddle whose tail is the sprite centre."""
-        return _paddle(float(orientation), self.p.paddle_length, self.p.thickness, self.margin, self.p.antialias)
-
-    def seed_struct(self, orientation: float) -> np.ndarray:
-        return _seed_struct(float(orientation), self.p.paddle_length, self.p.thickness, self.margin, self.p.antialias)
-
-
 @lru_cache(maxsize=None)
 def _seed_struct(orientation: float, length: int, thickness: float, margin: int, antialias: int) -> np.ndarray:
     """Footprint that keeps a new seed paddle clear of the mask (the original's head-centred struct).
@@ -199,79 +175,232 @@ def _free(mask: np.ndarray) -> np.ndarray:
     return mask <= 0.3
 
 
+# ---------------------------------------------------------------- collision state
+
+@dataclass(frozen=True)
+class _Paddle:
+    """Sprites of one paddle orientation (tail at the centre): line, collision mask, and that mask
+    dilated by the margin disk (what candidate heads test)."""
+
+    line: np.ndarray
+    mask: np.ndarray
+    dilated: np.ndarray
+
+
+@lru_cache(maxsize=None)
+def _paddle_sprites(orientation: float, length: int, thickness: float, margin: int, antialias: int) -> _Paddle:
+    line, mask = _paddle(orientation, length, thickness, margin, antialias)
+    padded = np.pad(mask, margin)  # the dilation reaches `margin` beyond the sprite
+    dilated = _dilate(padded, _disk(margin))
+    dilated.setflags(write=False)
+    return _Paddle(line, mask, dilated)
+
+
+class _Occupancy:
+    """The collision mask, held in two forms that make the per-paddle queries one slice or gather.
+
+    `padded` is the mask with `reach` (sprite radius) zero pixels on every side, `interior` its
+    in-image view: a paddle's overlap test reads one unclipped window. Off-image pixels are 0 and a
+    sprite is <= 1, so they never reach the 1.8 overlap threshold: the test equals the original's.
+    `dilated` is the mask dilated by the margin disk, flattened, plus one always-occupied pixel that
+    off-image candidates point at (free weight 0). Stamping a pre-dilated sprite equals dilating
+    the stamped mask because max commutes with dilation; the only difference, sprite pixels beyond
+    the image edge, falls on pixels whose disk already holds a padding pixel (value 1), so it
+    requires padding >= 1.
+    """
+
+    __slots__ = ("padded", "interior", "dilated", "dilated_2d", "window")
+
+    def __init__(self, padded: np.ndarray, dilated: np.ndarray, reach: int, window: int):
+        self.padded = padded
+        self.interior = padded[reach:reach + window, reach:reach + window]
+        self.dilated = dilated
+        self.dilated_2d = dilated[:-1].reshape(window, window)
+        self.window = window
+
+    @classmethod
+    def empty(cls, params: SnakeParams, margin: int, reach: int) -> "_Occupancy":
+        """The padding border alone (the original's starting mask)."""
+        if params.padding < 1:
+            raise ValueError("snakes: padding must be at least 1 (the dilated mask relies on it)")
+        n, pad = params.window, params.padding
+        padded = np.zeros((n + 2 * reach, n + 2 * reach), dtype=np.float32)
+        occupancy = cls(padded, np.ones(n * n + 1, dtype=np.float32), reach, n)
+        inner = occupancy.interior
+        inner[:pad, :], inner[-pad:, :], inner[:, :pad], inner[:, -pad:] = 1, 1, 1, 1
+        occupancy.dilated_2d[...] = _dilate(inner, _disk(margin))
+        return occupancy
+
+    def copy(self) -> "_Occupancy":
+        reach = (self.padded.shape[0] - self.window) // 2
+        return _Occupancy(self.padded.copy(), self.dilated.copy(), reach, self.window)
+
+    def stamp(self, paddle: _Paddle, centre: tuple[int, int]) -> None:
+        _stamp(self.interior, paddle.mask, centre)
+        _stamp(self.dilated_2d, paddle.dilated, centre)
+
+    def collides(self, paddle: _Paddle, centre: tuple[int, int]) -> bool:
+        """max(mask + paddle mask) >= 1.8 (centre in the image; padded top-left = centre)."""
+        side = paddle.mask.shape[0]
+        y, x = centre
+        # Compare in float64 as the original: float32(1.8) is below 1.8 and float32 sums hit it.
+        return float((self.padded[y:y + side, x:x + side] + paddle.mask).max()) >= 1.8
+
+
+@lru_cache(maxsize=None)
+def _circle_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique pixel offsets on a circle (one sample per pixel of arc), sorted, and their orientations.
+
+    The original truncates centre + radius*(sin, cos) to integers after dropping out-of-image
+    samples; for in-image samples that equals centre + floor(offset), so the offsets can be
+    computed once per radius.
+    """
+    step_degrees = 360.0 / (2 * radius * math.pi)  # one pixel of arc
+    angles = np.arange(0, 360, step_degrees) * math.pi / 180
+    offsets = np.floor(np.stack([radius * np.sin(angles), radius * np.cos(angles)], axis=1)).astype(int)
+    offsets = np.unique(offsets, axis=0)
+    return offsets, np.arctan2(offsets[:, 0], offsets[:, 1])
+
+
+@lru_cache(maxsize=None)
+def _ring(centre: tuple[int, int], radius: int, window: int) -> Optional[tuple[np.ndarray, int]]:
+    """Flat indices into `_Occupancy.dilated` of every circle offset around `centre` (off-image ones
+    point at the occupied extra pixel), and the first in-image offset; None when none is in-image."""
+    coords = _circle_offsets(radius)[0] + np.asarray(centre)
+    inside = (coords >= 0).all(axis=1) & (coords < window).all(axis=1)
+    if not inside.any():
+        return None
+    flat = np.where(inside, coords[:, 0] * window + coords[:, 1], window * window)
+    return flat, int(np.argmax(inside))
+
+
+@lru_cache(maxsize=None)
+def _continuity_weights(radius: int, last_orientation: float, continuity: float) -> np.ndarray:
+    """cos^2(min(continuity * turn, 90 deg)) for every circle offset (the original's smoothness prior)."""
+    _, orientations = _circle_offsets(radius)
+    turn = np.abs(orientations - last_orientation)
+    turn = np.minimum(np.minimum(turn, 2 * math.pi - turn) * continuity, 0.5 * math.pi)
+    return np.cos(turn) ** 2
+
+
+class _Tables:
+    """Everything fixed by (preset, margin), built once per process: sprites, the circle of next
+    heads with the paddle each would draw, and the empty collision state."""
+
+    def __init__(self, params: SnakeParams, margin: int):
+        self.p = params
+        self.margin = margin
+        self.step = params.paddle_length + margin  # distance pivot -> next head
+        self.reach = params.paddle_length + int(math.ceil(params.thickness)) + margin
+        self.empty = _Occupancy.empty(params, margin, self.reach)
+        offsets, headings = _circle_offsets(self.step)
+        self.offsets = [(int(dy), int(dx)) for dy, dx in offsets]
+        self.headings = [float(h) for h in headings]
+        # A head at offset k draws the paddle pointing back at the pivot: orientation flip(heading).
+        self.head_paddles = [self.sprites(_flip(h)) for h in self.headings]
+        self._sprites: dict[float, _Paddle] = {}
+
+    def sprites(self, orientation: float) -> _Paddle:
+        p = self.p
+        return _paddle_sprites(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
+
+    def seed_struct(self, orientation: float) -> np.ndarray:
+        p = self.p
+        return _seed_struct(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
+
+    def weights(self, orientation: float) -> np.ndarray:
+        return _continuity_weights(self.step, orientation, self.p.continuity)
+
+
+@lru_cache(maxsize=None)
+def _tables(params: SnakeParams, margin: int) -> _Tables:
+    return _Tables(params, margin)
+
+
 # ---------------------------------------------------------------- growing snakes
 
 class _Grower:
     def __init__(self, params: SnakeParams, margin: int, rng: np.random.Generator):
         self.p = params
         self.rng = rng
-        self.paint = _Painter(params, margin)
+        self.t = _tables(params, margin)
         self.margin = margin
-        self.step = params.paddle_length + margin  # distance pivot -> next head
 
     def random_orientation(self) -> float:
         return int(self.rng.integers(-180, 180)) * math.pi / 180
 
-    def seed(self, mask: np.ndarray, border_mask: Optional[np.ndarray], stop_below: Optional[float]) -> Optional[tuple]:
+    def choose(self, values: tuple[float, ...]) -> float:
+        """A uniform pick; a single value skips the draw (numpy's integers(0, 1) consumes none)."""
+        return values[0] if len(values) == 1 else values[int(self.rng.integers(0, len(values)))]
+
+    def seed(self, occupancy: Optional[_Occupancy], stop_below: Optional[float]) -> Optional[tuple]:
         """Places a first paddle on free space; returns (tail, pivot, orientation) or None.
 
-        `border_mask` None means the first target seed, whose border mask is fixed per preset, so
-        its free pixels per orientation are cached.
+        `occupancy` None means the first target seed, whose border mask is fixed per preset, so
+        its free pixels per orientation are cached. A distractor seed also avoids the outer ring.
         """
-        p, h, w = self.p, mask.shape[0], mask.shape[1]
+        p, n = self.p, self.p.window
+        border_mask = None
+        if occupancy is not None:
+            border_mask = occupancy.interior.copy()
+            border_mask[0, :], border_mask[-1, :], border_mask[:, 0], border_mask[:, -1] = 1, 1, 1, 1
         for _ in range(p.max_paddle_retrial + 1):
             orientation = self.random_orientation()
-            if border_mask is None:
+            if occupancy is None:
                 ys, xs = _first_seed_free(p, self.margin, orientation)
             else:
-                if stop_below is not None and _free(mask).mean() < stop_below:
+                if stop_below is not None and _free(occupancy.interior).mean() < stop_below:
                     return None
-                ys, xs = np.nonzero(_free(_dilate(border_mask, self.paint.seed_struct(orientation))))
+                ys, xs = np.nonzero(_free(_dilate(border_mask, self.t.seed_struct(orientation))))
             if ys.size == 0:
                 return None
             index = int(self.rng.integers(0, ys.size))
             tail = (int(ys[index]), int(xs[index]))
             head = _translate(tail, orientation, p.paddle_length)
             pivot = _translate(head, _flip(orientation), p.paddle_length + self.margin)
-            if 0 <= head[0] < h and 0 <= head[1] < w and 0 <= pivot[0] < h and 0 <= pivot[1] < w:
+            if 0 <= head[0] < n and 0 <= head[1] < n and 0 <= pivot[0] < n and 0 <= pivot[1] < n:
                 return tail, pivot, orientation
         return None
 
-    def extend(self, pivot, orientation, mask):
+    def extend(self, pivot, orientation, occupancy: _Occupancy):
         """Next paddle: (head, orientation of pivot->head, new pivot) or None at a dead end.
 
-        The head is sampled on a circle of radius length+margin around the pivot ahead; the paddle
-        runs from the head back towards that pivot and must not overlap the mask (retried).
+        The head is sampled on a circle of radius length+margin around the pivot ahead, weighted by
+        (1 - mask dilated by the margin disk) * continuity weight, as the original get_coords_cmf;
+        the paddle runs from the head back towards that pivot and must not overlap the mask (retried).
         """
-        p = self.p
+        p, t = self.p, self.t
         new_pivot = _translate(pivot, orientation, p.paddle_length + 2 * self.margin)
-        candidates = _candidates(new_pivot, orientation, self.step, mask, self.margin, p.continuity)
-        if candidates is None:
+        ring = _ring(new_pivot, t.step, p.window)
+        if ring is None:
             return None
-        coords, orientations, cumulative = candidates
+        flat, first_inside = ring
+        # Off-image offsets weigh 0, so they never own the first cumulative value above a draw.
+        cumulative = np.cumsum((1 - occupancy.dilated[flat]) * t.weights(orientation))
         total = float(cumulative[-1])
+        if total < 1e-4:
+            return None
         for _ in range(p.max_paddle_retrial + 1):
-            # First index whose cumulative mass exceeds a uniform draw (0 if rounding leaves none).
-            index = int(np.searchsorted(cumulative, self.rng.random() * total, side="right")) % len(cumulative)
-            head = (int(coords[index, 0]), int(coords[index, 1]))
-            heading = float(orientations[index])
-            _, paddle_mask = self.paint.sprites(_flip(heading))
-            if _overlap_peak(mask, paddle_mask, head) < 1.8:
-                return head, heading, new_pivot
+            # First index whose cumulative mass exceeds a uniform draw (the first in-image one if
+            # rounding leaves none).
+            index = int(cumulative.searchsorted(self.rng.random() * total, side="right"))
+            if index == len(cumulative):
+                index = first_inside
+            offset = t.offsets[index]
+            head = (new_pivot[0] + offset[0], new_pivot[1] + offset[1])
+            if not occupancy.collides(t.head_paddles[index], head):
+                return head, t.headings[index], new_pivot
         return None
 
     def target_pair(self) -> Optional[tuple]:
         """Two target snakes seeded seed_distance apart; None when growth fails (caller retries).
 
-        Returns (per-snake images, collision mask, origin tips, terminal tips).
+        Returns (per-snake images, collision state, origin tips, terminal tips).
         """
-        p, rng, n = self.p, self.rng, self.p.window
-        mask = np.zeros((n, n), dtype=np.float32)
-        pad = p.padding
-        mask[:pad, :], mask[-pad:, :], mask[:, :pad], mask[:, -pad:] = 1, 1, 1, 1
+        p, rng, n, t = self.p, self.rng, self.p.window, self.t
         contrasts = list(p.snake_contrasts) * 2
         rng.shuffle(contrasts)
-        first = self.seed(mask, None, None)
+        first = self.seed(None, None)
         if first is None:
             return None
         tails, pivots, orientations = [first[0]], [first[1]], [first[2]]
@@ -291,118 +420,60 @@ class _Grower:
                 break
         else:
             return None
-        paddles: list[list[tuple[float, tuple[int, int], float]]] = [[], []]  # (orientation, tail, contrast)
-        last_segments = []  # (mask sprite, centre) of each snake's newest paddle, not yet in the mask
+        occupancy = t.empty.copy()
+        paddles: list[list[tuple[_Paddle, tuple[int, int], float]]] = [[], []]  # (sprites, tail, contrast)
+        last_segments = []  # (sprites, centre) of each snake's newest paddle, not yet in the mask
         for i in range(2):
-            contrast = p.paddle_contrasts[int(rng.integers(0, len(p.paddle_contrasts)))] * contrasts[i]
-            paddles[i].append((orientations[i], tails[i], contrast))
-            last_segments.append((self.paint.sprites(orientations[i])[1], tails[i]))
+            contrast = self.choose(p.paddle_contrasts) * contrasts[i]
+            sprites = t.sprites(orientations[i])
+            paddles[i].append((sprites, tails[i], contrast))
+            last_segments.append((sprites, tails[i]))
         ends = [tails[0], tails[1]]
         for _ in range(p.contour_length - 1):
-            paddle_contrast = p.paddle_contrasts[int(rng.integers(0, len(p.paddle_contrasts)))]
+            paddle_contrast = self.choose(p.paddle_contrasts)
             for i in range(2):
-                grown = self.extend(pivots[i], orientations[i], mask)
+                grown = self.extend(pivots[i], orientations[i], occupancy)
                 if grown is None:
                     return None
                 head, orientations[i], pivots[i] = grown
                 ends[i] = head
-                paddles[i].append((_flip(orientations[i]), head, paddle_contrast * contrasts[i]))
-                _stamp(mask, *last_segments[i])
-                last_segments[i] = (self.paint.sprites(_flip(orientations[i]))[1], head)
+                sprites = t.sprites(_flip(orientations[i]))
+                paddles[i].append((sprites, head, paddle_contrast * contrasts[i]))
+                occupancy.stamp(*last_segments[i])
+                last_segments[i] = (sprites, head)
         # As the original: only the second snake's last paddle joins the mask before distractors.
-        _stamp(mask, *last_segments[1])
+        occupancy.stamp(*last_segments[1])
         images = [np.zeros((n, n), dtype=np.float32) for _ in range(2)]
         for image, drawn in zip(images, paddles):
-            for orientation, centre, contrast in drawn:
-                _stamp(image, self.paint.sprites(orientation)[0], centre, contrast)
-        return images, mask, tails, ends
+            for sprites, centre, contrast in drawn:
+                _stamp(image, sprites.line, centre, contrast)
+        return images, occupancy, tails, ends
 
-    def distractor(self, image: np.ndarray, mask: np.ndarray, length: int, stop_below: float) -> bool:
-        """Grows one short snake into `image` and `mask` (in place only on success)."""
-        p = self.p
-        contrast = p.snake_contrasts[int(self.rng.integers(0, len(p.snake_contrasts)))]
-        border = mask.copy()
-        border[0, :], border[-1, :], border[:, 0], border[:, -1] = 1, 1, 1, 1
-        seeded = self.seed(mask, border, stop_below)
+    def distractor(self, image: np.ndarray, occupancy: _Occupancy, length: int, stop_below: float) -> Optional[_Occupancy]:
+        """Grows one short snake; on success draws it into `image` and returns the new collision state."""
+        p, t = self.p, self.t
+        contrast = self.choose(p.snake_contrasts)
+        seeded = self.seed(occupancy, stop_below)
         if seeded is None:
-            return False
+            return None
         tail, pivot, orientation = seeded
-        work_mask = mask.copy()
-        paddles = [(orientation, tail)]
-        last_segment = (self.paint.sprites(orientation)[1], tail)
+        work = occupancy.copy()
+        sprites = t.sprites(orientation)
+        paddles = [(sprites, tail)]
+        last_segment = (sprites, tail)
         for _ in range(length - 1):
-            grown = self.extend(pivot, orientation, work_mask)
+            grown = self.extend(pivot, orientation, work)
             if grown is None:
-                return False
+                return None
             head, orientation, pivot = grown
-            paddles.append((_flip(orientation), head))
-            _stamp(work_mask, *last_segment)
-            last_segment = (self.paint.sprites(_flip(orientation))[1], head)
-        _stamp(work_mask, *last_segment)
-        for drawn_orientation, centre in paddles:
-            _stamp(image, self.paint.sprites(drawn_orientation)[0], centre, contrast)
-        mask[...] = work_mask
-        return True
-
-
-@lru_cache(maxsize=None)
-def _circle_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unique pixel offsets on a circle (one sample per pixel of arc), sorted, and their orientations.
-
-    The original truncates centre + radius*(sin, cos) to integers after dropping out-of-image
-    samples; for in-image samples that equals centre + floor(offset), so the offsets can be
-    computed once per radius.
-    """
-    step_degrees = 360.0 / (2 * radius * math.pi)  # one pixel of arc
-    angles = np.arange(0, 360, step_degrees) * math.pi / 180
-    offsets = np.floor(np.stack([radius * np.sin(angles), radius * np.cos(angles)], axis=1)).astype(int)
-    offsets = np.unique(offsets, axis=0)
-    return offsets, np.arctan2(offsets[:, 0], offsets[:, 1])
-
-
-@lru_cache(maxsize=None)
-def _ring(centre: tuple[int, int], radius: int, shape: tuple[int, int], margin: int):
-    """Circle pixels around `centre` that lie in the image: (coords (K, 2), their indices into
-    `_circle_offsets(radius)`, (K, D) flat indices of each one's margin-disk neighbourhood), or
-    None when none lies in the image. Out-of-image neighbours point at the pixel itself, which
-    leaves the max unchanged, as the zero border of the original's dilation does."""
-    h, w = shape
-    offsets, _ = _circle_offsets(radius)
-    coords = offsets + np.asarray(centre)
-    inside = (coords[:, 0] >= 0) & (coords[:, 0] < h) & (coords[:, 1] >= 0) & (coords[:, 1] < w)
-    if not inside.any():
-        return None
-    coords = coords[inside]
-    around = coords[:, None, :] + (np.argwhere(_disk(margin)) - margin)[None, :, :]  # (K, D, 2)
-    valid = (around[..., 0] >= 0) & (around[..., 0] < h) & (around[..., 1] >= 0) & (around[..., 1] < w)
-    flat = np.where(valid, around[..., 0] * w + around[..., 1], (coords[:, 0] * w + coords[:, 1])[:, None])
-    return coords, np.nonzero(inside)[0], flat
-
-
-@lru_cache(maxsize=None)
-def _continuity_weights(radius: int, last_orientation: float, continuity: float) -> np.ndarray:
-    """cos^2(min(continuity * turn, 90 deg)) for every circle offset (the original's smoothness prior)."""
-    _, orientations = _circle_offsets(radius)
-    turn = np.abs(orientations - last_orientation)
-    turn = np.minimum(np.minimum(turn, 2 * math.pi - turn) * continuity, 0.5 * math.pi)
-    return np.cos(turn) ** 2
-
-
-def _candidates(centre, last_orientation: float, radius: int, mask: np.ndarray, margin: int, continuity: float):
-    """Candidate heads around `centre`, their orientations and the cumulative (unnormalised) weights.
-
-    Weight = (1 - mask dilated by the margin disk) * continuity weight, as the original
-    get_coords_cmf; the dilation is evaluated at the candidates only.
-    """
-    ring = _ring(tuple(centre), radius, mask.shape, margin)
-    if ring is None:
-        return None
-    coords, index, flat = ring
-    pmf = (1 - mask.ravel()[flat].max(axis=1)) * _continuity_weights(radius, last_orientation, continuity)[index]
-    cumulative = np.cumsum(pmf)  # unnormalised: the caller scales its uniform draw by the total
-    if cumulative[-1] < 1e-4:
-        return None
-    return coords, _circle_offsets(radius)[1][index], cumulative
+            sprites = t.sprites(_flip(orientation))
+            paddles.append((sprites, head))
+            work.stamp(*last_segment)
+            last_segment = (sprites, head)
+        work.stamp(*last_segment)
+        for drawn, centre in paddles:
+            _stamp(image, drawn.line, centre, contrast)
+        return work
 
 
 @lru_cache(maxsize=None)
@@ -431,11 +502,13 @@ def generate_sample(params: SnakeParams, rng: np.random.Generator) -> Sample:
         pair = grower.target_pair()
         if pair is not None:
             break
-    snakes, mask, origins, ends = pair
+    snakes, occupancy, origins, ends = pair
     image = np.maximum(snakes[0], snakes[1])
     for _ in range(params.num_distractors):
         for _ in range(params.max_distractor_retrial + 1):
-            if grower.distractor(image, mask, params.distractor_length, 0.01):
+            grown = grower.distractor(image, occupancy, params.distractor_length, 0.01)
+            if grown is not None:
+                occupancy = grown
                 break
     origin_index = int(rng.integers(0, 2))
     terminal_index = origin_index if label == 1 else 1 - origin_index
