@@ -179,21 +179,29 @@ def _free(mask: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Paddle:
-    """Sprites of one paddle orientation (tail at the centre): line, collision mask, and that mask
-    dilated by the margin disk (what candidate heads test)."""
+    """Sprites of one paddle orientation (tail at the centre): line, collision mask, and the free
+    weight the mask leaves, 1 - (mask dilated by the margin disk), which candidate heads read."""
 
     line: np.ndarray
     mask: np.ndarray
-    dilated: np.ndarray
+    free: np.ndarray
 
 
 @lru_cache(maxsize=None)
 def _paddle_sprites(orientation: float, length: int, thickness: float, margin: int, antialias: int) -> _Paddle:
     line, mask = _paddle(orientation, length, thickness, margin, antialias)
-    padded = np.pad(mask, margin)  # the dilation reaches `margin` beyond the sprite
-    dilated = _dilate(padded, _disk(margin))
-    dilated.setflags(write=False)
-    return _Paddle(line, mask, dilated)
+    dilated = _dilate(np.pad(mask, margin), _disk(margin))  # the dilation reaches `margin` further
+    free = 1 - dilated
+    free.setflags(write=False)
+    return _Paddle(line, mask, free)
+
+
+def _stamp_min(canvas: np.ndarray, sprite: np.ndarray, centre: tuple[int, int]) -> None:
+    """canvas = min(canvas, sprite placed at centre), in place (clipped at the borders)."""
+    window = _window(canvas.shape, sprite, centre)
+    if window is not None:
+        target, source = window
+        np.minimum(canvas[target], sprite[source], out=canvas[target])
 
 
 class _Occupancy:
@@ -202,20 +210,23 @@ class _Occupancy:
     `padded` is the mask with `reach` (sprite radius) zero pixels on every side, `interior` its
     in-image view: a paddle's overlap test reads one unclipped window. Off-image pixels are 0 and a
     sprite is <= 1, so they never reach the 1.8 overlap threshold: the test equals the original's.
-    `dilated` is the mask dilated by the margin disk, flattened, plus one always-occupied pixel that
-    off-image candidates point at (free weight 0). Stamping a pre-dilated sprite equals dilating
-    the stamped mask because max commutes with dilation; the only difference, sprite pixels beyond
-    the image edge, falls on pixels whose disk already holds a padding pixel (value 1), so it
-    requires padding >= 1.
+
+    `free` is 1 - (mask dilated by the margin disk), padded by the dilated sprite's radius and
+    flattened for gathers; candidates off the image point at its corner, which stays 0 (no weight).
+    Stamping 1 - (pre-dilated sprite) with min equals recomputing it (max commutes with dilation,
+    and 1 - x is monotone, so rounding agrees), except that sprite pixels beyond the image edge now
+    count; they only reach pixels whose margin disk already holds a padding pixel (value 1), so
+    the result is identical as long as padding >= 1.
     """
 
-    __slots__ = ("padded", "interior", "dilated", "dilated_2d", "window")
+    __slots__ = ("padded", "interior", "free", "free_flat", "reach", "window")
 
-    def __init__(self, padded: np.ndarray, dilated: np.ndarray, reach: int, window: int):
+    def __init__(self, padded: np.ndarray, free: np.ndarray, reach: int, window: int):
         self.padded = padded
         self.interior = padded[reach:reach + window, reach:reach + window]
-        self.dilated = dilated
-        self.dilated_2d = dilated[:-1].reshape(window, window)
+        self.free = free
+        self.free_flat = free.reshape(-1)  # a view: gathers see stamps
+        self.reach = reach
         self.window = window
 
     @classmethod
@@ -225,19 +236,31 @@ class _Occupancy:
             raise ValueError("snakes: padding must be at least 1 (the dilated mask relies on it)")
         n, pad = params.window, params.padding
         padded = np.zeros((n + 2 * reach, n + 2 * reach), dtype=np.float32)
-        occupancy = cls(padded, np.ones(n * n + 1, dtype=np.float32), reach, n)
+        side = n + 2 * (reach + margin)
+        occupancy = cls(padded, np.zeros((side, side), dtype=np.float32), reach, n)
         inner = occupancy.interior
         inner[:pad, :], inner[-pad:, :], inner[:, :pad], inner[:, -pad:] = 1, 1, 1, 1
-        occupancy.dilated_2d[...] = _dilate(inner, _disk(margin))
+        occupancy.free[reach + margin:reach + margin + n, reach + margin:reach + margin + n] = 1 - _dilate(inner, _disk(margin))
         return occupancy
 
     def copy(self) -> "_Occupancy":
-        reach = (self.padded.shape[0] - self.window) // 2
-        return _Occupancy(self.padded.copy(), self.dilated.copy(), reach, self.window)
+        return _Occupancy(self.padded.copy(), self.free.copy(), self.reach, self.window)
 
     def stamp(self, paddle: _Paddle, centre: tuple[int, int]) -> None:
-        _stamp(self.interior, paddle.mask, centre)
-        _stamp(self.dilated_2d, paddle.dilated, centre)
+        y, x = centre
+        reach, n = self.reach, self.window
+        if reach <= y < n - reach and reach <= x < n - reach:  # sprite fully in the image
+            view = self.padded[y:y + 2 * reach + 1, x:x + 2 * reach + 1]
+            np.maximum(view, paddle.mask, out=view)
+        else:
+            _stamp(self.interior, paddle.mask, centre)
+        if 0 <= y < n and 0 <= x < n:  # the free layer's padding holds the whole sprite
+            side = paddle.free.shape[0]
+            view = self.free[y:y + side, x:x + side]
+            np.minimum(view, paddle.free, out=view)
+        else:
+            padding = paddle.free.shape[0] // 2
+            _stamp_min(self.free, paddle.free, (y + padding, x + padding))
 
     def collides(self, paddle: _Paddle, centre: tuple[int, int]) -> bool:
         """max(mask + paddle mask) >= 1.8 (centre in the image; padded top-left = centre)."""
@@ -263,14 +286,16 @@ def _circle_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def _ring(centre: tuple[int, int], radius: int, window: int) -> Optional[tuple[np.ndarray, int]]:
-    """Flat indices into `_Occupancy.dilated` of every circle offset around `centre` (off-image ones
-    point at the occupied extra pixel), and the first in-image offset; None when none is in-image."""
+def _ring(centre: tuple[int, int], radius: int, window: int, padding: int) -> Optional[tuple[np.ndarray, int]]:
+    """Flat indices into `_Occupancy.free_flat` (image padded by `padding`) of every circle offset
+    around `centre`, off-image ones pointing at the padded corner (no free weight), and the first
+    in-image offset; None when none is in the image."""
     coords = _circle_offsets(radius)[0] + np.asarray(centre)
     inside = (coords >= 0).all(axis=1) & (coords < window).all(axis=1)
     if not inside.any():
         return None
-    flat = np.where(inside, coords[:, 0] * window + coords[:, 1], window * window)
+    side = window + 2 * padding
+    flat = np.where(inside, (coords[:, 0] + padding) * side + coords[:, 1] + padding, 0)
     return flat, int(np.argmax(inside))
 
 
@@ -298,7 +323,7 @@ class _Tables:
         self.headings = [float(h) for h in headings]
         # A head at offset k draws the paddle pointing back at the pivot: orientation flip(heading).
         self.head_paddles = [self.sprites(_flip(h)) for h in self.headings]
-        self._sprites: dict[float, _Paddle] = {}
+        self._weights: dict[float, np.ndarray] = {}
 
     def sprites(self, orientation: float) -> _Paddle:
         p = self.p
@@ -309,7 +334,10 @@ class _Tables:
         return _seed_struct(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
 
     def weights(self, orientation: float) -> np.ndarray:
-        return _continuity_weights(self.step, orientation, self.p.continuity)
+        weights = self._weights.get(orientation)
+        if weights is None:
+            weights = self._weights[orientation] = _continuity_weights(self.step, orientation, self.p.continuity)
+        return weights
 
 
 @lru_cache(maxsize=None)
@@ -371,12 +399,12 @@ class _Grower:
         """
         p, t = self.p, self.t
         new_pivot = _translate(pivot, orientation, p.paddle_length + 2 * self.margin)
-        ring = _ring(new_pivot, t.step, p.window)
+        ring = _ring(new_pivot, t.step, p.window, t.reach + self.margin)
         if ring is None:
             return None
         flat, first_inside = ring
         # Off-image offsets weigh 0, so they never own the first cumulative value above a draw.
-        cumulative = np.cumsum((1 - occupancy.dilated[flat]) * t.weights(orientation))
+        cumulative = (occupancy.free_flat[flat] * t.weights(orientation)).cumsum()
         total = float(cumulative[-1])
         if total < 1e-4:
             return None
