@@ -323,7 +323,9 @@ class _Tables:
         self.headings = [float(h) for h in headings]
         # A head at offset k draws the paddle pointing back at the pivot: orientation flip(heading).
         self.head_paddles = [self.sprites(_flip(h)) for h in self.headings]
-        self._weights: dict[float, np.ndarray] = {}
+        self._headings: dict[float, tuple[float, float, np.ndarray]] = {}
+        self._rings: dict[tuple[int, int], Optional[tuple[np.ndarray, int]]] = {}
+        self._first_seeds: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def sprites(self, orientation: float) -> _Paddle:
         p = self.p
@@ -333,11 +335,28 @@ class _Tables:
         p = self.p
         return _seed_struct(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
 
-    def weights(self, orientation: float) -> np.ndarray:
-        weights = self._weights.get(orientation)
-        if weights is None:
-            weights = self._weights[orientation] = _continuity_weights(self.step, orientation, self.p.continuity)
-        return weights
+    def heading(self, orientation: float) -> tuple[float, float, np.ndarray]:
+        """(dy, dx) from a pivot to the pivot ahead (length + 2 margin along `orientation`, unrounded
+        as `_translate` adds it) and the continuity weights of every circle offset."""
+        cached = self._headings.get(orientation)
+        if cached is None:
+            ahead = self.p.paddle_length + 2 * self.margin
+            cached = self._headings[orientation] = (
+                ahead * math.sin(orientation), ahead * math.cos(orientation),
+                _continuity_weights(self.step, orientation, self.p.continuity),
+            )
+        return cached
+
+    def ring(self, centre: tuple[int, int]) -> Optional[tuple[np.ndarray, int]]:
+        if centre not in self._rings:
+            self._rings[centre] = _ring(centre, self.step, self.p.window, self.reach + self.margin)
+        return self._rings[centre]
+
+    def first_seed_free(self, orientation: float) -> tuple[np.ndarray, np.ndarray]:
+        cached = self._first_seeds.get(orientation)
+        if cached is None:
+            cached = self._first_seeds[orientation] = _first_seed_free(self.p, self.margin, orientation)
+        return cached
 
 
 @lru_cache(maxsize=None)
@@ -375,7 +394,7 @@ class _Grower:
         for _ in range(p.max_paddle_retrial + 1):
             orientation = self.random_orientation()
             if occupancy is None:
-                ys, xs = _first_seed_free(p, self.margin, orientation)
+                ys, xs = self.t.first_seed_free(orientation)
             else:
                 if stop_below is not None and _free(occupancy.interior).mean() < stop_below:
                     return None
@@ -398,13 +417,14 @@ class _Grower:
         the paddle runs from the head back towards that pivot and must not overlap the mask (retried).
         """
         p, t = self.p, self.t
-        new_pivot = _translate(pivot, orientation, p.paddle_length + 2 * self.margin)
-        ring = _ring(new_pivot, t.step, p.window, t.reach + self.margin)
+        dy, dx, weights = t.heading(orientation)
+        new_pivot = (math.ceil(pivot[0] + dy), math.ceil(pivot[1] + dx))  # = _translate
+        ring = t.ring(new_pivot)
         if ring is None:
             return None
         flat, first_inside = ring
         # Off-image offsets weigh 0, so they never own the first cumulative value above a draw.
-        cumulative = (occupancy.free_flat[flat] * t.weights(orientation)).cumsum()
+        cumulative = (occupancy.free_flat[flat] * weights).cumsum()
         total = float(cumulative[-1])
         if total < 1e-4:
             return None
