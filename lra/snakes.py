@@ -166,6 +166,15 @@ def _first_seed_free(params: SnakeParams, margin: int, orientation: float) -> tu
     return np.nonzero(_free(_dilate(border, struct)))
 
 
+def _clear_of(occupied: np.ndarray, windows: tuple[tuple[slice, slice], ...]) -> np.ndarray:
+    """Pixels whose seed footprint covers no occupied pixel: the original's free(dilate(mask,
+    footprint)) on the thresholded, padded mask, as an OR of the footprint's shifted windows."""
+    blocked = occupied[windows[0]].copy()
+    for window in windows[1:]:
+        blocked |= occupied[window]
+    return ~blocked
+
+
 def _dilate(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
     return ndimage.maximum_filter(mask, footprint=footprint, mode="constant", cval=0.0)
 
@@ -326,14 +335,26 @@ class _Tables:
         self._headings: dict[float, tuple[float, float, np.ndarray]] = {}
         self._rings: dict[tuple[int, int], Optional[tuple[np.ndarray, int]]] = {}
         self._first_seeds: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self.seed_reach = params.paddle_length + margin  # the seed struct's half side
+        self._seed_windows: dict[float, tuple[tuple[slice, slice], ...]] = {}
 
     def sprites(self, orientation: float) -> _Paddle:
         p = self.p
         return _paddle_sprites(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
 
-    def seed_struct(self, orientation: float) -> np.ndarray:
-        p = self.p
-        return _seed_struct(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
+    def seed_windows(self, orientation: float) -> tuple[tuple[slice, slice], ...]:
+        """The seed footprint as windows of a mask padded by `seed_reach`: footprint pixel
+        (a, b) of the centred struct is the window shifted by (a, b) - centre."""
+        windows = self._seed_windows.get(orientation)
+        if windows is None:
+            p, n, reach = self.p, self.p.window, self.seed_reach
+            struct = _seed_struct(float(orientation), p.paddle_length, p.thickness, self.margin, p.antialias)
+            centre = struct.shape[0] // 2
+            windows = self._seed_windows[orientation] = tuple(
+                (slice(reach + a - centre, reach + a - centre + n), slice(reach + b - centre, reach + b - centre + n))
+                for a, b in np.argwhere(struct)
+            )
+        return windows
 
     def heading(self, orientation: float) -> tuple[float, float, np.ndarray]:
         """(dy, dx) from a pivot to the pivot ahead (length + 2 margin along `orientation`, unrounded
@@ -387,18 +408,22 @@ class _Grower:
         its free pixels per orientation are cached. A distractor seed also avoids the outer ring.
         """
         p, n = self.p, self.p.window
-        border_mask = None
         if occupancy is not None:
-            border_mask = occupancy.interior.copy()
-            border_mask[0, :], border_mask[-1, :], border_mask[:, 0], border_mask[:, -1] = 1, 1, 1, 1
+            reach = self.t.seed_reach
+            occupied = np.zeros((n + 2 * reach, n + 2 * reach), dtype=bool)  # beyond the image: free
+            inner = occupied[reach:reach + n, reach:reach + n]
+            np.greater(occupancy.interior, 0.3, out=inner)  # not free
+            inner[0, :], inner[-1, :], inner[:, 0], inner[:, -1] = True, True, True, True
+            # The mask does not change between retrials: test once, return where the original would.
+            crowded = stop_below is not None and _free(occupancy.interior).mean() < stop_below
         for _ in range(p.max_paddle_retrial + 1):
             orientation = self.random_orientation()
             if occupancy is None:
                 ys, xs = self.t.first_seed_free(orientation)
             else:
-                if stop_below is not None and _free(occupancy.interior).mean() < stop_below:
+                if crowded:
                     return None
-                ys, xs = np.nonzero(_free(_dilate(border_mask, self.t.seed_struct(orientation))))
+                ys, xs = np.nonzero(_clear_of(occupied, self.t.seed_windows(orientation)))
             if ys.size == 0:
                 return None
             index = int(self.rng.integers(0, ys.size))
