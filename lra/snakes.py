@@ -10,8 +10,10 @@ markers: on the two ends of one snake (label 1) or on one end of each (label 0).
 Faithful to the original's semantics, not its random stream. Where the original relied on the
 old `scipy.misc.imresize/imsave` (bytescale to uint8, lanczos resize), we resize 0/255 uint8
 images with PIL's lanczos (so values stay in [0, 1]) and save `round(255 * x / max(x))`.
-Speed comes from caching each paddle sprite (a paddle is fully determined by its orientation and
-the preset), so drawing is array slicing; a 32x32 image costs a few milliseconds.
+Speed: paddle sprites are cached per orientation (a paddle is fully determined by it and the
+preset); the collision mask is kept with a pre-dilated free-weight layer so a candidate's weight
+is one gather; and target pairs, which on 32x32 'hard' succeed in about 1 attempt of 40, are
+searched by `_PairSearch`, which grows many independent attempts at once with array operations.
 """
 
 from __future__ import annotations
@@ -401,29 +403,22 @@ class _Grower:
         """A uniform pick; a single value skips the draw (numpy's integers(0, 1) consumes none)."""
         return values[0] if len(values) == 1 else values[int(self.rng.integers(0, len(values)))]
 
-    def seed(self, occupancy: Optional[_Occupancy], stop_below: Optional[float]) -> Optional[tuple]:
-        """Places a first paddle on free space; returns (tail, pivot, orientation) or None.
-
-        `occupancy` None means the first target seed, whose border mask is fixed per preset, so
-        its free pixels per orientation are cached. A distractor seed also avoids the outer ring.
-        """
+    def seed(self, occupancy: _Occupancy, stop_below: float) -> Optional[tuple]:
+        """Places a distractor's first paddle on free space away from the outer ring; returns
+        (tail, pivot, orientation) or None. (Target seeds: `_PairSearch._seed_pairs`.)"""
         p, n = self.p, self.p.window
-        if occupancy is not None:
-            reach = self.t.seed_reach
-            occupied = np.zeros((n + 2 * reach, n + 2 * reach), dtype=bool)  # beyond the image: free
-            inner = occupied[reach:reach + n, reach:reach + n]
-            np.greater(occupancy.interior, 0.3, out=inner)  # not free
-            inner[0, :], inner[-1, :], inner[:, 0], inner[:, -1] = True, True, True, True
-            # The mask does not change between retrials: test once, return where the original would.
-            crowded = stop_below is not None and _free(occupancy.interior).mean() < stop_below
+        reach = self.t.seed_reach
+        occupied = np.zeros((n + 2 * reach, n + 2 * reach), dtype=bool)  # beyond the image: free
+        inner = occupied[reach:reach + n, reach:reach + n]
+        np.greater(occupancy.interior, 0.3, out=inner)  # not free
+        inner[0, :], inner[-1, :], inner[:, 0], inner[:, -1] = True, True, True, True
+        # The mask does not change between retrials: test once, return where the original would.
+        crowded = _free(occupancy.interior).mean() < stop_below
         for _ in range(p.max_paddle_retrial + 1):
             orientation = self.random_orientation()
-            if occupancy is None:
-                ys, xs = self.t.first_seed_free(orientation)
-            else:
-                if crowded:
-                    return None
-                ys, xs = np.nonzero(_clear_of(occupied, self.t.seed_windows(orientation)))
+            if crowded:
+                return None
+            ys, xs = np.nonzero(_clear_of(occupied, self.t.seed_windows(orientation)))
             if ys.size == 0:
                 return None
             index = int(self.rng.integers(0, ys.size))
@@ -465,63 +460,6 @@ class _Grower:
                 return head, t.headings[index], new_pivot
         return None
 
-    def target_pair(self) -> Optional[tuple]:
-        """Two target snakes seeded seed_distance apart; None when growth fails (caller retries).
-
-        Returns (per-snake images, collision state, origin tips, terminal tips).
-        """
-        p, rng, n, t = self.p, self.rng, self.p.window, self.t
-        contrasts = list(p.snake_contrasts) * 2
-        rng.shuffle(contrasts)
-        first = self.seed(None, None)
-        if first is None:
-            return None
-        tails, pivots, orientations = [first[0]], [first[1]], [first[2]]
-        for _ in range(p.max_paddle_retrial + 1):
-            orientation = self.random_orientation()
-            angle = int(rng.integers(0, 360)) * math.pi / 180
-            tail = (
-                int(np.round(first[0][0] + p.seed_distance * math.sin(angle))),
-                int(np.round(first[0][1] + p.seed_distance * math.cos(angle))),
-            )
-            head = _translate(tail, orientation, p.paddle_length)
-            pivot = _translate(head, _flip(orientation), p.paddle_length + self.margin)
-            if 0 <= head[0] < n and 0 <= head[1] < n and 0 <= pivot[0] < n and 0 <= pivot[1] < n:
-                tails.append(tail)
-                pivots.append(pivot)
-                orientations.append(orientation)
-                break
-        else:
-            return None
-        occupancy = t.empty.copy()
-        paddles: list[list[tuple[_Paddle, tuple[int, int], float]]] = [[], []]  # (sprites, tail, contrast)
-        last_segments = []  # (sprites, centre) of each snake's newest paddle, not yet in the mask
-        for i in range(2):
-            contrast = self.choose(p.paddle_contrasts) * contrasts[i]
-            sprites = t.sprites(orientations[i])
-            paddles[i].append((sprites, tails[i], contrast))
-            last_segments.append((sprites, tails[i]))
-        ends = [tails[0], tails[1]]
-        for _ in range(p.contour_length - 1):
-            paddle_contrast = self.choose(p.paddle_contrasts)
-            for i in range(2):
-                grown = self.extend(pivots[i], orientations[i], occupancy)
-                if grown is None:
-                    return None
-                head, orientations[i], pivots[i] = grown
-                ends[i] = head
-                sprites = t.sprites(_flip(orientations[i]))
-                paddles[i].append((sprites, head, paddle_contrast * contrasts[i]))
-                occupancy.stamp(*last_segments[i])
-                last_segments[i] = (sprites, head)
-        # As the original: only the second snake's last paddle joins the mask before distractors.
-        occupancy.stamp(*last_segments[1])
-        images = [np.zeros((n, n), dtype=np.float32) for _ in range(2)]
-        for image, drawn in zip(images, paddles):
-            for sprites, centre, contrast in drawn:
-                _stamp(image, sprites.line, centre, contrast)
-        return images, occupancy, tails, ends
-
     def distractor(self, image: np.ndarray, occupancy: _Occupancy, length: int, stop_below: float) -> Optional[_Occupancy]:
         """Grows one short snake; on success draws it into `image` and returns the new collision state."""
         p, t = self.p, self.t
@@ -549,6 +487,213 @@ class _Grower:
         return work
 
 
+# ---------------------------------------------------------------- target pairs, many attempts at once
+
+ATTEMPTS_PER_ROUND = 64  # target-pair attempts grown together (a speed knob; any value is exact)
+
+
+class _PairSearch:
+    """Grows many independent target-pair attempts in lockstep with array operations.
+
+    An attempt is the original's: seed the first snake on the cached free pixels, the second
+    seed_distance away, then contour_length - 1 steps that extend snake 0 then snake 1 on the
+    shared collision state, each new paddle's predecessor joining the mask after it is placed
+    (`_Grower.seed/extend` and `_Occupancy` are the one-attempt versions of each rule, with the
+    same tables and float operations). Any failure ends the attempt, as the original's regrowth.
+    Attempts are independent and identically distributed, so the successful ones, taken in
+    attempt order, are independent draws of what the original's retry loop returns. Only the use
+    of the random stream differs: retrials are drawn only for attempts that need them, and a
+    uniform integer below `count` is floor(u * count).
+    """
+
+    def __init__(self, params: SnakeParams, margin: int):
+        t = _tables(params, margin)
+        p, n = params, params.window
+        self.p, self.t, self.n, self.margin = p, t, n, margin
+        # Orientation ids: the 360 seed orientations (id = degree + 180), then headings and flips.
+        seeds = [degree * math.pi / 180 for degree in range(-180, 180)]
+        orientations = list(dict.fromkeys(seeds + t.headings + [_flip(h) for h in t.headings]))
+        ids = {o: i for i, o in enumerate(orientations)}
+        self.heading_ids = np.array([ids[h] for h in t.headings])
+        self.head_paddle_ids = np.array([ids[_flip(h)] for h in t.headings])
+        sprites = [t.sprites(o) for o in orientations]
+        self.lines = [s.line for s in sprites]
+        self.masks = np.stack([s.mask for s in sprites])  # (O, s, s)
+        self.frees = np.stack([s.free for s in sprites])  # (O, s + 2m, s + 2m)
+        self.weights = np.stack([t.heading(o)[2] for o in orientations])  # (O, K) float64
+        self.ahead = np.array([t.heading(o)[:2] for o in orientations])  # (O, 2)
+        length, back = p.paddle_length, p.paddle_length + margin
+        self.to_head = np.array([(length * math.sin(o), length * math.cos(o)) for o in orientations])  # (O, 2)
+        self.to_pivot = np.array([(back * math.sin(_flip(o)), back * math.cos(_flip(o))) for o in orientations])
+        angles = [degree * math.pi / 180 for degree in range(360)]
+        self.to_second = np.array([(p.seed_distance * math.sin(a), p.seed_distance * math.cos(a)) for a in angles])
+        self.offsets = np.array(t.offsets)  # (K, 2)
+        # First-seed pixels per seed orientation in one array (count 0: the attempt ends).
+        free = [t.first_seed_free(o) for o in seeds]
+        self.seed_counts = np.array([ys.size for ys, _ in free])
+        self.seed_pixels = np.zeros((len(seeds), max(1, int(self.seed_counts.max())), 2), dtype=np.int64)
+        for i, (ys, xs) in enumerate(free):
+            self.seed_pixels[i, :ys.size, 0], self.seed_pixels[i, :ys.size, 1] = ys, xs
+        # Canvases with room for every stamp: a tail may lie up to length + 1 beyond the image.
+        self.extra = length + 2
+        self.reach = t.reach
+        self.mask_pad = t.reach + self.extra
+        self.free_pad = t.reach + margin + self.extra
+        self.empty_mask = np.pad(t.empty.padded, self.extra)
+        self.empty_free = np.pad(t.empty.free, self.extra)
+        side, free_side = self.masks.shape[1], self.frees.shape[1]
+        self.grid = np.arange(side)
+        self.masks_flat = self.masks.reshape(len(orientations), -1)  # (O, s * s)
+        self.frees_flat = self.frees.reshape(len(orientations), -1)
+        # Flat offsets of a sprite's window in the padded canvases (row-major, as the sprites).
+        mask_side, free_canvas = self.empty_mask.shape[0], self.empty_free.shape[0]
+        self.mask_window = (np.arange(side)[:, None] * mask_side + np.arange(side)).reshape(-1)
+        self.free_window = (np.arange(free_side)[:, None] * free_canvas + np.arange(free_side)).reshape(-1)
+
+    def _inside(self, *coordinates: np.ndarray) -> np.ndarray:
+        return np.logical_and.reduce([(c >= 0) & (c < self.n) for c in coordinates])
+
+    def _seed_pairs(self, rng: np.random.Generator, count: int):
+        """The first seed (first empty try ends the attempt) and the second seed, `count` attempts:
+        (ok (B,), tails (B, 2, 2), pivots (B, 2, 2), orientation ids (B, 2))."""
+        tries, rows = self.p.max_paddle_retrial + 1, np.arange(count)
+        ids = rng.integers(0, 360, (count, tries))  # -180..179 degrees
+        counts = self.seed_counts[ids]
+        index = np.minimum((rng.random((count, tries)) * counts).astype(np.int64), np.maximum(counts - 1, 0))
+        tail = self.seed_pixels[ids, index]  # (B, tries, 2)
+        head = np.ceil(tail + self.to_head[ids]).astype(np.int64)
+        pivot = np.ceil(head + self.to_pivot[ids]).astype(np.int64)
+        valid = self._inside(head[..., 0], head[..., 1], pivot[..., 0], pivot[..., 1])
+        stop = (counts == 0) | valid  # the original returns at the first empty or valid try
+        first = stop.argmax(axis=1)
+        ok = stop.any(axis=1) & valid[rows, first]
+        tails, pivots, orientations = [tail[rows, first]], [pivot[rows, first]], [ids[rows, first]]
+        ids = rng.integers(0, 360, (count, tries))
+        angles = rng.integers(0, 360, (count, tries))
+        tail = np.round(tails[0][:, None, :] + self.to_second[angles]).astype(np.int64)
+        head = np.ceil(tail + self.to_head[ids]).astype(np.int64)
+        pivot = np.ceil(head + self.to_pivot[ids]).astype(np.int64)
+        valid = self._inside(head[..., 0], head[..., 1], pivot[..., 0], pivot[..., 1])
+        first = valid.argmax(axis=1)
+        ok &= valid.any(axis=1)
+        tails.append(tail[rows, first])
+        pivots.append(pivot[rows, first])
+        orientations.append(ids[rows, first])
+        return ok, np.stack(tails, axis=1), np.stack(pivots, axis=1), np.stack(orientations, axis=1)
+
+    def _stamp(self, masks: np.ndarray, frees: np.ndarray, rows: np.ndarray, sprite_ids: np.ndarray, centres: np.ndarray) -> None:
+        """`_Occupancy.stamp` of one paddle per row: max into the mask (clipped to the image),
+        min of the free sprite into the free layer (unclipped: its padding takes the overhang)."""
+        n = self.n
+        if rows.size == 0:
+            return
+        top = centres - self.reach  # image coordinates of the mask window
+        ys, xs = top[:, 0, None] + self.grid, top[:, 1, None] + self.grid  # (A, s)
+        in_image = (((ys >= 0) & (ys < n))[:, :, None] & ((xs >= 0) & (xs < n))[:, None, :]).reshape(len(rows), -1)
+        side = masks.shape[1]
+        index = (rows * side * side + (top[:, 0] + self.mask_pad) * side + top[:, 1] + self.mask_pad)[:, None] + self.mask_window
+        flat = masks.reshape(-1)
+        flat[index] = np.maximum(flat[index], self.masks_flat[sprite_ids] * in_image)
+        side = frees.shape[1]
+        top = centres - (self.reach + self.margin) + self.free_pad
+        index = (rows * side * side + top[:, 0] * side + top[:, 1])[:, None] + self.free_window
+        flat = frees.reshape(-1)
+        flat[index] = np.minimum(flat[index], self.frees_flat[sprite_ids])
+
+    def _extend(self, rng, masks, frees, rows, pivots, orientations):
+        """`_Grower.extend` for each row: (ok, heads (A, 2), heading ids, paddle ids, new pivots)."""
+        n, count = self.n, len(rows)
+        new_pivots = np.ceil(pivots + self.ahead[orientations]).astype(np.int64)  # (A, 2)
+        ring = new_pivots[:, None, :] + self.offsets  # (A, K, 2)
+        inside = self._inside(ring[..., 0], ring[..., 1])
+        side = frees.shape[1]
+        flat = np.where(inside, (ring[..., 0] + self.free_pad) * side + ring[..., 1] + self.free_pad, 0)
+        flat += rows[:, None] * (side * side)  # the padded corner (index 0 of a row) has no weight
+        cumulative = (frees.reshape(-1)[flat] * self.weights[orientations]).cumsum(axis=1)  # (A, K)
+        total = cumulative[:, -1]
+        first_inside = inside.argmax(axis=1)
+        chosen = np.zeros(count, dtype=np.int64)  # ring index of the accepted head
+        ok = np.zeros(count, dtype=bool)
+        pending = np.nonzero(total >= 1e-4)[0]
+        side = masks.shape[1]
+        mask_flat = masks.reshape(-1)
+        for _ in range(self.p.max_paddle_retrial + 1):
+            if pending.size == 0:
+                break
+            draws = rng.random(pending.size) * total[pending]
+            index = (cumulative[pending] <= draws[:, None]).sum(axis=1)  # searchsorted right
+            index = np.where(index == cumulative.shape[1], first_inside[pending], index)
+            heads = new_pivots[pending] + self.offsets[index]  # (P, 2), in the image
+            top = heads - self.reach + self.mask_pad
+            window = mask_flat[(rows[pending] * side * side + top[:, 0] * side + top[:, 1])[:, None] + self.mask_window]
+            peak = (window + self.masks_flat[self.head_paddle_ids[index]]).max(axis=1)
+            clear = peak.astype(np.float64) < 1.8  # float64 compare, as `_Occupancy.collides`
+            chosen[pending[clear]], ok[pending[clear]] = index[clear], True
+            pending = pending[~clear]
+        heads = new_pivots + self.offsets[chosen]
+        return ok, heads, self.heading_ids[chosen], self.head_paddle_ids[chosen], new_pivots
+
+    def run(self, rng: np.random.Generator, count: int) -> list[tuple]:
+        """The successful attempts of `count`, in order: (paddle ids (2, C), centres (2, C, 2),
+        collision state, origin tips, terminal tips) each."""
+        p, contour = self.p, self.p.contour_length
+        ok, tails, pivots, orientations = self._seed_pairs(rng, count)
+        masks = np.repeat(self.empty_mask[None], count, axis=0)
+        frees = np.repeat(self.empty_free[None], count, axis=0)
+        paddle_ids = np.zeros((count, 2, contour), dtype=np.int64)
+        centres = np.zeros((count, 2, contour, 2), dtype=np.int64)
+        paddle_ids[:, :, 0], centres[:, :, 0] = orientations, tails  # seed paddles: own orientation
+        rows = np.nonzero(ok)[0]
+        for step in range(1, contour):
+            for i in range(2):
+                if rows.size == 0:
+                    return []
+                grown, heads, headings, paddles, new_pivots = self._extend(
+                    rng, masks, frees, rows, pivots[rows, i], orientations[rows, i])
+                rows = rows[grown]
+                pivots[rows, i], orientations[rows, i] = new_pivots[grown], headings[grown]
+                paddle_ids[rows, i, step], centres[rows, i, step] = paddles[grown], heads[grown]
+                self._stamp(masks, frees, rows, paddle_ids[rows, i, step - 1], centres[rows, i, step - 1])
+        if rows.size:
+            # As the original: only the second snake's last paddle joins the mask before distractors.
+            self._stamp(masks, frees, rows, paddle_ids[rows, 1, -1], centres[rows, 1, -1])
+        pairs = []
+        cut = self.extra  # back to the paddings `_Occupancy` uses
+        for row in rows:
+            occupancy = _Occupancy(
+                masks[row, cut:masks.shape[1] - cut, cut:masks.shape[2] - cut].copy(),
+                frees[row, cut:frees.shape[1] - cut, cut:frees.shape[2] - cut].copy(),
+                self.reach, self.n,
+            )
+            tail_pair = [tuple(int(v) for v in centres[row, i, 0]) for i in range(2)]
+            ends = [tuple(int(v) for v in centres[row, i, -1]) for i in range(2)]
+            pairs.append((paddle_ids[row], centres[row], occupancy, tail_pair, ends))
+        return pairs
+
+    def draw(self, grower: "_Grower", pair: tuple) -> tuple:
+        """Contrasts and snake images of one found pair, drawn as the original does:
+        (per-snake images, collision state, origin tips, terminal tips)."""
+        p, n, rng = self.p, self.n, grower.rng
+        paddle_ids, centres, occupancy, tails, ends = pair
+        contrasts = list(p.snake_contrasts) * 2
+        rng.shuffle(contrasts)
+        scales = [[grower.choose(p.paddle_contrasts) * contrasts[i]] for i in range(2)]
+        for _ in range(p.contour_length - 1):
+            paddle_contrast = grower.choose(p.paddle_contrasts)
+            for i in range(2):
+                scales[i].append(paddle_contrast * contrasts[i])
+        images = [np.zeros((n, n), dtype=np.float32) for _ in range(2)]
+        for i, image in enumerate(images):
+            for j in range(p.contour_length):
+                _stamp(image, self.lines[paddle_ids[i, j]], (int(centres[i, j, 0]), int(centres[i, j, 1])), scales[i][j])
+        return images, occupancy, tails, ends
+
+
+@lru_cache(maxsize=None)
+def _pair_search(params: SnakeParams, margin: int) -> _PairSearch:
+    return _PairSearch(params, margin)
+
+
 @lru_cache(maxsize=None)
 def _marker(window: int, radius: float, antialias: int, fy: int, fx: int) -> np.ndarray:
     """A disk marker sprite drawn at `antialias` resolution; (fy, fx) = centre within its window."""
@@ -566,15 +711,34 @@ def draw_marker(window: int, centre: tuple[int, int], radius: float, antialias: 
     return _place((window, window), sprite, centre)
 
 
+def generate_samples(params: SnakeParams, rng: np.random.Generator, count: int) -> list[Sample]:
+    """`count` images and labels, as snakes2's from_wrapper loop makes them.
+
+    Target pairs come from rounds of `ATTEMPTS_PER_ROUND` lockstep attempts; the successes of a
+    round serve the following images in order (one pool per margin).
+    """
+    pools: dict[int, list[tuple]] = {}
+    samples = []
+    for _ in range(count):
+        label = int(rng.integers(0, 2))
+        margin = params.margins[int(rng.integers(0, len(params.margins)))]
+        grower = _Grower(params, margin, rng)
+        search = _pair_search(params, margin)
+        pool = pools.setdefault(margin, [])
+        while not pool:
+            pool.extend(search.run(rng, ATTEMPTS_PER_ROUND))
+        samples.append(_finish(params, grower, label, margin, search.draw(grower, pool.pop(0))))
+    return samples
+
+
 def generate_sample(params: SnakeParams, rng: np.random.Generator) -> Sample:
-    """One image and label, as snakes2's from_wrapper does for one loop iteration."""
-    label = int(rng.integers(0, 2))
-    margin = params.margins[int(rng.integers(0, len(params.margins)))]
-    grower = _Grower(params, margin, rng)
-    while True:
-        pair = grower.target_pair()
-        if pair is not None:
-            break
+    """One image and label (see `generate_samples`, which is faster per image for many)."""
+    return generate_samples(params, rng, 1)[0]
+
+
+def _finish(params: SnakeParams, grower: "_Grower", label: int, margin: int, pair: tuple) -> Sample:
+    """Distractors, markers and the bytescaled image around one target pair."""
+    rng = grower.rng
     snakes, occupancy, origins, ends = pair
     image = np.maximum(snakes[0], snakes[1])
     for _ in range(params.num_distractors):
