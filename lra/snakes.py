@@ -602,7 +602,7 @@ class _PairSearch:
 
     def _extend(self, rng, masks, frees, rows, pivots, orientations):
         """`_Grower.extend` for each row: (ok, heads (A, 2), heading ids, paddle ids, new pivots)."""
-        n, count = self.n, len(rows)
+        count = len(rows)
         new_pivots = np.ceil(pivots + self.ahead[orientations]).astype(np.int64)  # (A, 2)
         ring = new_pivots[:, None, :] + self.offsets  # (A, K, 2)
         inside = self._inside(ring[..., 0], ring[..., 1])
@@ -636,7 +636,7 @@ class _PairSearch:
     def run(self, rng: np.random.Generator, count: int) -> list[tuple]:
         """The successful attempts of `count`, in order: (paddle ids (2, C), centres (2, C, 2),
         collision state, origin tips, terminal tips) each."""
-        p, contour = self.p, self.p.contour_length
+        contour = self.p.contour_length
         ok, tails, pivots, orientations = self._seed_pairs(rng, count)
         masks = np.repeat(self.empty_mask[None], count, axis=0)
         frees = np.repeat(self.empty_free[None], count, axis=0)
@@ -729,11 +729,6 @@ def generate_samples(params: SnakeParams, rng: np.random.Generator, count: int) 
             pool.extend(search.run(rng, ATTEMPTS_PER_ROUND))
         samples.append(_finish(params, grower, label, margin, search.draw(grower, pool.pop(0))))
     return samples
-
-
-def generate_sample(params: SnakeParams, rng: np.random.Generator) -> Sample:
-    """One image and label (see `generate_samples`, which is faster per image for many)."""
-    return generate_samples(params, rng, 1)[0]
 
 
 def _finish(params: SnakeParams, grower: "_Grower", label: int, margin: int, pair: tuple) -> Sample:

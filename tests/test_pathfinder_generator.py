@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from bench_common import BenchError
 from lra.pathfinder import generate_layout, preset, read_layout, seeded_split
-from lra.snakes import generate_sample, generate_samples
+from lra.snakes import generate_samples
 
 
 @pytest.fixture(scope="module", params=["easy", "hard"])
