@@ -489,7 +489,9 @@ class _Grower:
 
 # ---------------------------------------------------------------- target pairs, many attempts at once
 
-ATTEMPTS_PER_ROUND = 64  # target-pair attempts grown together (a speed knob; any value is exact)
+#: Target-pair attempts grown together: a speed knob (any size is exact). Rounds aim at the pairs
+#: still needed, from the success rate seen so far (32x32 hard: about 1 attempt in 40 succeeds).
+ROUND_SIZES = (32, 512)
 
 
 class _PairSearch:
@@ -714,19 +716,23 @@ def draw_marker(window: int, centre: tuple[int, int], radius: float, antialias: 
 def generate_samples(params: SnakeParams, rng: np.random.Generator, count: int) -> list[Sample]:
     """`count` images and labels, as snakes2's from_wrapper loop makes them.
 
-    Target pairs come from rounds of `ATTEMPTS_PER_ROUND` lockstep attempts; the successes of a
-    round serve the following images in order (one pool per margin).
+    Target pairs come from rounds of lockstep attempts (`_PairSearch`); the successes of a round
+    serve the following images in order (one pool per margin).
     """
     pools: dict[int, list[tuple]] = {}
-    samples = []
+    tried: dict[int, list[int]] = {}  # margin -> [attempts, successes]
+    samples: list[Sample] = []
     for _ in range(count):
         label = int(rng.integers(0, 2))
         margin = params.margins[int(rng.integers(0, len(params.margins)))]
         grower = _Grower(params, margin, rng)
         search = _pair_search(params, margin)
-        pool = pools.setdefault(margin, [])
+        pool, seen = pools.setdefault(margin, []), tried.setdefault(margin, [0, 0])
         while not pool:
-            pool.extend(search.run(rng, ATTEMPTS_PER_ROUND))
+            wanted = (count - len(samples)) * seen[0] // max(seen[1], 1) if seen[1] else ROUND_SIZES[0]
+            size = min(max(wanted, ROUND_SIZES[0]), ROUND_SIZES[1])
+            pool.extend(search.run(rng, size))
+            seen[0], seen[1] = seen[0] + size, seen[1] + len(pool)
         samples.append(_finish(params, grower, label, margin, search.draw(grower, pool.pop(0))))
     return samples
 
