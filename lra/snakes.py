@@ -518,10 +518,9 @@ class _PairSearch:
         ids = {o: i for i, o in enumerate(orientations)}
         self.heading_ids = np.array([ids[h] for h in t.headings])
         self.head_paddle_ids = np.array([ids[_flip(h)] for h in t.headings])
-        sprites = [t.sprites(o) for o in orientations]
-        self.lines = [s.line for s in sprites]
-        self.masks = np.stack([s.mask for s in sprites])  # (O, s, s)
-        self.frees = np.stack([s.free for s in sprites])  # (O, s + 2m, s + 2m)
+        self.paddles = [t.sprites(o) for o in orientations]  # by orientation id
+        self.masks = np.stack([s.mask for s in self.paddles])  # (O, s, s)
+        self.frees = np.stack([s.free for s in self.paddles])  # (O, s + 2m, s + 2m)
         self.weights = np.stack([t.heading(o)[2] for o in orientations])  # (O, K) float64
         self.ahead = np.array([t.heading(o)[:2] for o in orientations])  # (O, 2)
         length, back = p.paddle_length, p.paddle_length + margin
@@ -687,7 +686,7 @@ class _PairSearch:
         images = [np.zeros((n, n), dtype=np.float32) for _ in range(2)]
         for i, image in enumerate(images):
             for j in range(p.contour_length):
-                _stamp(image, self.lines[paddle_ids[i, j]], (int(centres[i, j, 0]), int(centres[i, j, 1])), scales[i][j])
+                _stamp(image, self.paddles[paddle_ids[i, j]].line, (int(centres[i, j, 0]), int(centres[i, j, 1])), scales[i][j])
         return images, occupancy, tails, ends
 
 

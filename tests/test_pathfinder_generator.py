@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from bench_common import BenchError
 from lra.pathfinder import generate_layout, preset, read_layout, seeded_split
-from lra.snakes import generate_samples
+from lra.snakes import _pair_search, _tables, generate_samples
 
 
 @pytest.fixture(scope="module", params=["easy", "hard"])
@@ -140,3 +140,24 @@ def test_same_seed_same_images():
     assert all(np.array_equal(a.image, b.image) and a.label == b.label for a, b in zip(first, again))
     assert not all(np.array_equal(a.image, b.image) for a, b in zip(first, other))
 
+
+
+@pytest.mark.parametrize("resolution", [32, 128])
+def test_array_pair_search_state_matches_sequential_stamps(resolution):
+    """The lockstep search's collision state equals stamping its paddles one by one (every
+    paddle but the first snake's last, as the original), free-weight layer included."""
+    params = preset(resolution, "easy")
+    margin = params.margins[0]
+    search = _pair_search(params, margin)
+    pairs = search.run(np.random.default_rng(2), 64)
+    assert pairs
+    for paddle_ids, centres, occupancy, tails, ends in pairs:
+        rebuilt = _tables(params, margin).empty.copy()
+        for step in range(params.contour_length):
+            for snake in (0, 1):
+                if (snake, step) != (0, params.contour_length - 1):
+                    rebuilt.stamp(search.paddles[paddle_ids[snake, step]], tuple(int(v) for v in centres[snake, step]))
+        assert np.array_equal(occupancy.padded, rebuilt.padded)
+        assert np.array_equal(occupancy.free, rebuilt.free)
+        assert tails == [tuple(int(v) for v in centres[i, 0]) for i in (0, 1)]
+        assert ends == [tuple(int(v) for v in centres[i, -1]) for i in (0, 1)]
