@@ -66,6 +66,20 @@ def test_image_statistics_in_range(samples):
     assert 0.3 <= background <= 0.9
 
 
+#: Pixel mean and background fraction of 1500 images of the one-attempt-at-a-time port (commit
+#: ba5ceee, whose images the original snakes2 rules define); per-image spread about 1-1.6 and 0.02-0.03.
+REFERENCE_STATISTICS = {"easy": (20.64, 0.653), "intermediate": (22.49, 0.627), "hard": (27.75, 0.549)}
+
+
+@pytest.mark.parametrize("difficulty", sorted(REFERENCE_STATISTICS))
+def test_pixel_statistics_match_the_reference_port(difficulty):
+    images = np.stack([s.image for s in generate_samples(preset(32, difficulty), np.random.default_rng(21), 200)])
+    mean, background = REFERENCE_STATISTICS[difficulty]
+    # Tolerances are about 7 standard errors of a 200-image estimate.
+    assert abs(images.mean() - mean) < 0.8
+    assert abs((images == 0).mean() - background) < 0.012
+
+
 def write_layout(root: Path, rows: list[tuple[int, np.ndarray]]) -> None:
     (root / "imgs" / "0").mkdir(parents=True)
     (root / "metadata").mkdir()
