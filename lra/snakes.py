@@ -338,6 +338,10 @@ class _Tables:
         self._rings: dict[tuple[int, int], Optional[tuple[np.ndarray, int]]] = {}
         self._first_seeds: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self.seed_reach = params.paddle_length + margin  # the seed struct's half side
+        n, reach = params.window, self.seed_reach
+        self.seed_canvas = np.zeros((n + 2 * reach, n + 2 * reach), dtype=bool)
+        self.seed_canvas[reach:reach + n, reach:reach + n] = True
+        self.seed_canvas[reach + 1:reach + n - 1, reach + 1:reach + n - 1] = False
         self._seed_windows: dict[float, tuple[tuple[slice, slice], ...]] = {}
 
     def sprites(self, orientation: float) -> _Paddle:
@@ -406,18 +410,16 @@ class _Grower:
     def seed(self, occupancy: _Occupancy, stop_below: float) -> Optional[tuple]:
         """Places a distractor's first paddle on free space away from the outer ring; returns
         (tail, pivot, orientation) or None. (Target seeds: `_PairSearch._seed_pairs`.)"""
-        p, n = self.p, self.p.window
-        reach = self.t.seed_reach
-        occupied = np.zeros((n + 2 * reach, n + 2 * reach), dtype=bool)  # beyond the image: free
-        inner = occupied[reach:reach + n, reach:reach + n]
-        np.greater(occupancy.interior, 0.3, out=inner)  # not free
-        inner[0, :], inner[-1, :], inner[:, 0], inner[:, -1] = True, True, True, True
+        p, n, reach = self.p, self.p.window, self.t.seed_reach
+        free = _free(occupancy.interior)
         # The mask does not change between retrials: test once, return where the original would.
-        crowded = _free(occupancy.interior).mean() < stop_below
+        if np.count_nonzero(free) / free.size < stop_below:
+            self.random_orientation()
+            return None
+        occupied = self.t.seed_canvas.copy()  # the outer ring occupied, beyond the image free
+        np.logical_not(free[1:-1, 1:-1], out=occupied[reach + 1:reach + n - 1, reach + 1:reach + n - 1])
         for _ in range(p.max_paddle_retrial + 1):
             orientation = self.random_orientation()
-            if crowded:
-                return None
             ys, xs = np.nonzero(_clear_of(occupied, self.t.seed_windows(orientation)))
             if ys.size == 0:
                 return None
