@@ -394,6 +394,8 @@ def _tables(params: SnakeParams, margin: int) -> _Tables:
 # ---------------------------------------------------------------- growing snakes
 
 class _Grower:
+    """One-at-a-time growth (distractors) with the random stream of one image."""
+
     def __init__(self, params: SnakeParams, margin: int, rng: np.random.Generator):
         self.p = params
         self.rng = rng
@@ -506,8 +508,9 @@ class _PairSearch:
     same tables and float operations). Any failure ends the attempt, as the original's regrowth.
     Attempts are independent and identically distributed, so the successful ones, taken in
     attempt order, are independent draws of what the original's retry loop returns. Only the use
-    of the random stream differs: retrials are drawn only for attempts that need them, and a
-    uniform integer below `count` is floor(u * count).
+    of the random stream differs: the seeds' retrials are drawn up front (unused ones are
+    discarded, which leaves the used ones independent and uniform), a paddle's retrials only for
+    attempts that need them, and a uniform integer below `count` is floor(u * count).
     """
 
     def __init__(self, params: SnakeParams, margin: int):
@@ -521,8 +524,8 @@ class _PairSearch:
         self.heading_ids = np.array([ids[h] for h in t.headings])
         self.head_paddle_ids = np.array([ids[_flip(h)] for h in t.headings])
         self.paddles = [t.sprites(o) for o in orientations]  # by orientation id
-        self.masks = np.stack([s.mask for s in self.paddles])  # (O, s, s)
-        self.frees = np.stack([s.free for s in self.paddles])  # (O, s + 2m, s + 2m)
+        self.mask_sprites = np.stack([s.mask for s in self.paddles])  # (O, s, s)
+        self.free_sprites = np.stack([s.free for s in self.paddles])  # (O, s + 2m, s + 2m)
         self.weights = np.stack([t.heading(o)[2] for o in orientations])  # (O, K) float64
         self.ahead = np.array([t.heading(o)[:2] for o in orientations])  # (O, 2)
         length, back = p.paddle_length, p.paddle_length + margin
@@ -544,10 +547,10 @@ class _PairSearch:
         self.free_pad = t.reach + margin + self.extra
         self.empty_mask = np.pad(t.empty.padded, self.extra)
         self.empty_free = np.pad(t.empty.free, self.extra)
-        side, free_side = self.masks.shape[1], self.frees.shape[1]
+        side, free_side = self.mask_sprites.shape[1], self.free_sprites.shape[1]
         self.grid = np.arange(side)
-        self.masks_flat = self.masks.reshape(len(orientations), -1)  # (O, s * s)
-        self.frees_flat = self.frees.reshape(len(orientations), -1)
+        self.masks_flat = self.mask_sprites.reshape(len(orientations), -1)  # (O, s * s)
+        self.frees_flat = self.free_sprites.reshape(len(orientations), -1)
         # Flat offsets of a sprite's window in the padded canvases (row-major, as the sprites).
         mask_side, free_canvas = self.empty_mask.shape[0], self.empty_free.shape[0]
         self.mask_window = (np.arange(side)[:, None] * mask_side + np.arange(side)).reshape(-1)
