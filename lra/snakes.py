@@ -644,12 +644,14 @@ class _PairSearch:
         collision state, origin tips, terminal tips) each."""
         contour = self.p.contour_length
         ok, tails, pivots, orientations = self._seed_pairs(rng, count)
+        tails, pivots, orientations = tails[ok], pivots[ok], orientations[ok]  # canvases for seeded only
+        count = len(tails)
         masks = np.repeat(self.empty_mask[None], count, axis=0)
         frees = np.repeat(self.empty_free[None], count, axis=0)
         paddle_ids = np.zeros((count, 2, contour), dtype=np.int64)
         centres = np.zeros((count, 2, contour, 2), dtype=np.int64)
         paddle_ids[:, :, 0], centres[:, :, 0] = orientations, tails  # seed paddles: own orientation
-        rows = np.nonzero(ok)[0]
+        rows = np.arange(count)
         for step in range(1, contour):
             for i in range(2):
                 if rows.size == 0:
