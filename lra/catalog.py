@@ -123,7 +123,7 @@ PATHFINDER_LRA = (lra_model(4, 4, 32, 16, 32, "mean"), lra_train(512, 1e-3, 0.0,
 for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("easy", "-easy")):
     _contour = {"easy": 6, "intermediate": 9, "hard": 14}[_difficulty]
     declare(
-        f"pathfinder{_suffix}", version=1,
+        f"pathfinder{_suffix}", version=2,  # 2: lockstep pair search (new random stream)
         description=f"Pathfinder 32x32, {_difficulty} (contour length {_contour}){' = LRA Pathfinder' if not _suffix else ''}",
         source="lra_release/pathfinder32/ (if present) or the snakes2 port, seeded 80/10/10 split",
         tokenisation="grayscale pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
@@ -132,7 +132,7 @@ for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("
         lra=PATHFINDER_LRA, uniform=(uniform_model(), uniform_train(62400)),
     )
 declare(
-    "pathx", version=1,
+    "pathx", version=2,  # 2: lockstep pair search (new random stream)
     description="Path-X: Pathfinder 128x128, hard (contour length 14)",
     source="lra_release/pathfinder128/curv_contour_length_14 (if present) or the snakes2 port, seeded 80/10/10",
     tokenisation="grayscale pixel values 0-255, row-major", seq_len=16384, vocab_size=256, num_classes=2,

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from bench_common import BenchError
 from lra.cache import Split, atomic_write_text, params_hash
-from lra.snakes import SnakeParams, generate_sample
+from lra.snakes import SnakeParams, generate_samples
 from lra.task import Loader, Task
 from lra.tsv import parse_label
 
@@ -80,8 +80,7 @@ def _write_batch(job: tuple[Path, SnakeParams, int, int, int]) -> int:
     images.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, batch])
     lines = []
-    for index in range(count):
-        sample = generate_sample(params, rng)
+    for index, sample in enumerate(generate_samples(params, rng, count)):
         Image.fromarray(sample.image).save(images / f"sample_{index}.png")
         lines.append(_metadata_line(batch, index, sample.label, sample.margin, params))
     atomic_write_text(metadata, "\n".join(lines) + "\n")
