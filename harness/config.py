@@ -26,9 +26,10 @@ import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Optional, get_args, get_origin
 
 from bench_common import BenchError
+from bench_common.values import UNION_TYPES, check_value
 
 # Bump when the meaning of a config key or of a record field changes: an output directory written
 # under another version is refused instead of being silently mixed with new results.
@@ -109,56 +110,11 @@ def _unknown_key(where: str, key: str, accepted: list[str]) -> BenchError:
 # --------------------------------------------------------------------------- value checking
 
 
-def check_value(path: str, value: Any, hint: Any) -> Any:
-    """`value` (from JSON/YAML/TOML or Python) checked against `hint`; returns the JSON form."""
-    origin = get_origin(hint)
-    if hint is Any or hint is None:
-        return value
-    if origin is Literal:
-        if value not in get_args(hint):
-            raise BenchError(f"{path}: expected one of {', '.join(map(repr, get_args(hint)))}, got {value!r}")
-        return value
-    if origin is Union:
-        args = get_args(hint)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise BenchError(f"{path}: must not be null")
-        inner = [a for a in args if a is not type(None)]
-        return check_value(path, value, inner[0] if len(inner) == 1 else Any)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise BenchError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BenchError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BenchError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise BenchError(f"{path}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        args = get_args(hint)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise BenchError(f"{path}: expected a list of {len(args)} values, got {value!r}")
-        return [check_value(f"{path}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args))]
-    if hint is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise BenchError(f"{path}: expected a mapping, got {value!r}")
-        return json.loads(json.dumps(value))  # a deep, JSON-normalised copy (int keys -> str)
-    return value
-
-
 def parse_text(path: str, text: str, hint: Any) -> Any:
     """A `--set` value (always a string) parsed by the type of the field it sets."""
     origin = get_origin(hint)
     lowered = text.strip().lower()
-    if origin is Union:
+    if origin in UNION_TYPES:
         if lowered in ("none", "null"):
             return check_value(path, None, hint)
         inner = [a for a in get_args(hint) if a is not type(None)]

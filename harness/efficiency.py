@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import median
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 

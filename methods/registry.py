@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typing
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from typing import Any, Callable
 
 from bench_common import BenchError, Registry, check_option_keys
 from bench_common.registry import constructor_options
+from bench_common.values import check_value
 from methods.base import AttentionMethod
 
 ATTENTION = Registry("attention method", AttentionMethod)
@@ -53,7 +54,7 @@ def validate_attention_options(name: str, options: dict[str, Any]) -> dict[str, 
     params = constructor_options(cls, SHAPE_ARGS)
     check_option_keys(f"attention method '{name}'", options, params)
     hints = typing.get_type_hints(cls.__init__)
-    return {k: _coerce(f"attention method '{name}' option '{k}'", v, hints.get(k)) for k, v in options.items()}
+    return {k: check_value(f"attention method '{name}' option '{k}'", v, hints.get(k)) for k, v in options.items()}
 
 
 def create_attention(
@@ -68,44 +69,3 @@ def create_attention(
     method = cls(num_heads=num_heads, head_dim=head_dim, max_seq_len=max_seq_len, **options)
     method.num_heads, method.head_dim, method.max_seq_len = num_heads, head_dim, max_seq_len
     return method
-
-
-def _coerce(what: str, value: Any, hint: Any) -> Any:
-    """Checks `value` against a simple annotation; unknown annotations accept anything."""
-    if hint is None or hint is Any:
-        return value
-    origin = get_origin(hint)
-    if origin is Literal:
-        if value not in get_args(hint):
-            raise BenchError(f"{what}: expected one of {', '.join(map(repr, get_args(hint)))}, got {value!r}")
-        return value
-    if origin is Union or str(origin) == "<class 'types.UnionType'>":
-        args = get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(what, value, arg)
-            except BenchError as err:
-                errors.append(str(err))
-        raise BenchError(errors[0] if errors else f"{what}: unexpected value {value!r}")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise BenchError(f"{what}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BenchError(f"{what}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BenchError(f"{what}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise BenchError(f"{what}: expected a string, got {value!r}")
-        return value
-    return value
