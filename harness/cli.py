@@ -155,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.executors import executor_from_flags
     from harness.sweep import failed, resolve_specs, run_sweep
 
-    executor = executor_from_flags(args.executor, args.plugin, args.ray_address, args.run_timeout, args.run_memory_gb)
+    executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb)
     request = sweep_request(args)
     specs = resolve_specs(request)
     dist = init_from_env(request.device)

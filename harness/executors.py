@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol
 
 from bench_common import BenchError, check_option_keys
 from bench_common.registry import constructor_options
@@ -91,17 +91,15 @@ def get_executor(name: str, **options: Any) -> Executor:
 
 def executor_from_flags(
     name: str,
-    plugins: Sequence[str] = (),
     ray_address: Optional[str] = None,
     timeout_s: Optional[float] = None,
     memory_gb: Optional[float] = None,
 ) -> Executor:
     """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
 
-    `plugins` is accepted for the CLI's call but not needed: the --plugin list travels in every
-    run's config (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
+    Plugins need no flag here: the --plugin list travels in every run's config
+    (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
     """
-    del plugins
     if ray_address is not None and name != "ray":
         raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
     if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
