@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--methods", type=_names, help="comma-separated method labels or registry names")
     common.add_argument("--tasks", type=_names, help="comma-separated task names")
     common.add_argument("--seeds", type=_ints, help="comma-separated seeds")
-    common.add_argument("--out", type=Path, help="output directory (default results/<suite>)")
+    common.add_argument("--out", type=Path, help="output directory (default runs/<suite>; results/ holds the committed runs)")
     common.add_argument("--data-dir", type=Path, help="where task data is cached (default $TREEFORMER_BENCH_DATA or the user cache dir)")
     common.add_argument("--device", help="cpu, cuda or auto (cuda when available; the default)")
     common.add_argument("--config", type=Path, help="config file (.json, .yaml, .toml) layered over the suite")
@@ -103,7 +103,7 @@ def resolve_device(requested: str) -> str:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    return args.out or Path("results") / args.suite
+    return args.out or Path("runs") / args.suite
 
 
 def sweep_request(args: argparse.Namespace):
@@ -183,7 +183,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
             options[key] = json.loads(text)
         except ValueError:
             options[key] = text
-    out = args.out or Path("results") / "efficiency"
+    out = args.out or Path("runs") / "efficiency"
     path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
     print(f"efficiency results: {path}")
     return 0

@@ -40,7 +40,7 @@ class SweepRequest:
     sets: list[str] = field(default_factory=list)
     device: str = "cpu"
     data_dir: Path = field(default_factory=default_data_dir)
-    out: Path = Path("results")
+    out: Path = Path("runs")
     plugins: list[str] = field(default_factory=list)
 
 
