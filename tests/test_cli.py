@@ -117,8 +117,8 @@ def test_bare_invocation_runs_the_suite_and_renders_its_report(tmp_path, tiny_su
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "device", "cpu")
     monkeypatch.chdir(tmp_path)
     assert main([]) == 0
-    assert (tmp_path / "results/tiny/records/tiny-majority/full/seed0.json").exists()
-    assert (tmp_path / "results/tiny/report/index.md").exists()
+    assert (tmp_path / "runs/tiny/records/tiny-majority/full/seed0.json").exists()
+    assert (tmp_path / "runs/tiny/report/index.md").exists()
 
 
 def test_report_of_a_missing_directory_exits_2(tmp_path, capsys):
