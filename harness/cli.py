@@ -107,7 +107,7 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 
 def sweep_request(args: argparse.Namespace):
-    from harness.sweep import SweepRequest
+    from harness.sweep.driver import SweepRequest
     from lra import default_data_dir
 
     return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
@@ -141,7 +141,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             task = get_task(name)
             where = "offline" if task.offline else "needs data"
             print(f"  {name:<18} n={task.seq_len:<6} {where:<10} {task.description}")
-    from harness.suites import SUITES
+    from harness.config.suites import SUITES
 
     print("suites:")
     for name, suite in SUITES.items():
@@ -151,9 +151,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.distributed import init_from_env, shutdown
-    from harness.executors import executor_from_flags
-    from harness.sweep import failed, resolve_specs, run_sweep
+    from harness.training.distributed import init_from_env, shutdown
+    from harness.sweep.executors import executor_from_flags
+    from harness.sweep.driver import failed, resolve_specs, run_sweep
 
     executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb)
     request = sweep_request(args)
@@ -170,8 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
-    from harness.efficiency import run_efficiency
-    from harness.suites import get_suite
+    from harness.measure.efficiency import run_efficiency
+    from harness.config.suites import get_suite
 
     methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
     options: dict[str, Any] = {}
@@ -190,7 +190,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import render_report
+    from harness.report.render import render_report
 
     run_dir = getattr(args, "run_dir", None) or out_dir(args)  # bare invocation: the suite's --out
     if not Path(run_dir).is_dir():
@@ -200,8 +200,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from harness import runner
-    from harness.sweep import resolve_specs
+    from harness.sweep import runner
+    from harness.sweep.driver import resolve_specs
 
     request = sweep_request(args)
     prepared = set()

@@ -50,7 +50,7 @@ class AttentionMethod(nn.Module):
         The pass is the one run in evaluation, without gradients: work that only serves the
         backward (skipped there) is not counted, and a data-dependent cost is stated for the case
         the method's docstring names (e.g. a balanced tree).
-        Counted as the harness's fvcore handles count (harness/flops.py), so the two agree:
+        Counted as the harness's fvcore handles count (harness/measure/flops.py), so the two agree:
         matmul/bmm/einsum/linear: one MAC per multiply-add; softmax, log_softmax and exp: one per
         element; scatter_add/index_add/cumsum: one per element added; scaled_dot_product_attention:
         2*nq*nk*d matmul MACs plus nq*nk softmax MACs per (batch, head); data movement and

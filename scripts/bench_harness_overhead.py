@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Harness overhead: `harness.train.train` vs a bare PyTorch loop, same model, same batch size.
+"""Harness overhead: `harness.training.loop.train` vs a bare PyTorch loop, same model, same batch size.
 
 The harness side is the whole `train()` call (seeded batches from numpy, callbacks point, LR
 schedule, loss check, clipping off, progress off, plus its one validation batch and one test
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.config import TrainConfig  # noqa: E402
-from harness.model import EncoderClassifier, ModelConfig  # noqa: E402
-from harness.train import Splits, autocast, train  # noqa: E402
+from harness.config.layered import TrainConfig  # noqa: E402
+from harness.training.model import EncoderClassifier, ModelConfig  # noqa: E402
+from harness.training.loop import Splits, autocast, train  # noqa: E402
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Speed and memory of one Treeformer attention layer against `sdpa` and its peers (issue 3).
 
-One attention layer = the model's Q/K/V and output projections + the core (harness.model
+One attention layer = the model's Q/K/V and output projections + the core (harness.training.model
 .AttentionLayer), B=1, 4 heads, head_dim 64, fp32, forward + backward, on the CPU. Methods are
 interleaved: every repetition times each method once (in a rotating order) and divides by the
 `sdpa` time of the *same* repetition, so load from other processes hits numerator and denominator
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import torch.utils.benchmark as benchmark  # noqa: E402
 from torch import nn  # noqa: E402
 
-from harness.model import AttentionLayer, ModelConfig  # noqa: E402
+from harness.training.model import AttentionLayer, ModelConfig  # noqa: E402
 from methods import create_attention, list_attentions  # noqa: E402
 
 HEADS, HEAD_DIM = 4, 64

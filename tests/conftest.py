@@ -101,7 +101,7 @@ TINY_TASKS = {
 @pytest.fixture
 def tiny_tasks(monkeypatch):
     """Makes the harness find the tiny tasks by name (other names go to the real registry)."""
-    from harness import runner
+    from harness.sweep import runner
 
     real = runner.load_task
     monkeypatch.setattr(runner, "load_task", lambda name: TINY_TASKS[name] if name in TINY_TASKS else real(name))
@@ -111,7 +111,7 @@ def tiny_tasks(monkeypatch):
 @pytest.fixture
 def tiny_suite(tiny_tasks):
     """A registered suite 'tiny' over the tiny majority task with full and sdpa (removed after)."""
-    from harness.suites import SUITES, Suite, plain, register_suite
+    from harness.config.suites import SUITES, Suite, plain, register_suite
 
     suite = register_suite(Suite(name="tiny", description="tests", tasks=("tiny-majority",),
                                  methods=(plain("full"), plain("sdpa")), family="lra"))

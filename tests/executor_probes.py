@@ -1,6 +1,6 @@
 """Run functions for tests/test_executors.py: importable by name in spawned processes and Ray workers.
 
-Each stands in for harness.runner.execute_run and misbehaves in one way. Kept free of torch so a
+Each stands in for harness.sweep.runner.execute_run and misbehaves in one way. Kept free of torch so a
 spawned child starts fast and fits a small memory cap.
 """
 
@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from harness.executors import RunSpec
+from harness.sweep.executors import RunSpec
 
 
 def report_pid(spec: RunSpec) -> dict:

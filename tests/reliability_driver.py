@@ -12,9 +12,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
 
 from conftest import TINY_TASKS  # noqa: E402
-from harness import runner, train  # noqa: E402
+from harness.sweep import runner  # noqa: E402
+from harness.training import loop as train  # noqa: E402
 from harness.cli import main  # noqa: E402
-from harness.suites import Suite, plain, register_suite  # noqa: E402
+from harness.config.suites import Suite, plain, register_suite  # noqa: E402
 
 runner.load_task = lambda name: TINY_TASKS[name]
 register_suite(Suite(name="reliability", description="tiny runs for reliability tests",

@@ -6,8 +6,8 @@ Idempotent: importing it twice changes nothing.
 """
 
 from conftest import TINY_TASKS
-from harness import runner
-from harness.suites import SUITES, Suite, plain, register_suite
+from harness.sweep import runner
+from harness.config.suites import SUITES, Suite, plain, register_suite
 
 SUITE = "scaleout-tiny"
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_common import BenchError
-from harness.model import EncoderClassifier, ModelConfig
+from harness.training.model import EncoderClassifier, ModelConfig
 from methods import create_attention
 from methods.xformers_attention import padding_bias
 

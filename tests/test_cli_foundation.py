@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench_common import BenchError
-from harness.model import EncoderClassifier, ModelConfig
+from harness.training.model import EncoderClassifier, ModelConfig
 from methods import create_attention, get_attention_class
 
 REPO = Path(__file__).resolve().parents[1]

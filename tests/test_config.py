@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench_common import BenchError
-from harness import config as cfg
-from harness.sweep import SweepRequest, resolve_specs
+from harness.config import layered as cfg
+from harness.sweep.driver import SweepRequest, resolve_specs
 
 
 def resolve(tmp_path, sets=(), config_file=None, suite="tiny", **kwargs):
@@ -18,7 +18,7 @@ def resolve(tmp_path, sets=(), config_file=None, suite="tiny", **kwargs):
 
 
 def test_layers_apply_in_order_defaults_task_suite_file_set(tmp_path, tiny_suite):
-    from harness.suites import SUITES, Suite, plain, register_suite
+    from harness.config.suites import SUITES, Suite, plain, register_suite
 
     SUITES.remove("tiny")
     register_suite(Suite(name="tiny", description="t", tasks=("tiny-majority",), methods=(plain("full"),),

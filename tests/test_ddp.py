@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench_common import BenchError
-from harness import distributed
-from harness.distributed import DistInfo
+from harness.training import distributed
+from harness.training.distributed import DistInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
@@ -36,7 +36,7 @@ def test_world_is_read_from_torchrun_variables_only_when_all_are_set():
 
 
 def test_non_local_executor_is_refused_under_torchrun(monkeypatch):
-    from harness.executors import get_executor
+    from harness.sweep.executors import get_executor
 
     for name, value in TORCHRUN_ENV.items():
         monkeypatch.setenv(name, value)

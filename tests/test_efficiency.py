@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench_common import BenchError
-from harness.efficiency import History, run_efficiency
-from harness.timing import peak_memory_mb
+from harness.measure.efficiency import History, run_efficiency
+from harness.measure.timing import peak_memory_mb
 from methods import create_attention, register_attention
 from methods.full import FullAttention
 

@@ -17,8 +17,8 @@ import pytest
 
 import executor_probes as probes
 from bench_common import BenchError
-from harness.records import RECORD_KEYS
-from harness.executors import (
+from harness.sweep.records import RECORD_KEYS
+from harness.sweep.executors import (
     RunSpec,
     executor_from_flags,
     failure_record,
@@ -224,7 +224,7 @@ VOLATILE_METRICS = {"train_seconds", "steps_per_second", "tokens_per_second", "p
 
 
 def sweep_records(executor, out: Path, suite: str, sets: list, plugins: list, seeds=(0,)) -> dict:
-    from harness.sweep import SweepRequest, resolve_specs, run_sweep
+    from harness.sweep.driver import SweepRequest, resolve_specs, run_sweep
 
     request = SweepRequest(suite=suite, seeds=list(seeds), sets=sets, out=out, data_dir=out.parent / "data",
                            plugins=plugins)
@@ -267,7 +267,7 @@ def one_torch_thread():
 @pytest.mark.slow
 def test_ray_smoke_suite_matches_local(ray_cluster, tmp_path, one_torch_thread):
     """The smoke suite as CI knows it, seed 0, through both executors."""
-    from harness.executors import LocalExecutor
+    from harness.sweep.executors import LocalExecutor
 
     local = sweep_records(LocalExecutor(), tmp_path / "local", "smoke", [], [])
     remote = sweep_records(get_executor("ray"), tmp_path / "ray", "smoke", [], [])
@@ -302,7 +302,7 @@ def test_cli_subprocess_executor_gives_the_same_records_as_local(tmp_path):
 @pytest.mark.slow
 def test_real_run_over_the_memory_cap_is_an_oom_row(tmp_path):
     """A real run whose batch needs ~2 GiB at a 1.5 GiB cap: an `oom` row, and the driver lives on."""
-    from harness.sweep import SweepRequest, resolve_specs, run_sweep
+    from harness.sweep.driver import SweepRequest, resolve_specs, run_sweep
     from methods import load_plugin
 
     load_plugin(TINY_PLUGIN)

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.flops import analyze, count_macs
-from harness.model import EncoderClassifier, ModelConfig
+from harness.measure.flops import analyze, count_macs
+from harness.training.model import EncoderClassifier, ModelConfig
 from methods import AttentionMethod, create_attention, get_attention_class, list_attentions, register_attention
 
 HEADS, HEAD_DIM = 2, 16

@@ -150,7 +150,7 @@ def test_sdpa_agrees_across_cuda_backends():
 @pytest.mark.parametrize("name", list_attentions())
 def test_encoder_trains_a_step_on_cuda_under_bf16(name):
     """One optimiser step of the benchmark's encoder with `name` on CUDA, as the loop runs it."""
-    from harness.model import EncoderClassifier, ModelConfig
+    from harness.training.model import EncoderClassifier, ModelConfig
 
     skip_if_not_installed(name)
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.model import EncoderClassifier, ModelConfig
+from harness.training.model import EncoderClassifier, ModelConfig
 from methods import create_attention, list_attentions, load_plugin
 
 REPO = Path(__file__).resolve().parents[1]

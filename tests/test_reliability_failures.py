@@ -4,7 +4,7 @@ what was measured so far, and the sweep goes on to the next run (CLI exit status
 import pytest
 
 from harness.cli import main
-from harness.records import read_record, record_path
+from harness.sweep.records import read_record, record_path
 from reliability_support import FAULTY_PLUGIN, one_thread, write_plugin  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

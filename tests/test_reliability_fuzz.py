@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bench_common import BenchError
-from harness import config as cfg
-from harness.checkpoints import load_checkpoint, rng_state, save_checkpoint
-from harness.records import read_record
+from harness.config import layered as cfg
+from harness.training.checkpoints import load_checkpoint, rng_state, save_checkpoint
+from harness.sweep.records import read_record
 from lra.listops import read_split_file
 from lra.pathfinder import read_layout
 from lra.retrieval import read_pairs

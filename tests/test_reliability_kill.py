@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkpoints import load_checkpoint
-from harness.records import iter_record_paths, read_record
+from harness.training.checkpoints import load_checkpoint
+from harness.sweep.records import iter_record_paths, read_record
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = ROOT / "tests" / "reliability_driver.py"

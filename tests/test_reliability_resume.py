@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from harness import train as train_module
-from harness.checkpoints import load_checkpoint
+from harness.training import loop as train_module
+from harness.training.checkpoints import load_checkpoint
 from harness.cli import main
-from harness.records import iter_record_paths, read_record
+from harness.sweep.records import iter_record_paths, read_record
 from reliability_support import one_thread  # noqa: F401
 
 MEASURED = {"train_seconds", "steps_per_second", "tokens_per_second", "peak_memory_mb"}

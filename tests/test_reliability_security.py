@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench_common import BenchError
-from harness.checkpoints import load_checkpoint, save_checkpoint
+from harness.training.checkpoints import load_checkpoint, save_checkpoint
 from harness.cli import main
 
 
@@ -51,7 +51,7 @@ def test_plain_pickle_checkpoint_is_refused_without_running_it(tmp_path):
 
 def test_saved_training_state_loads_under_weights_only(tmp_path):
     # Everything the loop saves (RNG states included) must load with weights_only=True.
-    from harness.checkpoints import rng_state
+    from harness.training.checkpoints import rng_state
 
     path = tmp_path / "state.pt"
     state = {"key": "k", "step": 7, "model": {"w": torch.ones(2)}, "rng": rng_state(), "history": [{"step": 5}]}

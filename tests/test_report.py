@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.records import METRIC_KEYS, SCHEMA, write_json_atomic
-from harness.report import render_report
+from harness.sweep.records import METRIC_KEYS, SCHEMA, write_json_atomic
+from harness.report.render import render_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,10 +147,10 @@ def test_empty_directory_and_a_damaged_record(tmp_path):
 def test_render_report_never_imports_models_or_methods(run_dir, tmp_path):
     run_dir = shutil.copytree(run_dir, tmp_path / "copy")
     script = (
-        "import sys; from pathlib import Path; from harness.report import render_report; "
+        "import sys; from pathlib import Path; from harness.report.render import render_report; "
         f"render_report(Path({str(run_dir)!r})); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('methods', 'torch', 'lra', 'fvcore') "
-        "or m in ('harness.model', 'harness.flops', 'harness.train')))"
+        "or m in ('harness.training.model', 'harness.measure.flops', 'harness.training.loop')))"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
                             env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin", "HOME": str(run_dir)})

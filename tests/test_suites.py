@@ -4,8 +4,8 @@ reach the record."""
 import pytest
 
 from bench_common import BenchError
-from harness.suites import SUITES, MethodVariant, Suite, register_suite
-from harness.sweep import SweepRequest, resolve_specs
+from harness.config.suites import SUITES, MethodVariant, Suite, register_suite
+from harness.sweep.driver import SweepRequest, resolve_specs
 
 
 @pytest.mark.parametrize("name", SUITES.names())
@@ -35,8 +35,8 @@ def test_duplicate_labels_are_refused():
 
 
 def test_bootstrap_events_are_recorded(tmp_path, tiny_suite):
-    from harness.executors import LocalExecutor
-    from harness.sweep import run_sweep
+    from harness.sweep.executors import LocalExecutor
+    from harness.sweep.driver import run_sweep
 
     SUITES.remove("tiny")
     plan = {"warmup_attention": "full", "stages": [{"at_step": 4, "attention": "treeformer-tc", "options": {"height": 2}},

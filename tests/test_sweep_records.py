@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench_common import BenchError
-from harness import records, runner
-from harness.executors import LocalExecutor
-from harness.sweep import SweepRequest, failed, resolve_specs, run_sweep
+from harness.sweep import records, runner
+from harness.sweep.executors import LocalExecutor
+from harness.sweep.driver import SweepRequest, failed, resolve_specs, run_sweep
 
 NAN_PLUGIN = '''
 import torch
@@ -163,7 +163,7 @@ def test_random_record_bytes_read_or_raise_bench_error(tmp_path_factory, data):
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_checkpoint_bytes_load_or_raise_bench_error(tmp_path_factory, data):
-    from harness.checkpoints import load_checkpoint
+    from harness.training.checkpoints import load_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "seed0.pt"
     path.write_bytes(data)

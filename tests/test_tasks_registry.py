@@ -35,7 +35,7 @@ def test_unknown_task_suggests_close_names():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_configs_use_harness_field_names(name):
-    from harness.model import ModelConfig
+    from harness.training.model import ModelConfig
 
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     task = get_task(name)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from harness.config import TrainConfig
-from harness.model import EncoderClassifier, ModelConfig
-from harness.train import Splits, evaluate, loss_and_correct, lr_factor, train
+from harness.config.layered import TrainConfig
+from harness.training.model import EncoderClassifier, ModelConfig
+from harness.training.loop import Splits, evaluate, loss_and_correct, lr_factor, train
 from conftest import TINY_TASKS
 
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from bench_common import BenchError
-from harness.bootstrap import build_bootstrap, validate_bootstrap
-from harness.model import EncoderClassifier, ModelConfig
+from harness.training.bootstrap import build_bootstrap, validate_bootstrap
+from harness.training.model import EncoderClassifier, ModelConfig
 
 SEQ_LEN = 32
 

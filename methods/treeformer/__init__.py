@@ -9,7 +9,7 @@ Importing the package registers two cores (options, defaults first):
 
 Rule for `height`: 1 <= height <= 10 and 2^height <= max_seq_len. Both cores keep their tree as
 `tree.weight` (H, 2^h - 1, d) and `tree.bias` (H, 2^h - 1), so a TC -> TF switch keeps it;
-`RoutingTree.grown()` grows a trained tree by one level (harness/bootstrap.py uses it).
+`RoutingTree.grown()` grows a trained tree by one level (harness/training/bootstrap.py uses it).
 """
 
 from methods.treeformer import tc, tf  # noqa: F401  (registration)

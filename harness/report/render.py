@@ -23,8 +23,9 @@ from typing import Any, Optional, Union
 import pandas as pd
 
 from bench_common import BenchError
-from harness import report_plots, report_tables
-from harness.records import iter_record_paths, read_record
+from harness.report import plots as report_plots
+from harness.report import tables as report_tables
+from harness.sweep.records import iter_record_paths, read_record
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bench_common import BenchError
-from harness.distributed import DistInfo, local_slice, shard_batch_size
+from harness.training.distributed import DistInfo, local_slice, shard_batch_size
 
 
 def check_split(name: str, split: Any, head: str) -> None:

@@ -5,9 +5,9 @@ A resolved run config is a plain nested dict (JSON-ready) with the sections
     family  "lra" | "uniform"      which task default config family to start from
     device  "cpu" | "cuda[:N]"
     train   TrainConfig fields     (optimiser, schedule, budget)
-    model   harness.model.ModelConfig fields
+    model   harness.training.model.ModelConfig fields
     data    task data params       (validated by the task's check_params)
-    bootstrap  dict | None         (validated by harness.bootstrap)
+    bootstrap  dict | None         (validated by harness.training.bootstrap)
 
 plus identity keys (version, task, task_version, method, attention, seed) and a `runtime` section
 (data_dir, plugins, suite, checkpoint_dir) that says where things are, not what is computed, and
@@ -87,7 +87,7 @@ TOP_LEVEL: dict[str, Any] = {
 
 
 def _model_config_class() -> type:
-    from harness.model import ModelConfig
+    from harness.training.model import ModelConfig
 
     return ModelConfig
 

@@ -3,7 +3,7 @@
 A suite is data, registered in a strict `bench_common.Registry`. A method variant is a label
 (what tables show) plus the registry name of its attention core, its options, and optionally a
 bootstrap schedule and per-layer attention (a hybrid). Overrides are config layers in the same
-shape as a --config file (harness/config.py); `task_overrides` apply to one task only.
+shape as a --config file (harness/config/layered.py); `task_overrides` apply to one task only.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _tree(label: str, name: str, bootstrap: Optional[dict] = None, **options: An
 
 
 def two_level_bootstrap(full_until: int, tc_until: int, height: int) -> dict[str, Any]:
-    """Full attention first, then tree TC (dense gradients), then TF (harness/bootstrap.py format)."""
+    """Full attention first, then tree TC (dense gradients), then TF (harness/training/bootstrap.py format)."""
     return {"warmup_attention": "full", "stages": [
         {"at_step": full_until, "attention": "treeformer-tc", "options": {"height": height}},
         {"at_step": tc_until, "attention": "treeformer-tf", "options": {"height": height}},

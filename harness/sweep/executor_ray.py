@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench_common import BenchError
-from harness.executors import OnRecord, Record, RunFn, RunSpec, classify_exception, failure_record
+from harness.sweep.executors import OnRecord, Record, RunFn, RunSpec, classify_exception, failure_record
 
 INSTALL_HINT = "pip install 'treeformer-bench[scale]'"
 CONNECT_TIMEOUT_S = 5.0

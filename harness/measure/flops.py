@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from harness.model import AttentionLayer, EncoderClassifier
+from harness.training.model import AttentionLayer, EncoderClassifier
 
 Handle = Callable[[list, list], int]
 

@@ -1,11 +1,11 @@
 """The efficiency sweep: time and peak memory of each attention method against sequence length.
 
 For every length, scope ("core": the attention core alone; "layer": Q/K/V projections + core +
-output projection, `harness.model.AttentionLayer`) and pass ("forward": inference, no autograd;
+output projection, `harness.training.model.AttentionLayer`) and pass ("forward": inference, no autograd;
 "forward_backward": a training step's forward and backward), the methods are timed in
 interleaved repetitions, so a burst of noise from other processes hits all of them alike, and
 each method's ratio to `sdpa` is the median of per-repetition ratios. One extra, profiled call
-per cell measures peak memory (see harness/timing.py) and checks the time budget.
+per cell measures peak memory (see harness/measure/timing.py) and checks the time budget.
 
 Failures are rows: a method that cannot run a setting is "unsupported" with the reason, one that
 runs out of memory is "oom", one whose call exceeds the per-cell time budget is "timeout", and the
@@ -29,9 +29,9 @@ from typing import Callable, Optional
 import torch
 
 from bench_common import BenchError, check_option_keys
-from harness.env import environment
-from harness.model import AttentionLayer, ModelConfig
-from harness.timing import peak_memory_mb, summarize, time_block
+from harness.measure.env import environment
+from harness.training.model import AttentionLayer, ModelConfig
+from harness.measure.timing import peak_memory_mb, summarize, time_block
 from methods import create_attention, get_attention_class, load_plugin
 from methods.base import unsupported_reason
 

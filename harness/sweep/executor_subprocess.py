@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
 
 from bench_common import BenchError
-from harness.executors import (
+from harness.sweep.executors import (
     OnRecord,
     Record,
     RunFn,

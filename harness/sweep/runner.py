@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from bench_common import BenchError
-from harness.config import CONFIG_VERSION, model_config, train_config
-from harness.data import check_split, one_example
-from harness.distributed import init_from_env, rank_device
-from harness.env import environment
-from harness.executors import RunSpec, is_out_of_memory
-from harness.records import SCHEMA, empty_metrics
-from harness.train import Splits, train
+from harness.config.layered import CONFIG_VERSION, model_config, train_config
+from harness.training.batches import check_split, one_example
+from harness.training.distributed import init_from_env, rank_device
+from harness.measure.env import environment
+from harness.sweep.executors import RunSpec, is_out_of_memory
+from harness.sweep.records import SCHEMA, empty_metrics
+from harness.training.loop import Splits, train
 from lra import default_data_dir
 
 
@@ -116,13 +116,13 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
         check_split(name, splits[name], task.head)
 
     seed_everything(spec.seed)
-    from harness.model import EncoderClassifier
+    from harness.training.model import EncoderClassifier
 
     model_cfg = model_config(config)
     model = EncoderClassifier(model_cfg).to(device)
     callbacks = []
     if config.get("bootstrap"):
-        from harness.bootstrap import build_bootstrap
+        from harness.training.bootstrap import build_bootstrap
 
         callbacks = build_bootstrap(config["bootstrap"], model_cfg)
 
@@ -153,7 +153,7 @@ def _diagnostics(model: torch.nn.Module) -> dict[str, Any]:
 def _flops(model: torch.nn.Module, example: torch.Tensor, record: dict[str, Any]) -> Optional[dict]:
     """Per-example forward MACs of the final model; a counting failure is noted, not fatal."""
     try:
-        from harness.flops import count_macs
+        from harness.measure.flops import count_macs
 
         model.eval()
         return count_macs(model, example)

@@ -19,13 +19,13 @@ import torch.distributed as torch_dist
 from bench_common import BenchError
 from lra import default_data_dir
 
-from harness import config as cfg
-from harness.distributed import is_primary, shard_batch_size, world_from_env
-from harness.executors import Executor, RunSpec
-from harness.records import (FAILED, check_output_version, read_record_if_valid, record_path,
+from harness.config import layered as cfg
+from harness.training.distributed import is_primary, shard_batch_size, world_from_env
+from harness.sweep.executors import Executor, RunSpec
+from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
                              update_config_file, write_json_atomic, write_record)
-from harness import runner
-from harness.suites import MethodVariant, Suite, get_suite, plain
+from harness.sweep import runner
+from harness.config.suites import MethodVariant, Suite, get_suite, plain
 
 
 @dataclass
@@ -90,7 +90,7 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     for index, spec in model.get("layer_attention", {}).items():
         validate_attention_options(spec.get("name", model["attention"]), spec.get("options", {}))
     if config["bootstrap"]:
-        from harness.bootstrap import validate_bootstrap
+        from harness.training.bootstrap import validate_bootstrap
 
         validate_bootstrap(config["bootstrap"])
     cfg.finish(config)
@@ -108,7 +108,7 @@ def check_cores_build(config: dict[str, Any]) -> None:
     """Builds each layer's attention core once, so a bad option combination (e.g. a tree taller
     than the sequence allows) is a usage error now rather than a failed run later. A plugin core
     whose constructor or MAC counts raise, or whose counts are not counts, is refused the same way."""
-    from harness.model import build_core
+    from harness.training.model import build_core
 
     model = cfg.model_config(config)
     for layer in range(model.num_layers):
@@ -179,7 +179,7 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
 def write_sweep_summary(out: Path, specs: list[RunSpec], done: list[dict[str, Any]], ran: int,
                         wall_seconds: float, executor: str) -> None:
     """`<out>/sweep.json`: the last sweep's wall time and outcome (the suite's own record)."""
-    from harness.env import environment
+    from harness.measure.env import environment
 
     statuses: dict[str, int] = {}
     for record in done:

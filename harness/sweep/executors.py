@@ -2,8 +2,8 @@
 
 An executor only runs `run_fn(spec)` for each spec and hands each record to `on_record` in the
 driver process, which writes it; so executors need no shared file system and never write records.
-`subprocess` (harness/executor_subprocess.py) isolates each run in its own process with a
-wall-clock limit and a memory cap; `ray` (harness/executor_ray.py) sends each run to a Ray cluster.
+`subprocess` (harness/sweep/executor_subprocess.py) isolates each run in its own process with a
+wall-clock limit and a memory cap; `ray` (harness/sweep/executor_ray.py) sends each run to a Ray cluster.
 Both are imported only when chosen, so `list` never imports ray.
 """
 
@@ -68,8 +68,8 @@ def _lazy(module: str, attribute: str) -> Callable[..., Executor]:
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {
     "local": LocalExecutor,
-    "subprocess": _lazy("harness.executor_subprocess", "SubprocessExecutor"),
-    "ray": _lazy("harness.executor_ray", "RayExecutor"),
+    "subprocess": _lazy("harness.sweep.executor_subprocess", "SubprocessExecutor"),
+    "ray": _lazy("harness.sweep.executor_ray", "RayExecutor"),
 }
 
 
@@ -79,7 +79,7 @@ def get_executor(name: str, **options: Any) -> Executor:
         factory = EXECUTORS[name]
     except KeyError:
         raise BenchError(f"--executor: unknown executor '{name}'; available: {', '.join(sorted(EXECUTORS))}") from None
-    from harness.distributed import launched_by_torchrun
+    from harness.training.distributed import launched_by_torchrun
 
     if name != "local" and launched_by_torchrun():
         raise BenchError(f"--executor {name} cannot run under torchrun: torchrun trains one run with DDP; use --executor local")
@@ -98,7 +98,7 @@ def executor_from_flags(
     """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
 
     Plugins need no flag here: the --plugin list travels in every run's config
-    (`runtime.plugins`), which is what workers load (see harness/executor_ray.py).
+    (`runtime.plugins`), which is what workers load (see harness/sweep/executor_ray.py).
     """
     if ray_address is not None and name != "ray":
         raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
@@ -117,7 +117,7 @@ def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
     Built by the runner's own record constructor, so it has exactly a normal record's keys; `env`
     describes the driver, the only machine known to have seen the run.
     """
-    from harness.runner import new_record
+    from harness.sweep.runner import new_record
 
     record = new_record(spec)
     record["status"], record["reason"] = status, reason

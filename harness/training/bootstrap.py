@@ -25,7 +25,7 @@ from typing import Any, Optional
 from torch import nn
 
 from bench_common import BenchError, check_option_keys
-from harness.model import ModelConfig
+from harness.training.model import ModelConfig
 from methods import attention_options, create_attention, get_attention_class
 from methods.registry import validate_attention_options
 from methods.treeformer import TreeAttention

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench_common import BenchError
-from harness.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from harness.config import TrainConfig
-from harness.data import TrainBatches, eval_batches
-from harness.distributed import DistInfo, mean_over_ranks, wrap_model
-from harness.executors import is_out_of_memory
+from harness.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from harness.config.layered import TrainConfig
+from harness.training.batches import TrainBatches, eval_batches
+from harness.training.distributed import DistInfo, mean_over_ranks, wrap_model
+from harness.sweep.executors import is_out_of_memory
 
 
 class Callback(Protocol):

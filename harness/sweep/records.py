@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from bench_common import BenchError
-from harness.config import CONFIG_VERSION
+from harness.config.layered import CONFIG_VERSION
 
 SCHEMA = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "error", "unsupported")
