@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.config.layered import TrainConfig  # noqa: E402
+from harness.training.train_config import TrainConfig  # noqa: E402
 from harness.training.model import EncoderClassifier, ModelConfig  # noqa: E402
 from harness.training.loop import Splits, autocast, train  # noqa: E402
 

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from harness.sweep.executors import RunSpec
+from harness.sweep.records import RunSpec
 
 
 def report_pid(spec: RunSpec) -> dict:

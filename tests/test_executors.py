@@ -17,14 +17,9 @@ import pytest
 
 import executor_probes as probes
 from bench_common import BenchError
-from harness.sweep.records import RECORD_KEYS
-from harness.sweep.executors import (
-    RunSpec,
-    executor_from_flags,
-    failure_record,
-    get_executor,
-    classify_exception,
-)
+from harness.sweep.executors import executor_from_flags, get_executor
+from harness.sweep.records import RECORD_KEYS, RunSpec, failure_record
+from harness.training.failures import classify_exception
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_SOURCE = textwrap.dedent(

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from harness.config.layered import TrainConfig
+from harness.training.train_config import TrainConfig
 from harness.training.model import EncoderClassifier, ModelConfig
 from harness.training.loop import Splits, evaluate, loss_and_correct, lr_factor, train
 from conftest import TINY_TASKS

@@ -30,6 +30,7 @@ from typing import Any, Literal, Optional, get_args, get_origin
 
 from bench_common import BenchError
 from bench_common.values import UNION_TYPES, check_value
+from harness.training.train_config import TrainConfig
 
 # Bump when the meaning of a config key or of a record field changes: an output directory written
 # under another version is refused instead of being silently mixed with new results.
@@ -37,42 +38,6 @@ CONFIG_VERSION = 1
 
 FAMILIES = ("lra", "uniform")
 SCHEDULES = ("rsqrt", "cosine", "onecycle", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Optimiser, schedule and budget of one run (defaults: a small CPU-sized run)."""
-
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: Literal["rsqrt", "cosine", "onecycle", "constant"] = "cosine"
-    warmup_steps: int = 100
-    grad_clip: Optional[float] = None
-    eval_every: int = 100
-    eval_batches: Optional[int] = None  # None = the whole validation split
-    early_stop_patience: Optional[int] = None  # evaluations without improvement; None = never stop
-    betas: tuple[float, float] = (0.9, 0.98)  # LRA's Adam betas
-    eps: float = 1e-9  # LRA's Adam epsilon
-    time_limit_s: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-                    "eval_every": self.eval_every, "eps": self.eps}
-        for name, value in positive.items():
-            if value <= 0:
-                raise BenchError(f"train.{name} must be > 0, got {value!r}")
-        for name in ("weight_decay", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise BenchError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("grad_clip", "eval_batches", "early_stop_patience", "time_limit_s"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise BenchError(f"train.{name} must be > 0 or null, got {value!r}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise BenchError(f"train.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
 
 
 # Top-level keys of a config layer and the type of each (sections are checked field by field).

@@ -21,7 +21,8 @@ from lra import default_data_dir
 
 from harness.config import layered as cfg
 from harness.training.distributed import is_primary, shard_batch_size, world_from_env
-from harness.sweep.executors import Executor, RunSpec
+from harness.sweep.executors import Executor
+from harness.sweep.records import RunSpec
 from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
                              update_config_file, write_json_atomic, write_record)
 from harness.sweep import runner

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench_common import BenchError
-from harness.sweep.executors import OnRecord, Record, RunFn, RunSpec, classify_exception, failure_record
+from harness.sweep.executors import OnRecord, RunFn
+from harness.sweep.records import Record, RunSpec, failure_record
+from harness.training.failures import classify_exception
 
 INSTALL_HINT = "pip install 'treeformer-bench[scale]'"
 CONNECT_TIMEOUT_S = 5.0

@@ -19,14 +19,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
 
 from bench_common import BenchError
-from harness.sweep.executors import (
-    OnRecord,
-    Record,
-    RunFn,
-    RunSpec,
-    classify_exception,
-    failure_record,
-)
+from harness.sweep.executors import OnRecord, RunFn
+from harness.sweep.records import Record, RunSpec, failure_record
+from harness.training.failures import classify_exception
 
 # Slack beyond the run's own train.time_limit_s: process start, data preparation, FLOP counting
 # and the final test evaluation all happen outside the training clock.

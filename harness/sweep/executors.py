@@ -10,30 +10,11 @@ Both are imported only when chosen, so `list` never imports ray.
 from __future__ import annotations
 
 import importlib
-import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
 from bench_common import BenchError, check_option_keys
 from bench_common.registry import constructor_options
-
-Record = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: a method variant on a task with a seed and its fully resolved config."""
-
-    method: str  # variant label, e.g. "treeformer-tc-h4"; equals the registry name for plain methods
-    task: str
-    seed: int
-    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    config_hash: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.task}/{self.method}/seed{self.seed}"
-
+from harness.sweep.records import Record, RunSpec
 
 RunFn = Callable[[RunSpec], Record]
 OnRecord = Callable[[RunSpec, Record], None]
@@ -109,42 +90,3 @@ def executor_from_flags(
     if name == "ray":
         return get_executor(name, ray_address=ray_address)
     return get_executor(name)
-
-
-def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
-    """The row of a run that ended without a record of its own (killed, timed out, crashed).
-
-    Built by the runner's own record constructor, so it has exactly a normal record's keys; `env`
-    describes the driver, the only machine known to have seen the run.
-    """
-    from harness.sweep.runner import new_record
-
-    record = new_record(spec)
-    record["status"], record["reason"] = status, reason
-    return record
-
-
-_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """MemoryError, CUDA OOM, or torch's CPU allocator failing (a RuntimeError, e.g. under the
-    subprocess executor's RLIMIT_AS cap: "DefaultCPUAllocator: can't allocate memory")."""
-    message = str(err).lower()
-    return isinstance(err, MemoryError) or any(marker in message for marker in _OOM_MARKERS)
-
-
-def classify_exception(err: BaseException) -> tuple[str, str]:
-    """(status, reason) of an exception that escaped run_fn in a worker process.
-
-    Out-of-memory (MemoryError, or torch's allocator errors) becomes `oom`; anything else `error`,
-    with the exception type and its last traceback frame so the row says where it broke.
-    """
-    message = " ".join(str(err).split())
-    if is_out_of_memory(err):
-        return "oom", f"{type(err).__name__}: {message}"[:500]
-    if isinstance(err, BenchError):
-        return "error", message
-    frames = traceback.extract_tb(err.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return "error", f"{type(err).__name__}: {message}{where}"[:500]

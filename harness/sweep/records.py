@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from bench_common import BenchError
 from harness.config.layered import CONFIG_VERSION
+from harness.measure.env import environment
 
 SCHEMA = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "error", "unsupported")
@@ -25,8 +27,59 @@ METRIC_KEYS = ("val_accuracy", "test_accuracy", "best_step", "steps", "train_sec
                "steps_per_second", "tokens_per_second", "peak_memory_mb", "history")
 
 
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method variant on a task with a seed and its fully resolved config."""
+
+    method: str  # variant label, e.g. "treeformer-tc-h4"; equals the registry name for plain methods
+    task: str
+    seed: int
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    config_hash: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.method}/seed{self.seed}"
+
+
 def empty_metrics() -> dict[str, Any]:
     return {key: ([] if key == "history" else None) for key in METRIC_KEYS}
+
+
+def new_record(spec: RunSpec) -> dict[str, Any]:
+    config = spec.config
+    return {
+        "schema": SCHEMA,
+        "method": spec.method,
+        "attention": config.get("attention"),
+        "task": spec.task,
+        "task_version": config.get("task_version"),
+        "seed": spec.seed,
+        "status": "error",
+        "reason": None,
+        "metrics": empty_metrics(),
+        "flops": None,
+        "diagnostics": {},
+        "bootstrap": [],
+        "suite": config.get("runtime", {}).get("suite"),
+        "config": config,
+        "config_hash": spec.config_hash,
+        "env": environment(config.get("device", "cpu")),
+    }
+
+
+def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
+    """The row of a run that ended without a record of its own (killed, timed out, crashed).
+
+    Built by `new_record`, so it has exactly a normal record's keys; `env`
+    describes the driver, the only machine known to have seen the run.
+    """
+    record = new_record(spec)
+    record["status"], record["reason"] = status, reason
+    return record
 
 
 def record_path(out_dir: Path, task: str, method: str, seed: int) -> Path:

@@ -19,9 +19,8 @@ from bench_common import BenchError
 from harness.config.layered import CONFIG_VERSION, model_config, train_config
 from harness.training.batches import check_split, one_example
 from harness.training.distributed import init_from_env, rank_device
-from harness.measure.env import environment
-from harness.sweep.executors import RunSpec, is_out_of_memory
-from harness.sweep.records import SCHEMA, empty_metrics
+from harness.sweep.records import RunSpec, new_record
+from harness.training.failures import is_out_of_memory
 from harness.training.loop import Splits, train
 from lra import default_data_dir
 
@@ -31,28 +30,6 @@ def load_task(name: str) -> Any:
     from lra import get_task
 
     return get_task(name)
-
-
-def new_record(spec: RunSpec) -> dict[str, Any]:
-    config = spec.config
-    return {
-        "schema": SCHEMA,
-        "method": spec.method,
-        "attention": config.get("attention"),
-        "task": spec.task,
-        "task_version": config.get("task_version"),
-        "seed": spec.seed,
-        "status": "error",
-        "reason": None,
-        "metrics": empty_metrics(),
-        "flops": None,
-        "diagnostics": {},
-        "bootstrap": [],
-        "suite": config.get("runtime", {}).get("suite"),
-        "config": config,
-        "config_hash": spec.config_hash,
-        "env": environment(config.get("device", "cpu")),
-    }
 
 
 def checkpoint_path(spec: RunSpec) -> Optional[Path]:

@@ -25,10 +25,10 @@ from torch import nn
 
 from bench_common import BenchError
 from harness.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from harness.config.layered import TrainConfig
+from harness.training.train_config import TrainConfig
 from harness.training.batches import TrainBatches, eval_batches
 from harness.training.distributed import DistInfo, mean_over_ranks, wrap_model
-from harness.sweep.executors import is_out_of_memory
+from harness.training.failures import is_out_of_memory
 
 
 class Callback(Protocol):
