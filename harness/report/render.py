@@ -23,8 +23,7 @@ from typing import Any, Optional, Union
 import pandas as pd
 
 from bench_common import BenchError
-from harness.report import plots as report_plots
-from harness.report import tables as report_tables
+from harness.report import plots, tables
 from harness.sweep.records import iter_record_paths, read_record
 
 
@@ -97,29 +96,29 @@ def _accuracy_section(records: list[dict], unreadable: list[str], out: Path) -> 
     if not records:
         blocks.append(Block("text", "No run records found (expected `records/<task>/<method>/seed<N>.json`)."))
         return blocks + _unreadable(unreadable)
-    runs = report_tables.runs_frame(records)
-    cells = report_tables.cell_summary(runs)
+    runs = tables.runs_frame(records)
+    cells = tables.cell_summary(runs)
     runs.to_csv(out / "runs.csv", index=False)
     cells.to_csv(out / "cells.csv", index=False)
 
-    accuracy = report_tables.accuracy_table(cells)
+    accuracy = tables.accuracy_table(cells)
     accuracy.to_csv(out / "accuracy.csv")
     (out / "accuracy.md").write_text(markdown_table(accuracy) + "\n", encoding="utf-8")
-    _write_latex(report_tables.accuracy_table(cells, latex=True), out / "accuracy.tex",
+    _write_latex(tables.accuracy_table(cells, latex=True), out / "accuracy.tex",
                  "Test accuracy (\\%, mean $\\pm$ std over seeds).")
-    macs = report_tables.macs_table(cells)
+    macs = tables.macs_table(cells)
     macs.to_csv(out / "macs.csv")
     (out / "macs.md").write_text(markdown_table(macs) + "\n", encoding="utf-8")
     _write_latex(macs, out / "macs.tex", "Attention-core MACs per example, forward pass.")
-    cost = report_tables.cost_table(cells)
+    cost = tables.cost_table(cells)
     (out / "cost.md").write_text(markdown_table(cost) + "\n", encoding="utf-8")
 
-    avg_tasks = report_tables.average_tasks(cells)
+    avg_tasks = tables.average_tasks(cells)
     blocks.append(Block("table", accuracy))
     blocks.append(Block("text", "Failed cells show their status and are never averaged in. "
                         + (f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}."
                            if avg_tasks else "No task has every run ok, so there is no Avg.")))
-    image = report_plots.accuracy_vs_macs(cells, out / "accuracy_vs_macs.png")
+    image = plots.accuracy_vs_macs(cells, out / "accuracy_vs_macs.png")
     if image:
         blocks += [Block("heading", "Accuracy against attention-core MACs (Pareto frontier dashed)"), Block("image", image.name)]
     blocks += [Block("heading", "Attention-core MACs per example (forward)"), Block("table", macs)]
@@ -128,7 +127,7 @@ def _accuracy_section(records: list[dict], unreadable: list[str], out: Path) -> 
         blocks.append(Block("text", "Operators fvcore could not count (counted as 0): " + "; ".join(
             f"{r.method}/{r.task}: {r.unsupported_ops}" for r in unsupported.itertuples())))
     blocks += [Block("heading", "Training cost"), Block("table", cost)]
-    image = report_plots.training_curves(records, out / "training_curves.png")
+    image = plots.training_curves(records, out / "training_curves.png")
     if image:
         blocks += [Block("heading", "Training curves"), Block("image", image.name)]
     failed = runs[runs["status"] != "ok"]
@@ -148,9 +147,9 @@ def _efficiency_section(efficiency: Optional[dict], out: Path) -> list[Block]:
     blocks = [Block("heading", "Efficiency: time and memory against sequence length")]
     if not efficiency or not efficiency["rows"]:
         return blocks + [Block("text", "No efficiency results (run `run_benchmark.py efficiency`).")]
-    frame = report_tables.efficiency_frame(efficiency["rows"])
+    frame = tables.efficiency_frame(efficiency["rows"])
     frame.to_csv(out / "efficiency.csv", index=False)
-    tables = report_tables.efficiency_tables(frame)
+    by_title = tables.efficiency_tables(frame)
     settings = efficiency.get("settings") or {}
     note = ("Median time per call (ms) with the median ratio to sdpa from the same repetitions and "
             "the ratio to full; peak memory is the extra memory of one call (CPU: torch allocator "
@@ -159,15 +158,15 @@ def _efficiency_section(efficiency: Optional[dict], out: Path) -> list[Block]:
         note += (f" Heads {settings.get('num_heads')}, head dim {settings.get('head_dim')}, "
                  f"{settings.get('dtype')}, batch 1.")
     markdown = [note, ""]
-    for title, table in tables.items():
+    for title, table in by_title.items():
         markdown += [f"### {title}", "", markdown_table(table), ""]
     (out / "efficiency.md").write_text("\n".join(markdown), encoding="utf-8")
     blocks.append(Block("text", note))
-    for title, path in (("Time", report_plots.efficiency_curves(frame, "time_ms", "time per call (ms)", out / "time_vs_length.png")),
-                        ("Peak memory", report_plots.efficiency_curves(frame, "peak_memory_mb", "peak memory (MiB)", out / "memory_vs_length.png"))):
+    for title, path in (("Time", plots.efficiency_curves(frame, "time_ms", "time per call (ms)", out / "time_vs_length.png")),
+                        ("Peak memory", plots.efficiency_curves(frame, "peak_memory_mb", "peak memory (MiB)", out / "memory_vs_length.png"))):
         if path:
             blocks += [Block("heading", f"{title} against sequence length (log-log)"), Block("image", path.name)]
-    for title, table in tables.items():
+    for title, table in by_title.items():
         blocks += [Block("heading", title), Block("table", table)]
     skipped = frame[~frame["status"].isin(["ok"])]
     if not skipped.empty:
@@ -179,7 +178,7 @@ def _efficiency_section(efficiency: Optional[dict], out: Path) -> list[Block]:
 
 
 def _write_latex(table: pd.DataFrame, path: Path, caption: str) -> None:
-    escaped = table.rename(index=report_tables.latex_escape, columns=report_tables.latex_escape)
+    escaped = table.rename(index=tables.latex_escape, columns=tables.latex_escape)
     escaped.index.name = None
     latex = escaped.to_latex(escape=False, caption=caption, column_format="l" + "r" * len(table.columns))
     path.write_text(latex, encoding="utf-8")
