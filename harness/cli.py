@@ -51,6 +51,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
     "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
     "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
+    "retry_failed": False,
 }
 
 
@@ -75,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT)")
     common.add_argument("--run-timeout", type=float, help="wall-clock seconds per run (--executor subprocess)")
     common.add_argument("--run-memory-gb", type=float, help="memory cap per run in GiB (--executor subprocess)")
-    common.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
+    common.add_argument("--force", action="store_true",
+                        help="rerun every selected run, replacing its record even when another config made it "
+                             "(without it a finished record of another config is refused). A rerun without "
+                             "flags skips ok, diverged and unsupported runs and retries oom, timeout and error "
+                             "ones; a replaced record's status is kept in the new one's previous_attempts")
+    common.add_argument("--retry-failed", action="store_true",
+                        help="also rerun runs whose record says diverged or unsupported (same config)")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -160,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = resolve_specs(request)
     dist = init_from_env(request.device)
     try:
-        records = run_sweep(specs, request.out, executor, force=args.force)
+        records = run_sweep(specs, request.out, executor, force=args.force, retry_failed=args.retry_failed)
     finally:
         shutdown(dist)
     bad = failed(records)

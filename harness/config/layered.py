@@ -285,6 +285,18 @@ def model_config(config: dict[str, Any]):
     return _model_config_class()(**config["model"])
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'steps': 20}} -> {'train.steps': 20}: the dotted keys errors name."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """Stable digest of everything that can change a run's result (the runtime section is not)."""
     payload = {k: v for k, v in config.items() if k != "runtime"}
