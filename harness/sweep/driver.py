@@ -85,10 +85,12 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     for layer in user_layers:  # data params first: they can change the model's shapes
         data = cfg.merge(data, layer.get("data", {}))
     data = dict(task.check_params(data))
-    config = cfg.merge(cfg.default_layer(request.device), cfg.task_layer(task, family, data))
+    task_defaults = cfg.task_layer(task, family, data)
+    config = cfg.merge(cfg.default_layer(request.device), task_defaults)
     for layer in [{"family": suite.family}, *user_layers]:
         config = cfg.merge(config, {k: v for k, v in layer.items() if k != "data"})
     config["device"] = request.device  # --device is the one place the device is chosen
+    cfg.check_task_fit(config["model"], task_defaults["model"], task_name)
     model = config["model"]
     validate_attention_options(model["attention"], model["attention_options"])
     for index, spec in model.get("layer_attention", {}).items():
