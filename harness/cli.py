@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,9 +32,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _names(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    names = [part.strip() for part in text.split(",")]
+    if not text.strip() or not all(names):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list without empty items, got {text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given twice in {text!r}")
     return names
 
 
@@ -44,6 +48,25 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _seeds(text: str) -> list[int]:
+    seeds = _ints(text)
+    bad = [seed for seed in seeds if not 0 <= seed < 2**32]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds must be integers in [0, 2**32), got {bad[0]}")
+    return seeds
+
+
+def check_directory_flag(flag: str, path: Path) -> Path:
+    """A directory flag's path must be, or be creatable as, a directory: not a file or under one."""
+    for part in [Path(path), *Path(path).parents]:
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == Path(path) else f"is under {part}, a file"
+                raise BenchError(f"{flag} {path}: {where}; expected a directory")
+            break
+    return Path(path)
+
+
 # Defaults of the common flags, applied after parsing: the flags are accepted both before and
 # after the subcommand, and argparse would otherwise let the subcommand's defaults overwrite
 # values given before it.
@@ -51,6 +74,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
     "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
     "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
+    "retry_failed": False,
 }
 
 
@@ -63,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--suite", help="suite to run (see `list`); default quick")
     common.add_argument("--methods", type=_names, help="comma-separated method labels or registry names")
     common.add_argument("--tasks", type=_names, help="comma-separated task names")
-    common.add_argument("--seeds", type=_ints, help="comma-separated seeds")
+    common.add_argument("--seeds", type=_seeds, help="comma-separated seeds, each in [0, 2**32)")
     common.add_argument("--out", type=Path, help="output directory (default runs/<suite>; results/ holds the committed runs)")
     common.add_argument("--data-dir", type=Path, help="where task data is cached (default $TREEFORMER_BENCH_DATA or the user cache dir)")
     common.add_argument("--device", help="cpu, cuda or auto (cuda when available; the default)")
@@ -75,7 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT)")
     common.add_argument("--run-timeout", type=float, help="wall-clock seconds per run (--executor subprocess)")
     common.add_argument("--run-memory-gb", type=float, help="memory cap per run in GiB (--executor subprocess)")
-    common.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
+    common.add_argument("--force", action="store_true",
+                        help="rerun every selected run, replacing its record even when another config made it "
+                             "(without it a finished record of another config is refused). A rerun without "
+                             "flags skips ok, diverged and unsupported runs and retries oom, timeout and error "
+                             "ones; a replaced record's status is kept in the new one's previous_attempts")
+    common.add_argument("--retry-failed", action="store_true",
+                        help="also rerun runs whose record says diverged or unsupported (same config)")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -103,7 +133,7 @@ def resolve_device(requested: str) -> str:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    return args.out or Path("runs") / args.suite
+    return check_directory_flag("--out", args.out or Path("runs") / args.suite)
 
 
 def sweep_request(args: argparse.Namespace):
@@ -112,7 +142,8 @@ def sweep_request(args: argparse.Namespace):
 
     return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
                         config_file=args.config, sets=args.set, device=resolve_device(args.device),
-                        data_dir=args.data_dir or default_data_dir(), out=out_dir(args), plugins=args.plugin)
+                        data_dir=check_directory_flag("--data-dir", args.data_dir or default_data_dir()),
+                        out=out_dir(args), plugins=args.plugin)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -160,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = resolve_specs(request)
     dist = init_from_env(request.device)
     try:
-        records = run_sweep(specs, request.out, executor, force=args.force)
+        records = run_sweep(specs, request.out, executor, force=args.force, retry_failed=args.retry_failed)
     finally:
         shutdown(dist)
     bad = failed(records)
@@ -183,7 +214,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
             options[key] = json.loads(text)
         except ValueError:
             options[key] = text
-    out = args.out or Path("runs") / "efficiency"
+    out = check_directory_flag("--out", args.out or Path("runs") / "efficiency")
     path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
     print(f"efficiency results: {path}")
     return 0
@@ -242,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return COMMANDS[args.command](args)
     except BenchError as err:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -61,13 +61,6 @@ def test_cuda_without_gpu_exits_2_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_debug_shows_the_traceback():
-    from bench_common import BenchError
-
-    with pytest.raises(BenchError):
-        main(["run", "--suite", "quik", "--debug"])
-
-
 def test_plugin_file_is_listed_and_trained(tmp_path, tiny_suite, restore_attention_registry, capsys):
     plugin = tmp_path / "halved.py"
     plugin.write_text(GOOD_PLUGIN)

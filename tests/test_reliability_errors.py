@@ -3,7 +3,6 @@ flag and what was expected, no traceback unless --debug, and no finished record 
 
 import pytest
 
-from bench_common import BenchError
 from harness.cli import main
 from reliability_support import one_thread, write_plugin  # noqa: F401
 
@@ -184,9 +183,11 @@ def test_plugin_method_broken_when_built_or_counted_is_refused(tmp_path, capsys,
         assert part in line, line
 
 
-def test_debug_shows_the_traceback_of_a_refusal(tmp_path, finished):
-    with pytest.raises(BenchError, match="expected an integer"):
-        main([*base_args(tmp_path), "--set", "train.steps=abc", "--debug"])
+def test_debug_shows_the_traceback_of_a_refusal(tmp_path, capsys, finished):
+    assert main([*base_args(tmp_path), "--set", "train.steps=abc", "--debug"]) == 2  # still bad input: 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip("\n").splitlines()[-1] == "error: --set train.steps: expected an integer, got 'abc'"
+    assert tree_state(tmp_path / "out") == finished
 
 
 def test_finished_record_survives_a_damaged_neighbour(tmp_path, capsys, finished):

@@ -33,11 +33,11 @@ class NaNAfter(FullAttention):
 '''
 
 
-def sweep(tmp_path, methods=("full", "sdpa"), sets=(), force=False, out=None, plugins=()):
+def sweep(tmp_path, methods=("full", "sdpa"), sets=(), force=False, out=None, plugins=(), retry_failed=False):
     request = SweepRequest(suite="tiny", methods=list(methods), sets=["train.steps=10", "train.eval_every=5", *sets],
                            out=out or tmp_path / "out", data_dir=tmp_path / "data", plugins=list(plugins))
     specs = resolve_specs(request)
-    return specs, run_sweep(specs, request.out, LocalExecutor(), force=force)
+    return specs, run_sweep(specs, request.out, LocalExecutor(), force=force, retry_failed=retry_failed)
 
 
 def test_sweep_writes_one_valid_record_per_run(tmp_path, tiny_suite):
@@ -65,10 +65,11 @@ def test_sweep_resume_skips_done_runs_and_force_reruns(tmp_path, tiny_suite, mon
     monkeypatch.setattr(runner, "execute_run", lambda spec: calls.append(spec.key) or real(spec))
     _, again = sweep(tmp_path)
     assert calls == [] and [r["status"] for r in again] == ["ok", "ok"]
-    sweep(tmp_path, sets=["train.lr=0.002"])  # another config: its runs are redone
-    assert len(calls) == 2
+    with pytest.raises(BenchError, match="train.lr: 0.003 -> 0.002"):  # another config: refused
+        sweep(tmp_path, sets=["train.lr=0.002"])
+    assert calls == []
     sweep(tmp_path, sets=["train.lr=0.002"], force=True)
-    assert len(calls) == 4
+    assert len(calls) == 2
 
 
 def test_a_diverging_plugin_method_is_a_row_and_the_sweep_goes_on(tmp_path, tiny_suite, restore_attention_registry):

@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,9 @@ def check_layer(layer: Any, where: str) -> dict[str, Any]:
     for key, value in layer.items():
         if key not in TOP_LEVEL:
             raise _unknown_key(where, str(key), list(TOP_LEVEL))
+        if key == "device":
+            raise BenchError(DEVICE_BY_FLAG.format(where=f"{where}: device"))
+        check_finite(f"{where}: {key}", value)
         if key in ("train", "model"):
             if not isinstance(value, dict):
                 raise BenchError(f"{where}: section '{key}' must be a mapping, got {value!r}")
@@ -153,6 +157,13 @@ def check_layer(layer: Any, where: str) -> dict[str, Any]:
 
 def parse_set(assignment: str) -> dict[str, Any]:
     """`--set a.b=value` -> a one-key layer {a: {b: value}}, value typed by the field it sets."""
+    layer = _parse_assignment(assignment)
+    for key, value in flatten(layer).items():
+        check_finite(f"--set {key}", value)
+    return layer
+
+
+def _parse_assignment(assignment: str) -> dict[str, Any]:
     if "=" not in assignment:
         raise BenchError(f"--set {assignment!r}: expected key=value, e.g. --set train.steps=100")
     key, text = assignment.split("=", 1)
@@ -161,7 +172,9 @@ def parse_set(assignment: str) -> dict[str, Any]:
     if not all(parts) or parts[0] not in TOP_LEVEL:
         raise _unknown_key("--set", parts[0], list(TOP_LEVEL))
     top = parts[0]
-    if top in ("family", "device"):
+    if top == "device":
+        raise BenchError(DEVICE_BY_FLAG.format(where=where))
+    if top == "family":
         if len(parts) > 1:
             raise BenchError(f"{where}: '{top}' has no sub-keys")
         return {top: check_value(where, parse_text(where, text, TOP_LEVEL[top]), TOP_LEVEL[top])}
@@ -184,6 +197,21 @@ def parse_set(assignment: str) -> dict[str, Any]:
     if not (hint is dict or get_origin(hint) is dict):
         raise BenchError(f"{where}: {top}.{field_name} is not a mapping, it has no sub-keys")
     return {top: {field_name: _nest(parts[2:], parse_text(where, text, Any))}}
+
+
+DEVICE_BY_FLAG = "{where}: the device is chosen by the --device flag (cpu, cuda or auto), not by a config key"
+
+
+def check_finite(where: str, value: Any) -> None:
+    """NaN and infinity are refused anywhere in a layer: no setting means them, and JSON cannot hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"{where}: expected a finite number, got {value}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(f"{where}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_finite(f"{where}[{index}]", item)
 
 
 def _nest(parts: list[str], value: Any) -> dict[str, Any]:
@@ -272,9 +300,33 @@ def family_of(layers: list[dict[str, Any]]) -> str:
 def finish(config: dict[str, Any]) -> dict[str, Any]:
     """Builds the typed objects once, so a bad combination fails before any run starts."""
     train = TrainConfig(**{**config["train"], "betas": tuple(config["train"]["betas"])})
+    check_model_ranges(config["model"])
     _model_config_class()(**config["model"])
     config["train"] = check_layer({"train": dataclasses.asdict(train)}, "train")["train"]
     return config
+
+
+# Model fields that count something (at least one) and the fields a task fixes as a minimum.
+MODEL_COUNTS = ("vocab_size", "num_classes", "max_seq_len", "emb_dim", "qkv_dim", "mlp_dim", "num_layers", "num_heads")
+TASK_MINIMUMS = ("vocab_size", "num_classes", "max_seq_len")
+
+
+def check_model_ranges(model: dict[str, Any]) -> None:
+    """Values the types allow but the model cannot use (e.g. num_heads=0, dropout=2)."""
+    for name in MODEL_COUNTS:
+        if model[name] < 1:
+            raise BenchError(f"model.{name} must be >= 1, got {model[name]!r}")
+    if not 0.0 <= model["dropout"] < 1.0:
+        raise BenchError(f"model.dropout must be in [0, 1), got {model['dropout']!r}")
+
+
+def check_task_fit(model: dict[str, Any], task_model: dict[str, Any], task_name: str) -> None:
+    """An override may enlarge what the task fixes (length, vocabulary, classes), never shrink it:
+    its inputs or labels would not fit, and every run would end in an error row."""
+    for name in TASK_MINIMUMS:
+        if model[name] < task_model[name]:
+            raise BenchError(f"model.{name}={model[name]} is below what task '{task_name}' needs ({task_model[name]}); "
+                             f"its data would not fit (leave it unset or use >= {task_model[name]})")
 
 
 def train_config(config: dict[str, Any]) -> TrainConfig:
@@ -283,6 +335,18 @@ def train_config(config: dict[str, Any]) -> TrainConfig:
 
 def model_config(config: dict[str, Any]):
     return _model_config_class()(**config["model"])
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'steps': 20}} -> {'train.steps': 20}: the dotted keys errors name."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -2,12 +2,14 @@
 
 Everything that can be wrong with the input (unknown suite, task, method, option, config key,
 value type, batch size vs world size, output directory of another version) is found while
-resolving, before any run starts or any file is written. A run whose record exists with the same
-config hash is skipped (resume after an interruption); `force` reruns it.
+resolving, before any run starts or any file is written. On a rerun (resume after an interruption)
+`plan_runs` decides: done runs are skipped, failed ones retried, and a finished record of another
+config is refused unless `force` (see its docstring).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from harness.config import layered as cfg
 from harness.training.distributed import is_primary, shard_batch_size, world_from_env
 from harness.sweep.executors import Executor
 from harness.sweep.records import RunSpec
+from harness.sweep.records import RETRIED, previous_attempts
 from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
                              update_config_file, write_json_atomic, write_record)
 from harness.sweep import runner
@@ -82,10 +85,12 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     for layer in user_layers:  # data params first: they can change the model's shapes
         data = cfg.merge(data, layer.get("data", {}))
     data = dict(task.check_params(data))
-    config = cfg.merge(cfg.default_layer(request.device), cfg.task_layer(task, family, data))
+    task_defaults = cfg.task_layer(task, family, data)
+    config = cfg.merge(cfg.default_layer(request.device), task_defaults)
     for layer in [{"family": suite.family}, *user_layers]:
         config = cfg.merge(config, {k: v for k, v in layer.items() if k != "data"})
     config["device"] = request.device  # --device is the one place the device is chosen
+    cfg.check_task_fit(config["model"], task_defaults["model"], task_name)
     model = config["model"]
     validate_attention_options(model["attention"], model["attention_options"])
     for index, spec in model.get("layer_attention", {}).items():
@@ -141,29 +146,24 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
             for task in tasks for variant in variants for seed in seeds]
 
 
-def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool = False) -> list[dict[str, Any]]:
+def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool = False,
+              retry_failed: bool = False) -> list[dict[str, Any]]:
     """Runs what is not done yet; returns every run's record, in spec order."""
     out = Path(out)
     check_output_version(out)
-    records: dict[str, dict[str, Any]] = {}
-    pending = []
-    for spec in specs:
-        existing = read_record_if_valid(record_path(out, spec.task, spec.method, spec.seed))
-        if existing is not None and existing["config_hash"] == spec.config_hash and not force:
-            records[spec.key] = existing
-        else:
-            pending.append(spec)
+    records, pending, history = plan_runs(specs, out, force, retry_failed)
     if is_primary():
         update_config_file(out, {s.key: {"config_hash": s.config_hash, "config": s.config} for s in specs})
-        if len(pending) < len(specs):
-            print(f"{len(specs) - len(pending)} of {len(specs)} runs already done in {out}; "
-                  f"{len(pending)} to run", file=sys.stderr)
+        if len(pending) < len(specs) or history:
+            print(plan_line(specs, records, pending, history, out), file=sys.stderr)
     if torch_dist.is_initialized():
         torch_dist.barrier()  # every rank decides what to run before rank 0 writes new records
 
     started = time.perf_counter()
 
     def on_record(spec: RunSpec, record: dict[str, Any]) -> None:
+        if spec.key in history:
+            record["previous_attempts"] = history[spec.key]
         records[spec.key] = record
         if is_primary():
             write_record(out, record)
@@ -175,6 +175,70 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
         write_sweep_summary(out, specs, done, ran=len(pending), wall_seconds=time.perf_counter() - started,
                             executor=executor.name)
     return done
+
+
+def plan_runs(specs: list[RunSpec], out: Path, force: bool, retry_failed: bool
+              ) -> tuple[dict[str, Any], list[RunSpec], dict[str, list[dict[str, Any]]]]:
+    """Which runs are done (their records), which to run, and the history each rerun replaces.
+
+    A record whose status is `ok` is done; `diverged` and `unsupported` are done unless
+    `retry_failed`; `oom`, `timeout` and `error` are retried, whatever config made them (a failed
+    run has no result to protect, and fixing it often means changing the config). A done record
+    of another config is never replaced without `force`: that is a one-line error, before any run.
+    """
+    done: dict[str, Any] = {}
+    pending: list[RunSpec] = []
+    history: dict[str, list[dict[str, Any]]] = {}
+    conflicts = []
+    for spec in specs:
+        path = record_path(out, spec.task, spec.method, spec.seed)
+        existing = read_record_if_valid(path)
+        if existing is None:
+            pending.append(spec)
+        elif force or existing["status"] in RETRIED or (
+                retry_failed and existing["status"] != "ok" and existing["config_hash"] == spec.config_hash):
+            pending.append(spec)
+            history[spec.key] = previous_attempts(existing, path)
+        elif existing["config_hash"] != spec.config_hash:
+            conflicts.append((path, existing, spec))
+        else:
+            done[spec.key] = existing
+    if conflicts:
+        path, existing, spec = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more run(s))" if len(conflicts) > 1 else ""
+        raise BenchError(
+            f"{path} holds a finished '{existing['status']}' run of another config "
+            f"({config_changes(existing['config'], spec.config)}){more}; pass --force to replace it, "
+            f"or choose another --out")
+    return done, pending, history
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], shown: int = 3) -> str:
+    """'train.steps: 20 -> 5, ...': the dotted keys whose values differ (runtime aside)."""
+    before, after = cfg.flatten(old), cfg.flatten(new)
+    keys = sorted(key for key in before.keys() | after.keys()
+                  if not key.startswith("runtime") and before.get(key, "-") != after.get(key, "-"))
+    parts = [f"{key}: {_shown(before, key)} -> {_shown(after, key)}" for key in keys[:shown]]
+    if len(keys) > shown:
+        parts.append(f"{len(keys) - shown} more key(s)")
+    return ", ".join(parts) or "same keys, other hash"
+
+
+def _shown(values: dict[str, Any], key: str) -> str:
+    return json.dumps(values[key], default=str) if key in values else "(absent)"
+
+
+def plan_line(specs: list[RunSpec], done: dict[str, Any], pending: list[RunSpec],
+              history: dict[str, list[dict[str, Any]]], out: Path) -> str:
+    """What a rerun will do, e.g. '3 of 4 runs already done in D; 1 to run (1 retrying an earlier timeout)'."""
+    line = f"{len(done)} of {len(specs)} runs already done in {out}; {len(pending)} to run"
+    retried = sorted({attempts[-1]["status"] for attempts in history.values()})
+    if history:
+        line += f" ({len(history)} replacing an earlier {'/'.join(retried)} record)"
+    kept = sorted({r["status"] for r in done.values() if r["status"] != "ok"})
+    if kept:
+        line += f"; {'/'.join(kept)} runs are kept (--retry-failed reruns them)"
+    return line
 
 
 def write_sweep_summary(out: Path, specs: list[RunSpec], done: list[dict[str, Any]], ran: int,

@@ -21,6 +21,9 @@ from harness.measure.env import environment
 SCHEMA = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "error", "unsupported")
 FAILED = ("diverged", "oom", "timeout", "error")
+# Failures of the circumstances (limits, memory, a crash), not results of the method: a rerun retries
+# them. `diverged` and `unsupported` say something about the method and stay done unless asked.
+RETRIED = ("oom", "timeout", "error")
 RECORD_KEYS = ("schema", "method", "attention", "task", "task_version", "seed", "status", "reason",
                "metrics", "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env")
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds",
@@ -80,6 +83,21 @@ def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
     record = new_record(spec)
     record["status"], record["reason"] = status, reason
     return record
+
+
+def attempt_summary(record: Record, path: Path) -> dict[str, Any]:
+    """What a replaced record leaves in its successor's `previous_attempts` (oldest first)."""
+    from datetime import datetime, timezone
+
+    finished = datetime.fromtimestamp(Path(path).stat().st_mtime, tz=timezone.utc)
+    return {"status": record["status"], "reason": record["reason"], "config_hash": record["config_hash"],
+            "steps": record["metrics"].get("steps"), "finished_at": finished.isoformat(timespec="seconds"),
+            "env": record["env"]}
+
+
+def previous_attempts(record: Record, path: Path) -> list[dict[str, Any]]:
+    """The history a rerun of `record` carries: the record's own history, then the record."""
+    return [*record.get("previous_attempts", []), attempt_summary(record, path)]
 
 
 def record_path(out_dir: Path, task: str, method: str, seed: int) -> Path:

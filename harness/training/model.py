@@ -85,13 +85,36 @@ class AttentionLayer(nn.Module):
         self.qkv = nn.Linear(config.emb_dim, 3 * config.qkv_dim, bias=False)
         self.out = nn.Linear(config.qkv_dim, config.emb_dim)
         self.core = core
+        self.checked_core = 0  # id() of the core whose output was checked (once per core: cheap)
 
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
         batch, n, _ = x.shape
         qkv = self.qkv(x).view(batch, n, 3, self.num_heads, -1)  # (B, n, 3, H, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, n, d)
         attended = self.core(q, k, v, key_padding_mask=key_padding_mask)  # (B, H, n, d)
+        if self.checked_core != id(self.core):
+            check_core_output(self.core, attended, v)
+            self.checked_core = id(self.core)
         return self.out(attended.transpose(1, 2).reshape(batch, n, -1))
+
+
+def check_core_output(core: AttentionMethod, output: Any, v: torch.Tensor) -> None:
+    """A plugin core's first output must be a finite tensor shaped and typed like `v`, (B, H, n, d):
+    a transposed or wrongly sized result would otherwise train silently or fail in a reshape."""
+    name = type(core).registry_name or type(core).__name__
+    expected = tuple(v.shape)
+    if not torch.is_tensor(output):
+        raise BenchError(f"attention method '{name}' returned a {type(output).__name__}, expected a tensor of "
+                         f"shape {expected} (batch, heads, length, head_dim)")
+    if tuple(output.shape) != expected:
+        raise BenchError(f"attention method '{name}' returned shape {tuple(output.shape)}, expected {expected} "
+                         f"(batch, heads, length, head_dim)")
+    autocast = torch.is_autocast_enabled(output.device.type)
+    if not output.is_floating_point() or (output.dtype != v.dtype and not autocast):
+        raise BenchError(f"attention method '{name}' returned dtype {output.dtype}, expected {v.dtype} (that of v)")
+    if not bool(torch.isfinite(output).all()):
+        raise BenchError(f"attention method '{name}' returned non-finite values on its first batch, "
+                         f"shape {expected}")
 
 
 class EncoderBlock(nn.Module):
