@@ -9,6 +9,7 @@ import pytest
 from bench_common import BenchError
 from lra import TASKS, Split, Task, get_task, list_tasks, prepare_task_data
 from lra.datadir import default_data_dir
+from lra.task import Built
 
 TRAIN_CONFIG_FIELDS = {
     "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup_steps", "grad_clip", "eval_every",
@@ -123,7 +124,7 @@ def test_out_of_range_labels_are_rejected_before_caching(tmp_path: Path, monkeyp
 
     def bad_labels(self, task, data_dir, params):
         split = Split(np.ones((3, 256), np.int32), np.array([0, 1, 10]))
-        return {"train": split, "val": split, "test": split}
+        return Built({"train": split, "val": split, "test": split})
 
     monkeypatch.setattr(type(task.loader), "build", bad_labels)
     with pytest.raises(BenchError, match=r"labels outside 0..9"):
