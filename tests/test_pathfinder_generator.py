@@ -175,3 +175,14 @@ def test_array_pair_search_state_matches_sequential_stamps(resolution):
         assert np.array_equal(occupancy.free, rebuilt.free)
         assert tails == [tuple(int(v) for v in centres[i, 0]) for i in (0, 1)]
         assert ends == [tuple(int(v) for v in centres[i, -1]) for i in (0, 1)]
+
+
+def test_metadata_last_line_without_newline_is_kept(tmp_path: Path):
+    """The official reader drops such a line (it cuts each line's last character, assuming a
+    newline); ours keeps it, deliberately (docs/evaluation_protocol.md)."""
+    rng = np.random.default_rng(1)
+    write_layout(tmp_path, [(i % 2, rng.integers(0, 256, (32, 32), dtype=np.uint8)) for i in range(3)])
+    metadata = tmp_path / "metadata" / "0.npy"
+    metadata.write_text(metadata.read_text().rstrip("\n"))
+    pixels, labels, empty = read_layout(tmp_path, 32)
+    assert labels.tolist() == [0, 1, 0] and len(pixels) == 3 and empty == 0
