@@ -142,7 +142,7 @@ class Task:
         """
         resolved = self.check_params(params)
         data_dir = Path(data_dir)
-        described = self._describe(self.loader.source(self, data_dir, resolved), resolved)
+        described = self.data_source(data_dir, resolved)
         key = {
             "task": self.name,
             "version": self.version,
