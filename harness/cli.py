@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     commands.add_parser("list", parents=[common], help="list methods, tasks and suites")
-    commands.add_parser("run", parents=[common], help="train and evaluate a suite")
+    run = commands.add_parser("run", parents=[common], help="train and evaluate a suite")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print one JSON line per planned run (task, method, seed, resolved config, config_hash, "
+                          "record_exists) and train nothing")
     efficiency = commands.add_parser("efficiency", parents=[common], help="time and memory vs length")
     efficiency.add_argument("--seq-lens", type=_ints, default=DEFAULT_SEQ_LENS, help="comma-separated lengths")
     report = commands.add_parser("report", parents=[common], help="render tables and plots of a results dir")
@@ -189,6 +192,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb)
     request = sweep_request(args)
     specs = resolve_specs(request)
+    if getattr(args, "dry_run", False):
+        from harness.sweep.driver import plan
+
+        for line in plan(specs, request.out):
+            print(json.dumps(line, default=str))
+        return 0
     dist = init_from_env(request.device)
     try:
         records = run_sweep(specs, request.out, executor, force=args.force, retry_failed=args.retry_failed)

@@ -1,4 +1,5 @@
-"""Tokenised splits cached once as memory-mappable .npy, keyed by task version and parameters.
+"""Tokenised splits cached once as memory-mappable .npy, keyed by task version, parameters and the
+data fingerprint (lra/fingerprint.py), so a changed source file means a new entry, never old arrays.
 
 A cache entry is a directory built under a temporary name and renamed into place in one step, so
 an interrupted or failing preparation never leaves a half-written entry and never touches an
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,17 +45,72 @@ def entry_dir(data_dir: Path, task_name: str, version: int, key: dict[str, Any])
     return Path(data_dir) / "cache" / task_name / f"v{version}-{params_hash(key)}"
 
 
-def load_entry(directory: Path) -> Optional[dict[str, Split]]:
-    """The cached splits (memory-mapped, read-only), or None when no complete entry exists."""
-    if not (directory / _COMPLETE).is_file():
+def load_entry(directory: Path) -> Optional[tuple[dict[str, Split], dict[str, Any]]]:
+    """The cached splits (memory-mapped, read-only) and the entry's meta, or None without an entry.
+
+    A damaged entry (meta.json missing or unreadable, an array missing, truncated or not the shape
+    meta.json records) is removed with a message naming the file, and None is returned, so the
+    caller rebuilds it instead of failing every run. Entries appear by one rename, complete, so a
+    directory without meta.json is damage, never an entry being written.
+    """
+    directory = Path(directory)
+    if not directory.exists():
         return None
-    return {
-        name: Split(
-            np.load(directory / f"{name}_inputs.npy", mmap_mode="r"),
-            np.load(directory / f"{name}_targets.npy", mmap_mode="r"),
-        )
-        for name in SPLITS
-    }
+    try:
+        return _read_entry(directory)
+    except _Damaged as damage:
+        print(f"data cache: {damage.path} is damaged ({damage.reason}); rebuilding {directory}", file=sys.stderr)
+        _discard(directory)
+        return None
+
+
+class _Damaged(Exception):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _read_entry(directory: Path) -> tuple[dict[str, Split], dict[str, Any]]:
+    meta_path = directory / _COMPLETE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        sizes = {name: int(meta["sizes"][name]) for name in SPLITS}
+    except FileNotFoundError:
+        raise _Damaged(meta_path, "missing") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise _Damaged(meta_path, f"unreadable: {type(err).__name__}") from None
+    splits = {}
+    for name in SPLITS:
+        arrays = []
+        for part in ("inputs", "targets"):
+            path = directory / f"{name}_{part}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                raise _Damaged(path, "missing") from None
+            except (OSError, ValueError, EOFError) as err:
+                raise _Damaged(path, f"unreadable: {str(err).strip() or type(err).__name__}") from None
+            expected = meta.get("arrays", {}).get(path.name)
+            if array.shape[0] != sizes[name] or (expected and expected != _describe(array)):
+                raise _Damaged(path, f"holds {_describe(array)}, meta.json records {expected or sizes[name]}")
+            arrays.append(array)
+        splits[name] = Split(*arrays)
+    return splits, meta
+
+
+def _describe(array: np.ndarray) -> dict[str, Any]:
+    return {"shape": list(array.shape), "dtype": str(array.dtype)}
+
+
+def _discard(directory: Path) -> None:
+    """Moves a damaged entry out of the way in one rename, then deletes it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{directory.name}.damaged.", dir=directory.parent))
+    try:
+        os.replace(directory, trash / "entry")
+    except FileNotFoundError:
+        pass  # another process discarded it first
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def save_entry(directory: Path, splits: dict[str, Split], meta: dict[str, Any]) -> None:
@@ -65,7 +122,8 @@ def save_entry(directory: Path, splits: dict[str, Split], meta: dict[str, Any]) 
             np.save(staging / f"{name}_inputs.npy", np.ascontiguousarray(splits[name].inputs))
             np.save(staging / f"{name}_targets.npy", np.ascontiguousarray(splits[name].targets))
         sizes = {name: len(splits[name]) for name in SPLITS}
-        (staging / _COMPLETE).write_text(json.dumps({**meta, "sizes": sizes}, indent=2, sort_keys=True))
+        arrays = {path.name: _describe(np.load(path, mmap_mode="r")) for path in sorted(staging.glob("*.npy"))}
+        (staging / _COMPLETE).write_text(json.dumps({**meta, "sizes": sizes, "arrays": arrays}, indent=2, sort_keys=True))
         try:
             os.replace(staging, directory)
         except OSError:

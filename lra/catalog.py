@@ -1,5 +1,12 @@
-"""Every task, declared in one place. Bump a task's `version` whenever its results could change
-(data, tokenisation, splits, shapes or default configs); cached arrays are keyed by it.
+"""Every task, declared in one place. Bump a task's `version` whenever its data could change
+(data, tokenisation, splits, shapes); cached arrays and generated files are keyed by it. Default
+configs are not versioned here: they are part of every run's config and config hash.
+
+The `lra` family is the official code's configs (google-research/long-range-arena, the per-task
+`configs/*/base_*_config.py` and `transformer_base.py`): layers, heads, widths, dropout and
+attention dropout, positions, batch, optimiser, schedule, steps and `eval_frequency` (our
+`eval_every`, which decides which best-validation state is tested). tests/test_tasks_registry.py
+holds the official values as a table; docs/evaluation_protocol.md lists what still differs.
 
 Evaluation rules the harness applies to all of them (shared/LRA.md): the checkpoint with the best
 validation accuracy is evaluated on test; splits are seeded; same budget and model size across
@@ -44,7 +51,7 @@ def declare(
 
 # ------------------------------------------------------------------ ListOps
 LISTOPS_TOKENS = "whitespace tokens after ']'->'X' and dropping '(' ')'; 0 pad, digits, MIN/MAX/MED/SM, X"
-LISTOPS_LRA = (lra_model(4, 8, 512, 512, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 1000, 5000))
+LISTOPS_LRA = (lra_model(4, 8, 512, 512, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 1000, 5000, eval_every=50))
 
 
 def _listops_params(count: int, held_out: float, min_length: int, max_length: int) -> dict[str, Any]:
@@ -83,10 +90,10 @@ declare(
 )
 
 # ------------------------------------------------------------------ Text (IMDb bytes)
-TEXT_LRA = (lra_model(4, 4, 256, 256, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 20000))
+TEXT_LRA = (lra_model(4, 4, 256, 256, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 20000, eval_every=100))
 for _name, _length in (("text", 1000), ("text-4k", 4000)):
     declare(
-        _name, version=1,
+        _name, version=2,  # 2: aclImdb/ texts whitespace-stripped as TFDS does
         description=f"IMDb sentiment, byte level, {_length} bytes (LRA Text{'' if _length == 1000 else ', paper length'})",
         source="TFDS imdb_reviews (array_record) under <data_dir>/tensorflow_datasets, or <data_dir>/aclImdb",
         tokenisation="UTF-8 bytes, id = byte + 1, 0 = pad", seq_len=_length, vocab_size=BYTE_VOCAB,
@@ -102,7 +109,7 @@ declare(
     source="lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv (headless: label, id1, id2, text1, text2)",
     tokenisation="UTF-8 bytes (first 10,000), id = byte + 1, 0 = pad, cut to 4000", seq_len=4000,
     vocab_size=BYTE_VOCAB, num_classes=2, head="dual", pad_id=0, loader=AanLoader(), params={},
-    lra=(lra_model(4, 4, 128, 128, 512, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 5000)),
+    lra=(lra_model(4, 4, 128, 128, 512, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 5000, eval_every=100)),
     uniform=(uniform_model(), uniform_train(5000)),
 )
 
@@ -113,13 +120,13 @@ declare(
     source="TFDS cifar10 (array_record): train[:90%] / train[90%:] / test",
     tokenisation="grayscale uint8 pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
     num_classes=10, head="sequence", pad_id=None, loader=Cifar10Loader(), params={},
-    lra=(lra_model(1, 8, 128, 64, 128, "cls", positions="learned", dropout=0.3),
-         lra_train(256, 5e-4, 0.0, "cosine", 175, 35000)),
+    lra=(lra_model(1, 8, 128, 64, 128, "cls", positions="learned", dropout=0.3, attention_dropout=0.2),
+         lra_train(256, 5e-4, 0.0, "cosine", 175, 35000, eval_every=175)),
     uniform=(uniform_model(), uniform_train(35000)),
 )
 
 # ------------------------------------------------------------------ Pathfinder / Path-X
-PATHFINDER_LRA = (lra_model(4, 4, 32, 16, 32, "mean"), lra_train(512, 1e-3, 0.0, "cosine", 312, 62400))
+PATHFINDER_LRA = (lra_model(4, 4, 32, 16, 32, "mean", dropout=0.2), lra_train(512, 1e-3, 0.0, "cosine", 312, 62400, eval_every=312))
 for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("easy", "-easy")):
     _contour = {"easy": 6, "intermediate": 9, "hard": 14}[_difficulty]
     declare(
@@ -138,7 +145,8 @@ declare(
     tokenisation="grayscale pixel values 0-255, row-major", seq_len=16384, vocab_size=256, num_classes=2,
     head="sequence", pad_id=None, loader=PathfinderLoader(128, "hard"),
     params={"num_examples": 200_000, "seed": 0},
-    lra=(lra_model(1, 2, 32, 16, 32, "mean"), lra_train(64, 1e-3, 0.0, "cosine", 2500, 500_000, grad_clip=1.0)),
+    lra=(lra_model(1, 2, 32, 16, 32, "mean", positions="learned"),
+         lra_train(64, 1e-3, 0.0, "cosine", 2500, 500_000, eval_every=2500, grad_clip=1.0)),
     uniform=(uniform_model(), uniform_train(500_000)),
 )
 
@@ -187,7 +195,8 @@ declare(
     lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(20000)),
 )
 declare(
-    "imdb-subword", version=1, description="IMDb sentiment, long documents, subword tokens (1024)",
+    "imdb-subword", version=2,  # 2: aclImdb/ texts whitespace-stripped as TFDS does
+    description="IMDb sentiment, long documents, subword tokens (1024)",
     source="TFDS imdb_reviews (array_record) or <data_dir>/aclImdb",
     tokenisation=_SUBWORD, seq_len=1024, vocab_size=8000, num_classes=2, head="sequence", pad_id=0,
     loader=ImdbSubwordLoader(), params={"vocab_size": 8000, "validation": "test", "seed": 0},

@@ -13,18 +13,20 @@ from typing import Any, Optional
 
 def lra_model(
     layers: int, heads: int, emb: int, qkv: int, mlp: int, pooling: str,
-    positions: str = "sinusoidal", dropout: float = 0.1,
+    positions: str = "sinusoidal", dropout: float = 0.1, attention_dropout: float = 0.1,
 ) -> dict[str, Any]:
+    """Defaults are the official model's (dropout_rate = attention_dropout_rate = 0.1, fixed positions)."""
     return {
         "num_layers": layers, "num_heads": heads, "emb_dim": emb, "qkv_dim": qkv, "mlp_dim": mlp,
-        "pooling": pooling, "positions": positions, "dropout": dropout,
+        "pooling": pooling, "positions": positions, "dropout": dropout, "attention_dropout": attention_dropout,
     }
 
 
 def lra_train(
-    batch: int, lr: float, weight_decay: float, schedule: str, warmup: int, steps: int,
-    grad_clip: Optional[float] = None, eval_every: int = 500,
+    batch: int, lr: float, weight_decay: float, schedule: str, warmup: int, steps: int, eval_every: int,
+    grad_clip: Optional[float] = None,
 ) -> dict[str, Any]:
+    """`eval_every` is the config's eval_frequency: it decides which best-validation state is tested."""
     return {
         "batch_size": batch, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
         "warmup_steps": warmup, "steps": steps, "grad_clip": grad_clip, "eval_every": eval_every,

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from lra.cache import Split
-from lra.task import Loader, Task
-from lra.tfds_source import as_int, open_split, prepared_dir, records, tfds_dir
+from lra.task import Built, Loader, Task
+from lra.fingerprint import Source
+from lra.tfds_source import as_int, open_split, records, tfds_dir, tfds_source
 
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
 
@@ -28,11 +29,10 @@ def to_grayscale(images: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Cifar10Loader(Loader):
-    def raw_key(self, task: Task, data_dir: Path, params: dict[str, Any]) -> str:
-        location = prepared_dir(tfds_dir(data_dir), "cifar10")
-        return f"tfds:{location.name}" if location else "missing"
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        return tfds_source(data_dir, "cifar10")
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         arrays = {}
         for split in ("train", "test"):
             rows = list(records(open_split(task.name, "cifar10", split, tfds_dir(data_dir)), ("image", "label")))
@@ -41,8 +41,8 @@ class Cifar10Loader(Loader):
             arrays[split] = (pixels, np.asarray([as_int(r["label"]) for r in rows], dtype=np.int64))
         cut = int(round(0.9 * len(arrays["train"][1])))
         train_x, train_y = arrays["train"]
-        return {
+        return Built({
             "train": Split(train_x[:cut], train_y[:cut]),
             "val": Split(train_x[cut:], train_y[cut:]),
             "test": Split(*arrays["test"]),
-        }
+        })

@@ -26,7 +26,8 @@ import numpy as np
 
 from bench_common import BenchError
 from lra.cache import Split, params_hash
-from lra.task import Loader, Task
+from lra.fingerprint import Source
+from lra.task import Built, Loader, Task
 from lra.tsv import parse_label, read_rows, write_rows
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -208,8 +209,11 @@ class ListOpsLoader(Loader):
         directory = data_dir / self.official_dir
         return directory if (directory / f"{FILE_STEM}_train.tsv").is_file() else None
 
-    def raw_key(self, task: Task, data_dir: Path, params: dict[str, Any]) -> str:
-        return "official" if self._official(data_dir) else "generated"
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        official = self._official(data_dir)
+        if official is not None:
+            return Source("official", official, tuple(official / f"{FILE_STEM}_{s}.tsv" for s in ("train", "val", "test")))
+        return Source("generated", self.generated_dir(task, data_dir, params))
 
     def generated_dir(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Path:
         return data_dir / "generated" / task.name / f"v{task.version}-{params_hash(params)}"
@@ -232,7 +236,7 @@ class ListOpsLoader(Loader):
         )
         return directory
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         directory = self._official(data_dir) or self.generate(task, data_dir, params)
         seq_len = params["max_length"]
-        return {s: read_split_file(directory / f"{FILE_STEM}_{s}.tsv", seq_len) for s in ("train", "val", "test")}
+        return Built({s: read_split_file(directory / f"{FILE_STEM}_{s}.tsv", seq_len) for s in ("train", "val", "test")})

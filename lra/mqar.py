@@ -25,7 +25,8 @@ import numpy as np
 
 from bench_common import BenchError
 from lra.cache import Split
-from lra.task import IGNORE_INDEX, Loader, Task
+from lra.fingerprint import Source
+from lra.task import IGNORE_INDEX, Built, Loader, Task
 
 FILLER = 1
 FIRST_ID = 2
@@ -94,9 +95,12 @@ class MqarLoader(Loader):
     def shape(self, task: Task, params: dict[str, Any]) -> dict[str, int]:
         return {"max_seq_len": params["seq_len"], "vocab_size": vocab_size(params), "num_classes": params["num_values"]}
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        return Source("generated", None)  # generated in memory by `build`, nothing on disk
+
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         total = params["num_examples"]
         held_out = max(1, total // 10)
         sizes = {"train": total - 2 * held_out, "val": held_out, "test": held_out}
         # Independent seeded streams per split: train never shares a sequence-generating state with eval.
-        return {name: generate(params, size, params["seed"] * 3 + i) for i, (name, size) in enumerate(sizes.items())}
+        return Built({name: generate(params, size, params["seed"] * 3 + i) for i, (name, size) in enumerate(sizes.items())})

@@ -17,12 +17,15 @@ import numpy as np
 from bench_common import BenchError
 from lra.cache import Split, params_hash
 from lra.subword import encode, train_or_load
-from lra.task import Loader, Task
-from lra.text import check_validation, imdb_raw_key, read_imdb, split_train_val
-from lra.tfds_source import as_bytes, as_int, open_split, prepared_dir, records, tfds_dir
+from lra.fingerprint import Source
+from lra.task import Built, Loader, Task
+from lra.text import check_validation, imdb_source, read_imdb, split_train_val
+from lra.tfds_source import as_bytes, as_int, open_split, records, tfds_dir, tfds_source
 
 
-def _tokenizer_path(task: Task, data_dir: Path, params: dict[str, Any], raw: str) -> Path:
+def _tokenizer_path(task: Task, data_dir: Path, params: dict[str, Any]) -> Path:
+    """Keyed by the data fingerprint: a tokenizer trained on other files is never reused."""
+    raw = task.data_source(data_dir, params)["fingerprint"]
     key = params_hash({"task": task.name, "version": task.version, "vocab_size": params["vocab_size"], "raw": raw})
     return data_dir / "tokenizers" / f"{task.name}-{key}.model"
 
@@ -48,21 +51,19 @@ class GlueLoader(Loader):
     def shape(self, task: Task, params: dict[str, Any]) -> dict[str, int]:
         return {"vocab_size": params["vocab_size"]}
 
-    def raw_key(self, task: Task, data_dir: Path, params: dict[str, Any]) -> str:
-        location = prepared_dir(tfds_dir(data_dir), self.dataset)
-        return f"tfds:{location.name}" if location else "missing"
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        return tfds_source(data_dir, self.dataset)
 
     def _read(self, task: Task, data_dir: Path, split: str) -> tuple[list[list[bytes]], np.ndarray]:
         rows = list(records(open_split(task.name, self.dataset, split, tfds_dir(data_dir)), (*self.fields, "label")))
         texts = [[as_bytes(r[f]) for r in rows] for f in self.fields]
         return texts, np.asarray([as_int(r["label"]) for r in rows], dtype=np.int64)
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         train_texts, train_labels = self._read(task, data_dir, "train")
         test_texts, test_labels = self._read(task, data_dir, self.test_split)
-        raw = self.raw_key(task, data_dir, params)
         corpus = [t for column in train_texts for t in column]
-        processor = train_or_load(_tokenizer_path(task, data_dir, params, raw), corpus, params["vocab_size"])
+        processor = train_or_load(_tokenizer_path(task, data_dir, params), corpus, params["vocab_size"])
 
         def tokenise(texts: list[list[bytes]]) -> np.ndarray:
             second: Optional[list[bytes]] = texts[1] if len(texts) > 1 else None
@@ -72,11 +73,11 @@ class GlueLoader(Loader):
         order = np.random.default_rng(params["seed"]).permutation(len(train_labels))
         held = max(1, int(len(order) * params["val_fraction"]))
         val_idx, train_idx = order[:held], order[held:]
-        return {
+        return Built({
             "train": Split(train_x[train_idx], train_labels[train_idx]),
             "val": Split(train_x[val_idx], train_labels[val_idx]),
             "test": Split(tokenise(test_texts), test_labels),
-        }
+        })
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,14 @@ class ImdbSubwordLoader(Loader):
     def shape(self, task: Task, params: dict[str, Any]) -> dict[str, int]:
         return {"vocab_size": params["vocab_size"]}
 
-    def raw_key(self, task: Task, data_dir: Path, params: dict[str, Any]) -> str:
-        return imdb_raw_key(data_dir)
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        return imdb_source(data_dir)
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         raw = read_imdb(task, data_dir)
-        path = _tokenizer_path(task, data_dir, params, self.raw_key(task, data_dir, params))
-        processor = train_or_load(path, raw["train"][0], params["vocab_size"])
+        processor = train_or_load(_tokenizer_path(task, data_dir, params), raw["train"][0], params["vocab_size"])
         parts = split_train_val(raw["train"], raw["test"], params["validation"], params["seed"])
-        return {
+        return Built({
             name: Split(encode(processor, texts, task.seq_len), np.asarray(labels, dtype=np.int64))
             for name, (texts, labels) in parts.items()
-        }
+        })

@@ -8,6 +8,11 @@ and `metadata/<batch>.npy`, which despite its name is text, one line per image:
 Generation runs batches in parallel processes; batch b is seeded from (seed, b), so the images do
 not depend on the number of processes. A batch's metadata is written last (atomically), so an
 interrupted run resumes at the first batch without metadata.
+
+Reading: empty PNGs are skipped, as the official pipeline does, and counted (the record's
+`data.empty_images_skipped`). A metadata file whose last line lacks a trailing newline keeps that
+line here; the official reader drops it (it cuts each line's last character, assuming a newline).
+We keep it deliberately: it is a listed image with a valid label.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -25,7 +30,8 @@ from PIL import Image, UnidentifiedImageError
 from bench_common import BenchError
 from lra.cache import Split, atomic_write_text, params_hash
 from lra.snakes import SnakeParams, generate_samples
-from lra.task import Loader, Task
+from lra.fingerprint import Source, files_under
+from lra.task import Built, Loader, Task
 from lra.tsv import parse_label
 
 IMAGES_PER_BATCH = 200  # fixed: part of the data's identity (batch seeds), not a tuning knob
@@ -142,18 +148,25 @@ def _text_lines(stream, path: Path):
                          f"expected Pathfinder metadata lines") from None
 
 
-def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (pixels (N, window*window) uint8, labels (N,)) listed in `root/metadata/*.npy`.
+class Layout(NamedTuple):
+    pixels: np.ndarray  # (N, window*window) uint8
+    labels: np.ndarray  # (N,) int64
+    empty_images: int  # listed images skipped because their PNG file is empty
 
-    Empty PNGs are skipped, as the official pipeline does (one is known in the release).
+
+def read_layout(root: Path, window: int) -> Layout:
+    """Every image listed in `root/metadata/*.npy`, with its label.
+
+    Empty PNGs are skipped, as the official pipeline does (one is known in the release), and counted.
     """
     listed = _listed_images(root)
     pixels = np.empty((len(listed), window * window), dtype=np.uint8)
     labels = np.empty(len(listed), dtype=np.int64)
-    count = 0
+    count = empty = 0
     for image_path, label, metadata, line_number in listed:
         try:
             if image_path.stat().st_size == 0:
+                empty += 1
                 continue
             with Image.open(image_path) as image:
                 array = np.asarray(image.convert("L"))
@@ -168,7 +181,7 @@ def read_layout(root: Path, window: int) -> tuple[np.ndarray, np.ndarray]:
         count += 1
     if count == 0:
         raise BenchError(f"{root}: every listed image is empty")
-    return pixels[:count], labels[:count]
+    return Layout(pixels[:count], labels[:count], empty)
 
 
 def seeded_split(count: int, seed: int, fractions: tuple[float, float] = (0.8, 0.9)) -> dict[str, np.ndarray]:
@@ -198,8 +211,12 @@ class PathfinderLoader(Loader):
         root = data_dir / self.official_dir
         return root if (root / "metadata").is_dir() else None
 
-    def raw_key(self, task: Task, data_dir: Path, params: dict[str, Any]) -> str:
-        return "official" if self._official(data_dir) else "generated"
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        root = self._official(data_dir)
+        if root is None:
+            return Source("generated", self.generated_dir(task, data_dir, params))
+        # What the reader reads: the metadata files and the images (stat only, ~1 s per 200k files).
+        return Source("official", root, tuple(files_under(root / "metadata") + files_under(root / "imgs")))
 
     def generated_dir(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Path:
         generation = {k: params[k] for k in ("num_examples", "seed")}
@@ -208,7 +225,7 @@ class PathfinderLoader(Loader):
             / f"pathfinder{self.resolution}" / DIRECTORY[DIFFICULTIES[self.difficulty]]
         )
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         root = self._official(data_dir)
         if root is None:
             root = generate_layout(
@@ -217,6 +234,7 @@ class PathfinderLoader(Loader):
                 params["num_examples"],
                 params["seed"],
             )
-        pixels, labels = read_layout(root, self.resolution)
-        parts = seeded_split(len(labels), params["seed"])
-        return {name: Split(pixels[index], labels[index]) for name, index in parts.items()}
+        layout = read_layout(root, self.resolution)
+        parts = seeded_split(len(layout.labels), params["seed"])
+        splits = {name: Split(layout.pixels[index], layout.labels[index]) for name, index in parts.items()}
+        return Built(splits, {"empty_images_skipped": layout.empty_images})

@@ -15,7 +15,8 @@ import numpy as np
 
 from bench_common import BenchError
 from lra.cache import Split
-from lra.task import Loader, Task
+from lra.fingerprint import Source
+from lra.task import Built, Loader, Task
 from lra.tsv import parse_label, read_rows
 
 FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
@@ -39,7 +40,12 @@ def read_pairs(path: Path, seq_len: int) -> Split:
 
 @dataclass(frozen=True)
 class AanLoader(Loader):
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        directory = data_dir / OFFICIAL_DIR
+        paths = tuple(directory / name for name in FILES.values())
+        return Source("official", directory, paths) if all(p.is_file() for p in paths) else Source("missing", directory)
+
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         directory = data_dir / OFFICIAL_DIR
         missing = [name for name in FILES.values() if not (directory / name).is_file()]
         if missing:
@@ -47,4 +53,4 @@ class AanLoader(Loader):
                 f"task '{task.name}': missing {', '.join(missing)} in {directory}; unpack the LRA release "
                 f"(lra_release.gz, see `lra.archive.extract_release`) so that {directory} holds the AAN TSVs"
             )
-        return {split: read_pairs(directory / name, task.seq_len) for split, name in FILES.items()}
+        return Built({split: read_pairs(directory / name, task.seq_len) for split, name in FILES.items()})

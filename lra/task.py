@@ -1,4 +1,5 @@
-"""The Task declaration and its preparation pipeline (validate params -> cache hit or build -> cache).
+"""The Task declaration and its preparation pipeline (validate params -> fingerprint the source ->
+cache hit or build -> cache).
 
 A task states everything that defines its results in one place (source, tokenisation, shapes,
 head, configs, version). How its raw data is found, generated and tokenised lives in a `Loader`
@@ -16,6 +17,7 @@ import numpy as np
 
 from bench_common import BenchError, Registry, check_option_keys
 from lra.cache import SPLITS, Split, entry_dir, load_entry, save_entry
+from lra.fingerprint import Source, fingerprint
 
 HEADS = ("sequence", "dual", "token")
 IGNORE_INDEX = -100  # token-head targets at positions that are not scored
@@ -31,17 +33,37 @@ class Loader(ABC):
     def validate(self, task: "Task", params: dict[str, Any]) -> None:
         """Raises BenchError for parameter values out of range (keys and types are checked already)."""
 
-    def raw_key(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> str:
-        """Names the raw data that `build` will read (e.g. official files vs generated), for the cache key."""
-        return "default"
+    @abstractmethod
+    def source(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> Source:
+        """Where `build` will read the raw data from (official files, generated, TFDS), and which files.
+
+        Cheap (no reading, no generating): it is called whenever a run is planned.
+        """
 
     def shape(self, task: "Task", params: dict[str, Any]) -> dict[str, int]:
         """ModelConfig fields that depend on params (max_seq_len, vocab_size, num_classes)."""
         return {}
 
     @abstractmethod
-    def build(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> "Built":
         """Reads (generating first if needed) and tokenises the raw data; fails fast if it is missing."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a loader built: the splits, and counts worth recording (e.g. skipped empty images)."""
+
+    splits: dict[str, Split]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Prepared splits and the `data` block a run record carries: source, root, fingerprint, sizes
+    and the loader's notes."""
+
+    splits: dict[str, Split]
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,26 +118,49 @@ class Task:
         resolved = self.check_params(params)
         return {**self.model_configs[family], **self.loader.shape(self, resolved)}
 
+    def data_source(self, data_dir: Path, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """{"source", "root", "fingerprint"} of the raw data `prepare` would read now (nothing is read:
+        files are only stat-ed, generated data is named by its recipe)."""
+        resolved = self.check_params(params)
+        source = self.loader.source(self, Path(data_dir), resolved)
+        return self._describe(source, resolved)
+
+    def _describe(self, source: Source, params: dict[str, Any]) -> dict[str, Any]:
+        recipe = {"task": self.name, "version": self.version, "params": params}
+        return {"source": source.kind, "root": None if source.root is None else str(source.root),
+                "fingerprint": fingerprint(source, recipe)}
+
     def prepare(self, data_dir: Path, params: Optional[dict[str, Any]] = None) -> dict[str, Split]:
         """Splits "train", "val", "test", tokenised once and then read memory-mapped from the cache."""
+        return self.prepare_data(data_dir, params).splits
+
+    def prepare_data(self, data_dir: Path, params: Optional[dict[str, Any]] = None) -> Prepared:
+        """`prepare`, plus the data block naming exactly what was read.
+
+        The cache key holds the data fingerprint, so a replaced, edited or deleted source file
+        leads to a new entry instead of the old arrays.
+        """
         resolved = self.check_params(params)
         data_dir = Path(data_dir)
+        described = self.data_source(data_dir, resolved)
         key = {
             "task": self.name,
             "version": self.version,
             "params": resolved,
-            "raw": self.loader.raw_key(self, data_dir, resolved),
+            "source": described["source"],
+            "fingerprint": described["fingerprint"],
         }
         directory = entry_dir(data_dir, self.name, self.version, key)
         cached = load_entry(directory)
-        if cached is not None:
-            return cached
-        splits = self.loader.build(self, data_dir, resolved)
-        self._check_splits(splits, resolved)
-        save_entry(directory, splits, key)
-        loaded = load_entry(directory)
-        assert loaded is not None  # save_entry either wrote it or found an equivalent entry
-        return loaded
+        if cached is None:
+            built = self.loader.build(self, data_dir, resolved)
+            self._check_splits(built.splits, resolved)
+            save_entry(directory, built.splits, {**key, "notes": built.notes})
+            cached = load_entry(directory)
+            assert cached is not None  # save_entry either wrote it or found an equivalent entry
+        splits, meta = cached
+        data = {**described, "sizes": {name: len(splits[name]) for name in SPLITS}, **meta.get("notes", {})}
+        return Prepared(splits, data)
 
     def _check_splits(self, splits: dict[str, Split], params: dict[str, Any]) -> None:
         """Guards the contract the harness relies on: shapes, dtypes and target ranges."""

@@ -1,7 +1,8 @@
 """Byte-level IMDb (LRA "Text"): TFDS `imdb_reviews` or the official aclImdb text files.
 
 Tokenisation as the official ByteTextEncoder: UTF-8 bytes, id = byte + 1, 0 = padding, truncated
-to the sequence length. The official pipeline validates on the test split (IMDb has no validation
+to the sequence length. Reviews read from aclImdb/ files are stripped of leading and trailing ASCII
+whitespace, as TFDS `imdb_reviews` strips them when it prepares the same files. The official pipeline validates on the test split (IMDb has no validation
 split); `validation="train"` instead holds out a seeded 10% of train, which keeps checkpoint
 selection off the test set.
 """
@@ -16,8 +17,9 @@ import numpy as np
 
 from bench_common import BenchError
 from lra.cache import Split
-from lra.task import Loader, Task
-from lra.tfds_source import as_bytes, as_int, open_split, prepared_dir, records, tfds_dir
+from lra.fingerprint import Source
+from lra.task import Built, Loader, Task
+from lra.tfds_source import as_bytes, as_int, open_split, records, tfds_dir, tfds_source
 
 ACL_DIR = "aclImdb"  # the Stanford release (aclImdb_v1.tar.gz) unpacked under data_dir
 BYTE_VOCAB = 257  # 256 byte values shifted by one, plus padding
@@ -33,14 +35,14 @@ def encode_bytes(texts: Iterable[bytes], seq_len: int) -> np.ndarray:
 
 
 def read_acl_split(root: Path, split: str) -> tuple[list[bytes], list[int]]:
-    """aclImdb/<split>/{neg,pos}/*.txt -> texts and labels (neg = 0, pos = 1, as TFDS)."""
+    """aclImdb/<split>/{neg,pos}/*.txt -> stripped texts and labels (neg = 0, pos = 1, as TFDS)."""
     texts, labels = [], []
     for label, polarity in enumerate(("neg", "pos")):
         directory = root / split / polarity
         if not directory.is_dir():
             raise BenchError(f"missing IMDb directory {directory} (expected aclImdb/{split}/{polarity}/*.txt)")
         for path in sorted(directory.glob("*.txt")):
-            texts.append(path.read_bytes())
+            texts.append(path.read_bytes().strip())  # TFDS: imdb_f.read().strip() on bytes
             labels.append(label)
     return texts, labels
 
@@ -60,11 +62,14 @@ def read_imdb(task: Task, data_dir: Path) -> dict[str, tuple[list[bytes], list[i
     return out
 
 
-def imdb_raw_key(data_dir: Path) -> str:
-    if (data_dir / ACL_DIR).is_dir():
-        return "aclImdb"
-    location = prepared_dir(tfds_dir(data_dir), "imdb_reviews")
-    return f"tfds:{location.name}" if location else "missing"
+def imdb_source(data_dir: Path) -> Source:
+    """aclImdb/ review files when the directory exists (what `read_imdb` then reads), else TFDS."""
+    acl = data_dir / ACL_DIR
+    if acl.is_dir():
+        files = [path for split in ("train", "test") for polarity in ("neg", "pos")
+                 for path in (acl / split / polarity).glob("*.txt")]
+        return Source("files", acl, tuple(files))
+    return tfds_source(data_dir, "imdb_reviews")
 
 
 def split_train_val(
@@ -89,13 +94,13 @@ class ImdbBytesLoader(Loader):
     def validate(self, task: Task, params: dict[str, Any]) -> None:
         check_validation(task, params)
 
-    def raw_key(self, task: Task, data_dir: Path, params: dict[str, Any]) -> str:
-        return imdb_raw_key(data_dir)
+    def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
+        return imdb_source(data_dir)
 
-    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> dict[str, Split]:
+    def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         raw = read_imdb(task, data_dir)
         parts = split_train_val(raw["train"], raw["test"], params["validation"], params["seed"])
-        return {
+        return Built({
             name: Split(encode_bytes(texts, task.seq_len), np.asarray(labels, dtype=np.int64))
             for name, (texts, labels) in parts.items()
-        }
+        })

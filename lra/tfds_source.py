@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from bench_common import BenchError
+from lra.fingerprint import Source, files_under
 
 TFDS_SUBDIR = "tensorflow_datasets"
 
@@ -41,6 +42,14 @@ def prepared_dir(directory: Path, dataset: str) -> Optional[Path]:
     if not candidates:
         return None
     return max(candidates, key=lambda p: tuple(int(x) if x.isdigit() else 0 for x in p.name.split(".")))
+
+
+def tfds_source(data_dir: Path, dataset: str) -> Source:
+    """The prepared directory of `dataset` and every file in it, or a "missing" source."""
+    location = prepared_dir(tfds_dir(data_dir), dataset)
+    if location is None:
+        return Source("missing", tfds_dir(data_dir))
+    return Source("tfds", location, tuple(files_under(location)))
 
 
 def missing_error(task: str, dataset: str, directory: Path, alternative: str = "") -> BenchError:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench_common import BenchError
@@ -23,6 +24,9 @@ class Capabilities:
     key_padding_mask: bool = True  # honours key_padding_mask (padded keys get no weight)
     fixed_length: bool = False  # needs seq_len <= max_seq_len fixed at construction (Linformer)
     cuda_only: bool = False  # has no CPU kernels (xformers)
+    # drops attention weights in training at the model's `attention_dropout` rate; a core without
+    # it ignores the rate, and the run record says so
+    attention_dropout: bool = False
 
 
 class AttentionMethod(nn.Module):
@@ -33,6 +37,10 @@ class AttentionMethod(nn.Module):
     (batch, heads, n, head_dim); and `macs(seq_len)`, the multiply-accumulates one forward pass of
     the core executes for one example (all heads). `create_attention` passes num_heads, head_dim
     and max_seq_len and sets them on the instance, so a plugin may call `super().__init__()` bare.
+
+    Attention dropout: a core declaring `Capabilities(attention_dropout=True)` gets the model's
+    rate set as `self.attention_dropout` and applies `self.drop_attention(weights)` to its
+    normalised attention weights (active in training only).
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
@@ -43,6 +51,12 @@ class AttentionMethod(nn.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.max_seq_len = max_seq_len
+        self.attention_dropout = 0.0
+
+    def drop_attention(self, weights: torch.Tensor) -> torch.Tensor:
+        """Dropout on normalised attention weights, in training, at `self.attention_dropout`."""
+        rate = getattr(self, "attention_dropout", 0.0)
+        return F.dropout(weights, rate, training=True) if rate and self.training else weights
 
     def macs(self, seq_len: int) -> int:
         """Multiply-accumulates this implementation executes in one forward pass, one example.

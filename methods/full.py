@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from methods.base import AttentionMethod, check_qkv
+from methods.base import AttentionMethod, Capabilities, check_qkv
 from methods.registry import register_attention
 
 
@@ -26,13 +26,15 @@ def padding_bias(key_padding_mask: Optional[torch.Tensor], dtype: torch.dtype) -
 class FullAttention(AttentionMethod):
     """softmax(q k^T / sqrt(d)) v over all n x n pairs (Vaswani et al. 2017, eq. 1)."""
 
+    capabilities = Capabilities(attention_dropout=True)
+
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, n, n)
         bias = padding_bias(key_padding_mask, scores.dtype)
         if bias is not None:
             scores = scores + bias
-        return torch.matmul(torch.softmax(scores, dim=-1), v)  # (B, H, n, d)
+        return torch.matmul(self.drop_attention(torch.softmax(scores, dim=-1)), v)  # (B, H, n, d)
 
     def macs(self, seq_len: int) -> int:
         # Two n x n x d products per head (scores and weighted sum) plus n^2 softmax elements.

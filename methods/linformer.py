@@ -58,7 +58,7 @@ def new_projection(heads: int, k: int, n: int, init: str) -> nn.Parameter:
 class LinformerAttention(AttentionMethod):
     """Linformer (Wang et al. 2020): keys and values projected along the sequence to length k."""
 
-    capabilities = Capabilities(fixed_length=True)
+    capabilities = Capabilities(fixed_length=True, attention_dropout=True)  # on the n x k weights
 
     def __init__(
         self,
@@ -106,7 +106,7 @@ class LinformerAttention(AttentionMethod):
         keys_t = torch.matmul(k.transpose(-1, -2), proj_k_t)  # (B, H, d, k) = (E k)^T
         values = torch.matmul(v.transpose(-1, -2), proj_v_t).transpose(-1, -2)  # (B, H, k, d) = F v
         scores = torch.matmul(q, keys_t) / math.sqrt(q.shape[-1])  # (B, H, n, k)
-        return torch.matmul(torch.softmax(scores, dim=-1), values)  # (B, H, n, d)
+        return torch.matmul(self.drop_attention(torch.softmax(scores, dim=-1)), values)  # (B, H, n, d)
 
     def macs(self, seq_len: int) -> int:
         n, k, d = seq_len, self.k, self.head_dim

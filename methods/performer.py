@@ -18,6 +18,10 @@ the two agree given the same features (tests/test_baselines.py).
 
 Padding: padded keys get all-zero features, so they add nothing to numerator or denominator;
 they are also left out of the key maximum.
+
+Attention dropout does not apply: FAVOR+ never forms the attention weights, so there is nothing
+to drop (the official LRA Performer ignores its attention-dropout rate too); the capability is not
+declared and the run record says the rate was not applied.
 """
 
 from __future__ import annotations

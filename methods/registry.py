@@ -58,14 +58,26 @@ def validate_attention_options(name: str, options: dict[str, Any]) -> dict[str, 
 
 
 def create_attention(
-    name: str, *, num_heads: int, head_dim: int, max_seq_len: int, **options: Any
+    name: str, *, num_heads: int, head_dim: int, max_seq_len: int, attention_dropout: float = 0.0, **options: Any
 ) -> AttentionMethod:
-    """Builds the registered method `name` with validated options."""
+    """Builds the registered method `name` with validated options.
+
+    `attention_dropout` reaches only cores that declare `Capabilities(attention_dropout=True)`;
+    others ignore it (`applies_attention_dropout` says which).
+    """
     for arg, value in (("num_heads", num_heads), ("head_dim", head_dim), ("max_seq_len", max_seq_len)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise BenchError(f"create_attention('{name}'): {arg} must be a positive integer, got {value!r}")
+    if isinstance(attention_dropout, bool) or not isinstance(attention_dropout, (int, float)) or not 0 <= attention_dropout < 1:
+        raise BenchError(f"create_attention('{name}'): attention_dropout must be a number in [0, 1), got {attention_dropout!r}")
     options = validate_attention_options(name, options)
     cls = get_attention_class(name)
     method = cls(num_heads=num_heads, head_dim=head_dim, max_seq_len=max_seq_len, **options)
     method.num_heads, method.head_dim, method.max_seq_len = num_heads, head_dim, max_seq_len
+    method.attention_dropout = float(attention_dropout) if applies_attention_dropout(name) else 0.0
     return method
+
+
+def applies_attention_dropout(name: str) -> bool:
+    """Whether method `name` drops attention weights (its declared capability)."""
+    return get_attention_class(name).capabilities.attention_dropout

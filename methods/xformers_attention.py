@@ -34,7 +34,7 @@ def padding_bias(key_padding_mask: torch.Tensor, num_heads: int, dtype: torch.dt
 class XformersAttention(AttentionMethod):
     """xformers.ops.memory_efficient_attention: exact attention in O(n) memory (CUDA only)."""
 
-    capabilities = Capabilities(cuda_only=True)
+    capabilities = Capabilities(cuda_only=True, attention_dropout=True)  # its p, in training only
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
@@ -46,7 +46,8 @@ class XformersAttention(AttentionMethod):
             raise BenchError(f"attention method 'xformers' needs a CUDA device (no CPU kernels); got tensors on '{q.device}'")
         bias = None if key_padding_mask is None else padding_bias(key_padding_mask, q.shape[1], q.dtype)
         # xformers takes (B, n, H, d) ("BMHK"); its default scale is d^-1/2, as `full`.
-        out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias)
+        rate = self.attention_dropout if self.training else 0.0
+        out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, p=rate)
         return out.transpose(1, 2)  # (B, H, n, d)
 
     def macs(self, seq_len: int) -> int:

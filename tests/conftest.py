@@ -76,6 +76,21 @@ class TinyTask:
         shape = {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "max_seq_len": self.seq_len}
         return {**self.model_configs[family], **shape}
 
+    def data_source(self, data_dir, params: dict) -> dict:
+        """As lra's Task: generated data is named by its recipe."""
+        import hashlib
+        import json
+
+        recipe = json.dumps([self.name, self.version, self.check_params(params)], sort_keys=True)
+        return {"source": "generated", "root": None, "fingerprint": hashlib.sha256(recipe.encode()).hexdigest()[:16]}
+
+    def prepare_data(self, data_dir, params: dict):
+        from types import SimpleNamespace
+
+        splits = self.prepare(data_dir, params)
+        sizes = {name: len(split.targets) for name, split in splits.items()}
+        return SimpleNamespace(splits=splits, data={**self.data_source(data_dir, params), "sizes": sizes})
+
     def prepare(self, data_dir, params: dict) -> dict:
         count = self.check_params(params)["num_examples"]
         splits = {}

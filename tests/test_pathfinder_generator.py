@@ -95,8 +95,8 @@ def test_layout_reader_skips_empty_pngs(tmp_path: Path):
     rows = [(i % 2, rng.integers(0, 256, (32, 32), dtype=np.uint8)) for i in range(4)]
     write_layout(tmp_path, rows)
     (tmp_path / "imgs" / "0" / "sample_2.png").write_bytes(b"")  # as pathfinder32/curv_baseline/imgs/0/sample_172.png
-    pixels, labels = read_layout(tmp_path, 32)
-    assert labels.tolist() == [0, 1, 1]
+    pixels, labels, empty = read_layout(tmp_path, 32)
+    assert labels.tolist() == [0, 1, 1] and empty == 1
     assert np.array_equal(pixels[2], rows[3][1].reshape(-1))
 
 
@@ -126,7 +126,7 @@ def test_generated_layout_reads_back_with_its_labels(tmp_path: Path):
     generate_layout(tmp_path, preset(32, "easy"), 12, seed=3, workers=1)
     lines = (tmp_path / "metadata" / "0.npy").read_text().splitlines()
     assert len(lines) == 12 and lines[0].startswith("imgs/0 sample_0.png 0 ")
-    pixels, labels = read_layout(tmp_path, 32)
+    pixels, labels, _ = read_layout(tmp_path, 32)
     assert pixels.shape == (12, 1024)
     assert labels.tolist() == [int(line.split()[3]) for line in lines]
     assert Image.open(tmp_path / "imgs" / "0" / "sample_0.png").mode == "L"
@@ -175,3 +175,14 @@ def test_array_pair_search_state_matches_sequential_stamps(resolution):
         assert np.array_equal(occupancy.free, rebuilt.free)
         assert tails == [tuple(int(v) for v in centres[i, 0]) for i in (0, 1)]
         assert ends == [tuple(int(v) for v in centres[i, -1]) for i in (0, 1)]
+
+
+def test_metadata_last_line_without_newline_is_kept(tmp_path: Path):
+    """The official reader drops such a line (it cuts each line's last character, assuming a
+    newline); ours keeps it, deliberately (docs/evaluation_protocol.md)."""
+    rng = np.random.default_rng(1)
+    write_layout(tmp_path, [(i % 2, rng.integers(0, 256, (32, 32), dtype=np.uint8)) for i in range(3)])
+    metadata = tmp_path / "metadata" / "0.npy"
+    metadata.write_text(metadata.read_text().rstrip("\n"))
+    pixels, labels, empty = read_layout(tmp_path, 32)
+    assert labels.tolist() == [0, 1, 0] and len(pixels) == 3 and empty == 0

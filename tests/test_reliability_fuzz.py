@@ -136,7 +136,7 @@ def test_pathfinder_metadata(scratch, metadata):
 
 
 def test_pathfinder_seed_layout_is_valid(scratch):
-    pixels, labels = read_layout(pathfinder_layout(fresh(scratch), METADATA, PNG), WINDOW)
+    pixels, labels, _ = read_layout(pathfinder_layout(fresh(scratch), METADATA, PNG), WINDOW)
     assert pixels.shape == (2, WINDOW * WINDOW) and labels.tolist() == [1, 0]
 
 

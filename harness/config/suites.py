@@ -4,6 +4,9 @@ A suite is data, registered in a strict `bench_common.Registry`. A method varian
 (what tables show) plus the registry name of its attention core, its options, and optionally a
 bootstrap schedule and per-layer attention (a hybrid). Overrides are config layers in the same
 shape as a --config file (harness/config/layered.py); `task_overrides` apply to one task only.
+Data params are task-specific by nature (MQAR's `seq_len` means nothing to ListOps), so they belong
+in `task_overrides`, never in the generic `overrides`: a task the suite does not list then runs
+with the suite's generic settings and its own data defaults.
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ def register_suite(suite: Suite) -> Suite:
     labels = [m.label for m in suite.methods]
     if len(set(labels)) != len(labels):
         raise BenchError(f"suite '{suite.name}': method labels must be unique, got {labels}")
+    if "data" in suite.overrides:
+        raise BenchError(f"suite '{suite.name}': data params are task-specific; put them in task_overrides")
+    unlisted = sorted(set(suite.task_overrides) - set(suite.tasks))
+    if unlisted:
+        raise BenchError(f"suite '{suite.name}': task_overrides for {', '.join(unlisted)}, which it does not list")
     SUITES.add(suite.name, suite)
     return suite
 
@@ -89,8 +97,8 @@ register_suite(Suite(
         "model": TINY_MODEL,
         "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "eval_batches": 2, "warmup_steps": 2,
                   "lr": 1e-3, "schedule": "constant"},
-        "data": {"num_examples": 256, "seq_len": 64, "num_pairs": 8},
     },
+    task_overrides={"mqar": {"data": {"num_examples": 256, "seq_len": 64, "num_pairs": 8}}},
 ))
 
 # The quick suite's budget and data: small enough for minutes on 2 CPU cores, yet full attention

@@ -5,11 +5,17 @@ value type, batch size vs world size, output directory of another version) is fo
 resolving, before any run starts or any file is written. On a rerun (resume after an interruption)
 `plan_runs` decides: done runs are skipped, failed ones retried, and a finished record of another
 config is refused unless `force` (see its docstring).
+
+The config holds the data's source and fingerprint (`data_source`, lra/fingerprint.py: files by
+path, size and mtime, generated data by recipe), so the hash changes when the data does: a resumed
+sweep never keeps a record made on other data. Planning reads no data (stat only), so a dry run
+(`plan`) shows the exact config and hash a real run records, without preparing anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,9 +73,12 @@ def select_methods(suite: Suite, names: Optional[list[str]]) -> list[MethodVaria
 
 
 def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: MethodVariant, seed: int,
-                file_layer: dict[str, Any], set_layers: list[dict[str, Any]]) -> RunSpec:
+                file_layer: dict[str, Any], set_layers: list[dict[str, Any]],
+                sources: Optional[dict[str, dict[str, Any]]] = None) -> RunSpec:
     """Layers, in order: typed defaults, task defaults (family), suite, suite-per-task, method
-    variant, --config file, --set. Returns the spec with its fully resolved config and hash."""
+    variant, --config file, --set. Returns the spec with its fully resolved config and hash.
+
+    `sources` memoises data sources within one resolution (a Pathfinder fingerprint stats 200k files)."""
     from methods.registry import validate_attention_options
 
     task = runner.load_task(task_name)
@@ -104,10 +113,20 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     shard_batch_size(config["train"]["batch_size"], world_from_env().world_size)
     config.update(version=cfg.CONFIG_VERSION, task=task_name, task_version=task.version,
                   method=variant.label, attention=model["attention"], seed=seed)
+    source = data_source(task, request.data_dir, config["data"], {} if sources is None else sources)
+    config["data_source"] = {"source": source["source"], "fingerprint": source["fingerprint"]}
     config["runtime"] = {"suite": suite.name, "data_dir": str(request.data_dir), "plugins": list(request.plugins),
-                         "checkpoint_dir": str(Path(request.out) / "checkpoints")}
+                         "checkpoint_dir": str(Path(request.out) / "checkpoints"), "data_root": source["root"]}
     return RunSpec(method=variant.label, task=task_name, seed=seed, config=config,
                    config_hash=cfg.config_hash(config))
+
+
+def data_source(task: Any, data_dir: Path, params: dict[str, Any], memo: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{"source", "root", "fingerprint"} of the data this run would read (no data is read)."""
+    key = json.dumps([task.name, str(data_dir), params], sort_keys=True, default=str)
+    if key not in memo:
+        memo[key] = task.data_source(Path(data_dir), dict(params))
+    return memo[key]
 
 
 def check_cores_build(config: dict[str, Any]) -> None:
@@ -142,8 +161,45 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
     tasks = request.tasks or list(suite.tasks)
     seeds = request.seeds if request.seeds is not None else list(suite.seeds)
     variants = select_methods(suite, request.methods)
-    return [resolve_run(request, suite, task, variant, seed, file_layer, set_layers)
+    sources: dict[str, dict[str, Any]] = {}
+    return [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
             for task in tasks for variant in variants for seed in seeds]
+
+
+def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:
+    """The valid record of this run with the same config hash (resuming skips it), else None."""
+    existing = read_record_if_valid(record_path(out, spec.task, spec.method, spec.seed))
+    return existing if existing is not None and existing["config_hash"] == spec.config_hash else None
+
+
+def plan(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
+    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing."""
+    return [{"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
+             "config_hash": spec.config_hash, "record_exists": finished_record(Path(out), spec) is not None}
+            for spec in specs]
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Deletes `.<name>.<pid>.tmp` files (atomic writes of records and checkpoints) left by killed
+    processes; a file whose writer is still alive on this machine is kept."""
+    removed = []
+    for path in Path(out).rglob(".*.tmp"):
+        writer = path.name.split(".")[-2]
+        if writer.isdigit() and _alive(int(writer)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool = False,
@@ -151,6 +207,10 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
     """Runs what is not done yet; returns every run's record, in spec order."""
     out = Path(out)
     check_output_version(out)
+    if is_primary():
+        stale = remove_stale_temporaries(out)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) left by killed runs in {out}", file=sys.stderr)
     records, pending, history = plan_runs(specs, out, force, retry_failed)
     if is_primary():
         update_config_file(out, {s.key: {"config_hash": s.config_hash, "config": s.config} for s in specs})
@@ -164,6 +224,8 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
     def on_record(spec: RunSpec, record: dict[str, Any]) -> None:
         if spec.key in history:
             record["previous_attempts"] = history[spec.key]
+        if record["status"] in FAILED and not record["metrics"]["history"]:
+            runner.keep_measured(spec, record)  # a killed run: what its checkpoint measured
         records[spec.key] = record
         if is_primary():
             write_record(out, record)

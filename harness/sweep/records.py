@@ -3,7 +3,9 @@
 Layout: `<out>/records/<task>/<method>/seed<seed>.json`, plus `<out>/config.json` with every
 resolved run config of the directory. Schema (COMMON.md):
 {"schema", "method", "attention", "task", "task_version", "seed", "status", "reason", "metrics",
- "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env"}.
+ "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env", "data"}.
+`data` names the exact data a run used: {"source", "root", "fingerprint", "sizes": {train, val,
+test} or null before the data was read, plus loader counts such as "empty_images_skipped"}.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ FAILED = ("diverged", "oom", "timeout", "error")
 # them. `diverged` and `unsupported` say something about the method and stay done unless asked.
 RETRIED = ("oom", "timeout", "error")
 RECORD_KEYS = ("schema", "method", "attention", "task", "task_version", "seed", "status", "reason",
-               "metrics", "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env")
+               "metrics", "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env", "data")
+# Keys a record written before they existed may lack (the committed results/ predate `data`).
+LATER_KEYS = ("data",)
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds",
                "steps_per_second", "tokens_per_second", "peak_memory_mb", "history")
 
@@ -71,7 +75,15 @@ def new_record(spec: RunSpec) -> dict[str, Any]:
         "config": config,
         "config_hash": spec.config_hash,
         "env": environment(config.get("device", "cpu")),
+        "data": planned_data(config),
     }
+
+
+def planned_data(config: dict[str, Any]) -> dict[str, Any]:
+    """The data block as planned (source, root, fingerprint); a run that reads its data replaces it."""
+    source = config.get("data_source") or {}
+    return {"source": source.get("source"), "root": config.get("runtime", {}).get("data_root"),
+            "fingerprint": source.get("fingerprint"), "sizes": None}
 
 
 def failure_record(spec: RunSpec, status: str, reason: str) -> Record:
@@ -134,7 +146,7 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
         raise BenchError(f"{where}: a record must be a JSON object")
     if record.get("schema") != SCHEMA:
         raise BenchError(f"{where}: record schema {record.get('schema')!r}, this version reads schema {SCHEMA}")
-    missing = [key for key in RECORD_KEYS if key not in record]
+    missing = [key for key in RECORD_KEYS if key not in record and key not in LATER_KEYS]
     if missing:
         raise BenchError(f"{where}: record lacks key(s) {', '.join(missing)}")
     if record["status"] not in STATUSES:

@@ -4,6 +4,12 @@
 time-outs and errors all come back as a record with that status (failures are rows), so a sweep
 always goes on. It writes nothing but its own training checkpoint; the sweep driver writes
 records, so executors on other machines need no shared file system.
+
+The record's `data` block says which data the run read (source, root, fingerprint, split sizes);
+data that changed since the sweep was planned fail the run rather than being recorded under a
+config hash that names other data. A run killed from outside (an executor's wall-clock limit, the
+OOM killer) keeps what it measured: `keep_measured` reads it back from the run's checkpoint,
+written at each evaluation.
 """
 
 from __future__ import annotations
@@ -88,7 +94,13 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     if reason:
         record["status"], record["reason"] = "unsupported", reason
         return
-    splits = task.prepare(Path(runtime.get("data_dir") or default_data_dir()), dict(config["data"]))
+    prepared = task.prepare_data(Path(runtime.get("data_dir") or default_data_dir()), dict(config["data"]))
+    record["data"] = dict(prepared.data)
+    planned = (config.get("data_source") or {}).get("fingerprint")
+    if planned is not None and prepared.data["fingerprint"] != planned:
+        raise BenchError(f"the data changed since this run was planned (fingerprint {prepared.data['fingerprint']}, "
+                         f"planned {planned}); run the sweep again to plan it on the current data")
+    splits = prepared.splits
     for name in ("train", "val", "test"):
         check_split(name, splits[name], task.head)
 
@@ -118,13 +130,43 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
 
 
 def _diagnostics(model: torch.nn.Module) -> dict[str, Any]:
-    """Each attention core's diagnostics after the test evaluation, keyed by layer."""
-    found = {}
+    """Each attention core's diagnostics after the test evaluation, keyed by layer, and whether the
+    model's attention dropout reached every core."""
+    found: dict[str, Any] = {}
     for index, core in enumerate(model.attention_cores()):
         values = core.diagnostics()
         if values:
             found[f"layer{index}"] = values
+    rate = model.config.attention_dropout
+    if rate:
+        ignored = sorted({type(core).registry_name or type(core).__name__
+                          for core in model.attention_cores() if not type(core).capabilities.attention_dropout})
+        found["attention_dropout"] = {"rate": rate, "applied": not ignored, "not_applied_by": ignored}
     return found
+
+
+def keep_measured(spec: RunSpec, record: dict[str, Any]) -> None:
+    """Fills a killed run's metrics with what its checkpoint (written at each evaluation) measured.
+
+    The checkpoint is memory-mapped, so only the small metric values are read; one written for
+    another config (key = config hash) is ignored. Test accuracy stays null: never measured.
+    """
+    path = checkpoint_path(spec)
+    if path is None or not path.is_file():
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged checkpoint says nothing; the row keeps its empty metrics
+        return
+    if not isinstance(state, dict) or state.get("key") != spec.config_hash or not state.get("history"):
+        return
+    step, seconds = int(state["step"]), float(state["seconds"])
+    record["metrics"].update({
+        "val_accuracy": state["best_accuracy"] if state.get("best_state") is not None else None,
+        "best_step": state["best_step"], "steps": step, "train_seconds": seconds,
+        "steps_per_second": step / seconds if seconds else None, "history": list(state["history"]),
+    })
+    record["reason"] = f"{record['reason']}; metrics up to step {step} read from its checkpoint"
 
 
 def _flops(model: torch.nn.Module, example: torch.Tensor, record: dict[str, Any]) -> Optional[dict]:

@@ -32,6 +32,9 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.1
+    # Dropout on the attention weights (LRA's attention_dropout_rate); reaches the cores that declare
+    # the capability, the others ignore it (the record's diagnostics say which).
+    attention_dropout: float = 0.0
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     pooling: Literal["cls", "mean"] = "mean"
     head: Literal["sequence", "dual", "token"] = "sequence"
@@ -46,6 +49,9 @@ class ModelConfig:
             raise BenchError(
                 f"model.num_heads={self.num_heads} must divide model.qkv_dim={self.qkv_dim}"
             )
+        for name in ("dropout", "attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise BenchError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
         self.layer_attention = {int(k): dict(v) for k, v in self.layer_attention.items()}
         for index, spec in self.layer_attention.items():
             if not 0 <= index < self.num_layers:
@@ -244,6 +250,7 @@ class EncoderClassifier(nn.Module):
                 num_heads=config.num_heads,
                 head_dim=config.head_dim,
                 max_seq_len=config.encoded_length,
+                attention_dropout=config.attention_dropout,
                 **(options or {}),
             )
             carried = {
@@ -263,5 +270,6 @@ def build_core(config: ModelConfig, layer: int) -> AttentionMethod:
         num_heads=config.num_heads,
         head_dim=config.head_dim,
         max_seq_len=config.encoded_length,
+        attention_dropout=config.attention_dropout,
         **options,
     )

@@ -13,12 +13,14 @@ from typing import Optional
 import torch
 
 from bench_common import BenchError
-from methods.base import AttentionMethod
+from methods.base import AttentionMethod, Capabilities
 from methods.treeformer.tree import Routing, RoutingTree, check_height
 
 
 class TreeAttention(AttentionMethod):
     """Base of the Treeformer cores; subclasses implement `forward`, `macs`, `algorithmic_macs`."""
+
+    capabilities = Capabilities(attention_dropout=True)  # on the softmax weights of TF and TC
 
     def __init__(
         self,

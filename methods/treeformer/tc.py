@@ -65,7 +65,7 @@ class TreeformerTC(TreeAttention):
         bias = self.path_bias(queries.leaf.reshape(groups, n), counts > 0, q.dtype)  # (G, n, 2L-1)
         # One product scores every query against every node; the bias masks all but its path.
         scores = torch.baddbmm(bias, q.reshape(groups, n, dim), node_keys.transpose(1, 2), alpha=inverse_sqrt(dim))
-        attended = torch.bmm(torch.softmax(scores, dim=-1), node_values)  # (G, n, d)
+        attended = torch.bmm(self.drop_attention(torch.softmax(scores, dim=-1)), node_values)  # (G, n, d)
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
         out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
         if not torch.jit.is_tracing():

@@ -103,7 +103,7 @@ class TreeformerTF(TreeAttention):
             bucket_k = table_k.index_select(0, bucket.key_rows.reshape(-1)).view(count, size_k, dim)
             bucket_v = table_v.index_select(0, bucket.key_rows.reshape(-1)).view(count, size_k, dim)
             scores = torch.baddbmm(bucket.key_bias, bucket_q, bucket_k.transpose(1, 2), alpha=1.0 / math.sqrt(dim))
-            outputs.append(torch.bmm(torch.softmax(scores, dim=-1), bucket_v).view(-1, dim))  # (c*sq, d)
+            outputs.append(torch.bmm(self.drop_attention(torch.softmax(scores, dim=-1)), bucket_v).view(-1, dim))  # (c*sq, d)
         flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         out = flat.index_select(0, plan.source).view(batch, heads, n, dim)
         out = out * (queries.gate * plan.has_output.view(batch, heads, n)).unsqueeze(-1)
