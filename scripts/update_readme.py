@@ -20,6 +20,7 @@ Exit status: 0 up to date (or rewritten), 1 a block differs or cites a missing f
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         current = args.readme.read_text(encoding="utf-8")
         if not args.check:
             for directory in sorted({m["name"].rpartition("/")[0] for m in BLOCK.finditer(current)}):
-                for problem in render_report(REPO / "results" / directory).problems:  # the figures the blocks cite
+                # The figures the blocks cite; a relative path, so the index names no checkout.
+                for problem in render_report(Path(os.path.relpath(REPO / "results" / directory))).problems:
                     print(f"results/{directory}: {problem}", file=sys.stderr)
         wanted, names = expected(current)
     except (BenchError, OSError) as err:

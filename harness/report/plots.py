@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import (EngFormatter, FixedLocator, LogLocator, NullFormatter, NullLocator,  # noqa: E402
-                               ScalarFormatter)
+from matplotlib.ticker import (EngFormatter, FixedLocator, FuncFormatter, LogLocator, NullFormatter,  # noqa: E402
+                               NullLocator, ScalarFormatter)
 
 from harness.report.stats import t_interval  # noqa: E402
 
@@ -55,9 +55,12 @@ def _panels(count: int, width: float = 5.0, height: float = 4.0, max_columns: in
     return figure, list(axes.flat)[:count]
 
 
-def _majority_line(axis, majority: Optional[float]) -> None:
-    if majority is not None and not pd.isna(majority):
-        axis.axhline(majority, color="grey", linestyle=":", linewidth=1.2)
+def _majority_line(axis, majority: Optional[float]) -> list:
+    """Draws the majority-class baseline; returns its legend entry, or none when it is unknown."""
+    if majority is None or pd.isna(majority):
+        return []
+    axis.axhline(majority, color="grey", linestyle=":", linewidth=1.2)
+    return [Line2D([], [], color="grey", linestyle=":", label="majority class")]
 
 
 def _legend(figure, style: dict[str, dict], extra: list = (), lines: bool = False) -> None:
@@ -68,12 +71,16 @@ def _legend(figure, style: dict[str, dict], extra: list = (), lines: bool = Fals
                   frameon=False, fontsize=9)
 
 
-def _log_axis(axis, which: str = "x") -> None:
-    """Log scale with labels at 1, 2 and 5 of each decade in engineering notation (1k, 20M)."""
+def _log_axis(axis, values, which: str = "x", counts: bool = False) -> None:
+    """Log scale labelled at 1-2-5 (short ranges), 1-3 or whole decades (long ones) so that labels
+    never crowd; counts in engineering notation (20M), times and MiB as plain numbers (0.5, 2000)."""
     getattr(axis, f"set_{which}scale")("log")
+    values = [float(v) for v in values if v is not None and float(v) > 0]
+    decades = np.log10(max(values) / min(values)) if values else 0.0
+    subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0, 3.0) if decades <= 4.5 else (1.0,)
     target = axis.xaxis if which == "x" else axis.yaxis
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(EngFormatter(sep=""))
+    target.set_major_locator(LogLocator(base=10, subs=subs))
+    target.set_major_formatter(EngFormatter(sep="") if counts else FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
 
@@ -99,6 +106,7 @@ def accuracy_vs_macs(cells: pd.DataFrame, path: Path) -> Optional[Path]:
     style = _style(cells["method"])
     tasks = list(dict.fromkeys(ok["task"]))
     figure, axes = _panels(len(tasks))
+    baseline: list = []
     for axis, task in zip(axes, tasks):
         points = ok[ok["task"] == task]
         for (_, point), x in zip(points.iterrows(), dodge(list(points["attention_core_macs"].astype(float)))):
@@ -109,14 +117,13 @@ def accuracy_vs_macs(cells: pd.DataFrame, path: Path) -> Optional[Path]:
                              "attention_core_macs", "test_accuracy_mean")
         axis.step(front["attention_core_macs"], front["test_accuracy_mean"], where="post", color="black",
                   linestyle="--", linewidth=0.8)
-        _majority_line(axis, points["majority"].iloc[0])
-        _log_axis(axis, "x")
+        baseline = _majority_line(axis, points["majority"].iloc[0]) or baseline
+        _log_axis(axis, points["attention_core_macs"], "x", counts=True)
         axis.margins(x=0.15)
         axis.set_title(task)
         axis.set_xlabel("attention-core MACs per example (forward)")
         axis.set_ylabel("test accuracy (%)")
-    _legend(figure, style, [Line2D([], [], color="black", linestyle="--", label="Pareto frontier"),
-                            Line2D([], [], color="grey", linestyle=":", label="majority class")])
+    _legend(figure, style, [Line2D([], [], color="black", linestyle="--", label="Pareto frontier")] + baseline)
     return _save(figure, path)
 
 
@@ -131,6 +138,7 @@ def accuracy_vs_throughput(cells: pd.DataFrame, path: Path) -> Optional[Path]:
     area = (lambda mb: 40 + 560 * mb / largest) if largest else (lambda mb: 120)
     tasks = list(dict.fromkeys(ok["task"]))
     figure, axes = _panels(len(tasks))
+    baseline: list = []
     for axis, task in zip(axes, tasks):
         points = ok[ok["task"] == task]
         for _, point in points.iterrows():
@@ -141,7 +149,7 @@ def accuracy_vs_throughput(cells: pd.DataFrame, path: Path) -> Optional[Path]:
                           zorder=1)
             axis.scatter(point["steps_per_second_mean"], point["test_accuracy_mean"], s=size, color=s["color"],
                          marker=s["marker"], alpha=0.55, edgecolor="black", linewidth=0.6, zorder=2)
-        _majority_line(axis, points["majority"].iloc[0])
+        baseline = _majority_line(axis, points["majority"].iloc[0]) or baseline
         axis.margins(x=0.2, y=0.15)
         axis.set_title(task)
         axis.set_xlabel("training speed (steps/s)")
@@ -151,7 +159,7 @@ def accuracy_vs_throughput(cells: pd.DataFrame, path: Path) -> Optional[Path]:
         for mb in (largest / 4, largest):
             sizes.append(Line2D([], [], linestyle="none", marker="o", color="lightgrey", markeredgecolor="black",
                                 markersize=np.sqrt(area(mb)), label=f"{mb:.0f} MiB peak"))
-    _legend(figure, style, sizes + [Line2D([], [], color="grey", linestyle=":", label="majority class")])
+    _legend(figure, style, sizes + baseline)
     return _save(figure, path)
 
 
@@ -162,6 +170,7 @@ def training_curves(runs_history: pd.DataFrame, majority: dict[str, Optional[flo
     style = _style(runs_history["method"])
     tasks = list(dict.fromkeys(runs_history["task"]))
     figure, axes = _panels(len(tasks))
+    baseline: list = []
     for axis, task in zip(axes, tasks):
         for method, group in runs_history[runs_history["task"] == task].groupby("method", sort=False):
             steps, means, lows, highs = [], [], [], []
@@ -174,11 +183,11 @@ def training_curves(runs_history: pd.DataFrame, majority: dict[str, Optional[flo
             colour = style[method]["color"]
             axis.plot(steps, means, color=colour, marker=style[method]["marker"], markersize=4)
             axis.fill_between(steps, lows, highs, color=colour, alpha=0.15, linewidth=0)
-        _majority_line(axis, majority.get(task))
+        baseline = _majority_line(axis, majority.get(task)) or baseline
         axis.set_title(task)
         axis.set_xlabel("training step")
         axis.set_ylabel("validation accuracy (%)")
-    _legend(figure, style, [Line2D([], [], color="grey", linestyle=":", label="majority class")])
+    _legend(figure, style, baseline)
     return _save(figure, path)
 
 
@@ -213,7 +222,7 @@ def efficiency_curves(frame: pd.DataFrame, column: str, label: str, path: Path) 
         axis.xaxis.set_major_formatter(ScalarFormatter())
         axis.xaxis.set_minor_locator(NullLocator())
         axis.tick_params(axis="x", labelrotation=45)
-        _log_axis(axis, "y")
+        _log_axis(axis, ok.loc[(ok["scope"] == scope) & (ok["pass"] == pass_), column], "y")
         axis.set_title(f"{scope}, {pass_.replace('_', ' + ')}")
         axis.set_xlabel("sequence length")
         axis.set_ylabel(label)
