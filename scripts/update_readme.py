@@ -114,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=REPO / "README.md")
     args = parser.parse_args(argv)
     try:
-        current = args.readme.read_text(encoding="utf-8")
+        readme = args.readme.resolve()
+        current = readme.read_text(encoding="utf-8")
         if not args.check:
             for directory in sorted({m["name"].rpartition("/")[0] for m in BLOCK.finditer(current)}):
-                # The figures the blocks cite; a relative path, so the index names no checkout.
-                for problem in render_report(Path(os.path.relpath(REPO / "results" / directory))).problems:
+                os.chdir(REPO)  # the figures the blocks cite; a relative path, so the index names no checkout
+                for problem in render_report(Path("results") / directory).problems:
                     print(f"results/{directory}: {problem}", file=sys.stderr)
         wanted, names = expected(current)
     except (BenchError, OSError) as err:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         print(f"{args.readme}: {len(names)} result blocks checked, {len(problems)} problems")
         return 1 if problems else 0
-    args.readme.write_text(wanted, encoding="utf-8")
+    readme.write_text(wanted, encoding="utf-8")
     print(f"{args.readme}: {len(names)} result blocks written")
     return 0
 
