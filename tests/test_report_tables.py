@@ -5,7 +5,6 @@ Each case is small enough to check by hand: the numbers in the comments are work
 
 import math
 
-import pandas as pd
 import pytest
 
 from harness.report.budget import budget_conflicts

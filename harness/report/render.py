@@ -79,7 +79,7 @@ def accuracy_tables(records: list[dict]) -> AccuracyTables:
         accuracy=tables.accuracy_table(cells, baselines, significance),
         notes=tables.accuracy_notes(cells, baselines, significance),
         macs=tables.macs_table(cells), macs_detail=tables.macs_detail_table(cells),
-        matched=tables.matched_table(cells, significance), cost=tables.cost_table(cells))
+        matched=tables.matched_table(cells), cost=tables.cost_table(cells))
 
 
 def render_report(run_dir: Path) -> RenderedReport:

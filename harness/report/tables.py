@@ -170,7 +170,7 @@ def macs_detail_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
     return frame.reset_index(drop=True)
 
 
-def matched_table(cells: pd.DataFrame, significance: pd.DataFrame) -> Optional[pd.DataFrame]:
+def matched_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
     """Accuracy at matched attention MACs: the `matched` suite's cells beside their reference's."""
     matched = cells[cells["match_reference"].notna()]
     if matched.empty:
