@@ -233,10 +233,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.render import render_report
 
     run_dir = getattr(args, "run_dir", None) or out_dir(args)  # bare invocation: the suite's --out
+    for path, what in ((args.out, "--out"), (run_dir, "report")):
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise BenchError(f"{what}: {path} is a file, expected a directory of results")
     if not Path(run_dir).is_dir():
         raise BenchError(f"report: {run_dir} is not a directory of results")
-    print(f"report: {render_report(Path(run_dir))}")
-    return 0
+    report = render_report(Path(run_dir))
+    for problem in report.problems:  # left-out files and mixed budgets: shown, and the exit status says so
+        print(f"report: {problem}", file=sys.stderr)
+    print(f"report: {report.out}")
+    return 1 if report.problems else 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -259,8 +265,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_default(args: argparse.Namespace) -> int:
     """Bare `run_benchmark.py`: the quick suite, then its report."""
     status = cmd_run(args)
-    cmd_report(args)
-    return status
+    return max(status, cmd_report(args))
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "efficiency": cmd_efficiency, "report": cmd_report,

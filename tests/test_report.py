@@ -1,4 +1,8 @@
-"""The report renderer over synthetic record files: cells, averages, files, and no model imports."""
+"""The report renderer over synthetic record files: cells, averages, files, and no model imports.
+
+Records are built by hand in the schema of COMMON.md (metrics.baselines, still_learning, MACs over
+the test split); fields an older record lacks are left out to check that the report says so.
+"""
 
 import json
 import shutil
@@ -10,15 +14,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.cli import main
 from harness.sweep.records import METRIC_KEYS, SCHEMA, write_json_atomic
 from harness.report.render import render_report
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom (tables: 4.303)
+
+
 def write_record(run_dir: Path, method: str, task: str, seed: int, status: str = "ok",
-                 accuracy: float | None = None, macs: int | None = 1000, reason: str | None = None) -> None:
+                 accuracy: float | None = None, macs: int | None = 1000, reason: str | None = None,
+                 majority: float | None = None, still_learning: bool | None = None,
+                 macs_range: tuple[int, int] | None = None, config: dict | None = None,
+                 match_macs: dict | None = None) -> None:
     metrics = {key: None for key in METRIC_KEYS}
+    if majority is not None:
+        metrics["baselines"] = {"majority": majority, "chance": 0.1}
+    if still_learning is not None:
+        metrics["still_learning"] = still_learning
     history = [{"step": s, "train_loss": 1.0 / s, "val_accuracy": (accuracy or 0.5) * s / 300} for s in (100, 200, 300)]
     metrics.update(test_accuracy=accuracy, val_accuracy=accuracy, best_step=300, steps=300, train_seconds=12.0,
                    steps_per_second=25.0, tokens_per_second=1e4, peak_memory_mb=80.0,
@@ -28,8 +43,12 @@ def write_record(run_dir: Path, method: str, task: str, seed: int, status: str =
         "status": status, "reason": reason, "metrics": metrics,
         "flops": None if macs is None else {
             "unit": "MACs", "attention_core_macs": macs, "attention_algorithmic_macs": macs,
-            "attention_layer_macs": 2 * macs, "total_macs": 5 * macs, "unsupported_ops": {}},
-        "diagnostics": {}, "bootstrap": [], "suite": "synthetic", "config": {}, "config_hash": "x",
+            "attention_layer_macs": 2 * macs, "total_macs": 5 * macs, "unsupported_ops": {},
+            **({"attention_core_macs_min": macs_range[0], "attention_core_macs_max": macs_range[1]}
+               if macs_range else {})},
+        "diagnostics": {}, "bootstrap": [], "suite": "synthetic",
+        "config": {**(config or {}), **({"runtime": {"match_macs": match_macs}} if match_macs else {})},
+        "config_hash": "x",
         "env": {"versions": {}, "device": "cpu (test)", "machine": "test", "git_commit": "abc123", "command": "test"},
     }
     write_json_atomic(run_dir / "records" / task / method / f"seed{seed}.json", record)
@@ -57,7 +76,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report_dir(run_dir):
-    return render_report(run_dir)
+    return render_report(run_dir).out
 
 
 def write_efficiency(run_dir: Path) -> None:
@@ -79,7 +98,8 @@ def test_accuracy_table_cells_and_average(report_dir):
     out = report_dir
     table = pd.read_csv(out / "accuracy.csv", index_col="method", dtype=str)
     listops = [60, 62, 64]
-    assert table.loc["full", "listops"] == f"{statistics.mean(listops):.2f} ± {statistics.stdev(listops):.2f}"
+    half_width = T_975_DF2 * statistics.stdev(listops) / 3 ** 0.5  # 95% t interval, n = 3: 4.97
+    assert table.loc["full", "listops"] == f"{statistics.mean(listops):.2f} ± {half_width:.2f}"
     assert table.loc["linformer", "image"] == "OOM"  # never a number, never 0
     assert table.loc["performer", "text"] == "DIVERGED (1/3 runs)"  # not the mean of the ok seeds
     # Avg covers only listops: image (linformer OOM) and text (performer diverged) are not all ok.
@@ -96,7 +116,7 @@ def test_average_excludes_a_failed_task_instead_of_counting_zero(tmp_path):
         write_record(tmp_path, "full", "b", seed, accuracy=0.6)
         write_record(tmp_path, "tree", "a", seed, accuracy=0.7)
         write_record(tmp_path, "tree", "b", seed, status="error", reason="boom")
-    table = pd.read_csv(render_report(tmp_path) / "accuracy.csv", index_col="method", dtype=str)
+    table = pd.read_csv(render_report(tmp_path).out / "accuracy.csv", index_col="method", dtype=str)
     assert table.loc["tree", "b"] == "FAIL"
     assert float(table.loc["tree", "Avg (1)"]) == pytest.approx(70.0)  # a only; with b as 0 it would be 35
     assert float(table.loc["full", "Avg (1)"]) == pytest.approx(80.0)
@@ -117,14 +137,14 @@ def test_every_file_is_written_and_the_index_shows_them(report_dir):
     efficiency = pd.read_csv(out / "efficiency.csv")
     linformer = efficiency[(efficiency["method"] == "linformer")]
     assert linformer["ratio_to_full"].tolist() == pytest.approx([0.25] * len(linformer))
-    assert "512 (1.00x, 0.50x)" in (out / "efficiency.md").read_text()  # sdpa at 512: x sdpa, x full
+    assert "| 510 (1.0x, 0.50x)" in (out / "efficiency.md").read_text()  # sdpa at 512 ms: x sdpa, x full
     assert "UNSUPPORTED" in (out / "efficiency.md").read_text()
 
 
 def test_only_failed_runs_and_no_efficiency(tmp_path):
     write_record(tmp_path, "full", "listops", 0, status="timeout", reason="time limit")
     write_record(tmp_path, "tree", "listops", 0, status="error", reason="boom")
-    out = render_report(tmp_path)
+    out = render_report(tmp_path).out
     table = pd.read_csv(out / "accuracy.csv", index_col="method", dtype=str)
     assert table.loc["full", "listops"] == "TIMEOUT" and table.loc["tree", "listops"] == "FAIL"
     index = (out / "index.md").read_text()
@@ -133,15 +153,44 @@ def test_only_failed_runs_and_no_efficiency(tmp_path):
 
 
 def test_empty_directory_and_a_damaged_record(tmp_path):
-    out = render_report(tmp_path)
+    out = render_report(tmp_path).out
     assert "No run records found" in (out / "index.md").read_text()
     write_record(tmp_path, "full", "listops", 0, accuracy=0.5)
     damaged = tmp_path / "records" / "listops" / "tree" / "seed0.json"
     damaged.parent.mkdir(parents=True)
     damaged.write_text('{"schema": 1, "method": ')
-    index = (render_report(tmp_path) / "index.md").read_text()
-    assert "Unreadable records" in index and "malformed record JSON" in index
+    index = (render_report(tmp_path).out / "index.md").read_text()
+    assert "Left out of this report" in index and "malformed record JSON" in index
     assert "50.00" in index
+
+
+def test_left_out_files_and_mixed_budgets_are_printed_and_exit_1(tmp_path, capsys):
+    """Each problem one line on stderr and at the top of the index; the rest still rendered."""
+    for seed in (0, 1):
+        write_record(tmp_path, "full", "listops", seed, accuracy=0.5, config={"train": {"steps": 300}})
+    write_record(tmp_path, "tree", "listops", 0, accuracy=0.6, config={"train": {"steps": 200}})  # other budget
+    damaged = tmp_path / "records" / "listops" / "tree" / "seed1.json"
+    damaged.write_text('{"schema": 1, "method": ')
+    (tmp_path / "efficiency.json").write_text('{"rows": [')  # corrupt: left out, not fatal
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3, err
+    assert any("seed1.json" in line and "left out" in line for line in err)
+    assert any("efficiency.json" in line and "left out" in line for line in err)
+    assert any("budget: listops: train.steps differs" in line for line in err)
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert "WARNING: runs of a task differ in budget" in index and "train.steps" in index
+    assert index.index("WARNING") < index.index("## Accuracy")
+    assert "No efficiency results" in index and "50.00" in index
+
+
+def test_report_refuses_a_file_as_out_or_directory(tmp_path, capsys):
+    afile = tmp_path / "results.txt"
+    afile.write_text("x")
+    assert main(["report", "--out", str(afile)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out: {afile} is a file, expected a directory of results"
+    assert main(["report", str(afile)]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_render_report_never_imports_models_or_methods(run_dir, tmp_path):

@@ -4,26 +4,36 @@ A pure step: it reads `DIR/records/**/*.json` and `DIR/efficiency.json` (either 
 and writes `DIR/report/`; it never builds a model or imports `methods`, so a report can be
 re-rendered anywhere, from copied result files. Written files:
 
-- accuracy.{md,tex,csv}: LRA-style method x task test accuracy (%, mean ± std over seeds, Avg);
-- macs.{md,tex,csv}: attention-core MACs per example (forward) per method x task;
+- accuracy.{md,tex,csv}: LRA-style method x task test accuracy (%, mean ± 95% interval over seeds,
+  Avg, the majority-class row, marks for significance against full, "≈ majority", still learning);
+- significance.md: each method against full attention per task (test, t, df, p);
+- macs.{md,tex,csv}, macs_detail.md: attention-core MACs per example (forward), over seeds and the test split;
+- matched.md: accuracy at matched attention MACs (the `matched` suite);
 - cost.md, cells.csv, runs.csv: training cost, and every number above in long form;
-- efficiency.{md,csv}: time and memory against length, ratios to sdpa and to full;
-- accuracy_vs_macs.png, time_vs_length.png, memory_vs_length.png, training_curves.png;
-- index.md and index.html, which show all of it together.
+- efficiency.{md,csv}: time and memory against length, paired ratios to sdpa and to full;
+- accuracy_vs_macs.png, accuracy_vs_throughput.png, time_vs_length.png, memory_vs_length.png,
+  training_curves.png;
+- index.md and index.html, which show all of it together, problems first.
+
+Problems (unreadable records or efficiency file, runs of a task with different budgets) are
+listed at the top of the index and returned, so the command can print them and exit 1.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import pandas as pd
 
 from bench_common import BenchError
-from harness.report import plots, tables
+from harness.report import cells as cell_frames
+from harness.report import efficiency_tables, plots, tables
+from harness.report.budget import BUDGET_KEYS, budget_conflicts
+from harness.report.stats import RankingStability
 from harness.sweep.records import iter_record_paths, read_record
 
 
@@ -35,45 +45,99 @@ class Block:
     content: Any
 
 
-def render_report(run_dir: Path) -> Path:
-    """Writes `<run_dir>/report/` and returns that directory."""
+@dataclass
+class RenderedReport:
+    out: Path
+    problems: list[str] = field(default_factory=list)  # one line each; non-empty means exit 1
+
+
+@dataclass
+class AccuracyTables:
+    """Everything the accuracy part of a report shows, computed from records alone."""
+
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    baselines: pd.DataFrame
+    significance: pd.DataFrame
+    rankings: dict[str, Optional[RankingStability]]
+    accuracy: pd.DataFrame
+    notes: str
+    macs: pd.DataFrame
+    macs_detail: Optional[pd.DataFrame]
+    matched: Optional[pd.DataFrame]
+    cost: pd.DataFrame
+
+
+def accuracy_tables(records: list[dict]) -> AccuracyTables:
+    runs = cell_frames.runs_frame(records)
+    cells = cell_frames.cell_summary(runs)
+    baselines = cell_frames.task_baselines(runs)
+    significance = cell_frames.comparisons(runs, cells)
+    return AccuracyTables(
+        runs=runs, cells=cells, baselines=baselines, significance=significance,
+        rankings=cell_frames.rankings(runs, cells),
+        accuracy=tables.accuracy_table(cells, baselines, significance),
+        notes=tables.accuracy_notes(cells, baselines, significance),
+        macs=tables.macs_table(cells), macs_detail=tables.macs_detail_table(cells),
+        matched=tables.matched_table(cells), cost=tables.cost_table(cells))
+
+
+def render_report(run_dir: Path) -> RenderedReport:
+    """Writes `<run_dir>/report/`; returns it with the problems found (empty when none)."""
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    records, unreadable = load_records(run_dir)
-    efficiency = load_efficiency(run_dir)
+    records, problems = load_records(run_dir)
+    efficiency, efficiency_problem = load_efficiency(run_dir)
+    problems += [efficiency_problem] if efficiency_problem else []
+    conflicts = budget_conflicts(records)
 
     blocks: list[Block] = [Block("heading", f"Treeformer Bench report: {run_dir.name}")]
+    blocks += _problems(problems, conflicts)
     blocks += _provenance(records, efficiency, run_dir)
-    blocks += _accuracy_section(records, unreadable, out)
+    blocks += _accuracy_section(records, out)
     blocks += _efficiency_section(efficiency, out)
     (out / "index.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out / "index.html").write_text(to_html(blocks, title=f"Treeformer Bench: {run_dir.name}"), encoding="utf-8")
-    return out
+    return RenderedReport(out, problems + [f"budget: {line}" for line in conflicts])
 
 
 def load_records(run_dir: Path) -> tuple[list[dict], list[str]]:
-    """Every readable record, and one line per unreadable one (reported, not fatal)."""
+    """Every readable record, and one line per unreadable one (left out, reported)."""
     records, unreadable = [], []
     for path in iter_record_paths(run_dir):
         try:
             records.append(read_record(path))
         except BenchError as err:
-            unreadable.append(str(err))
+            unreadable.append(f"left out: {err}")
     return records, unreadable
 
 
-def load_efficiency(run_dir: Path) -> Optional[dict]:
+def load_efficiency(run_dir: Path) -> tuple[Optional[dict], Optional[str]]:
+    """The efficiency results, or None and a one-line reason when the file is there but unusable."""
     path = run_dir / "efficiency.json"
     if not path.exists():
-        return None
+        return None, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise BenchError(f"{path}: cannot read efficiency results ({type(err).__name__}: {err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise BenchError(f"{path}: expected an object with a 'rows' list")
-    return data
+        return None, f"left out: {path}: cannot read efficiency results ({type(err).__name__}: {err})"
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) \
+            or not all(isinstance(row, dict) for row in data["rows"]):
+        return None, f"left out: {path}: expected an object with a 'rows' list of objects"
+    return data, None
+
+
+def _problems(problems: list[str], conflicts: list[str]) -> list[Block]:
+    blocks = []
+    if conflicts:
+        blocks += [Block("heading", "WARNING: runs of a task differ in budget: their numbers are not comparable"),
+                   Block("text", "The evaluation protocol trains every method on a task with the same budget. "
+                         "Keys compared: " + ", ".join(BUDGET_KEYS) + "."),
+                   Block("list", conflicts)]
+    if problems:
+        blocks += [Block("heading", "Left out of this report"), Block("list", problems)]
+    return blocks
 
 
 def _provenance(records: list[dict], efficiency: Optional[dict], run_dir: Path) -> list[Block]:
@@ -91,89 +155,106 @@ def _provenance(records: list[dict], efficiency: Optional[dict], run_dir: Path) 
     return [Block("list", lines)]
 
 
-def _accuracy_section(records: list[dict], unreadable: list[str], out: Path) -> list[Block]:
-    blocks = [Block("heading", "Accuracy (test, %, mean ± std over seeds)")]
+def _accuracy_section(records: list[dict], out: Path) -> list[Block]:
+    blocks = [Block("heading", "Accuracy (test, %, mean ± 95% interval over seeds)")]
     if not records:
-        blocks.append(Block("text", "No run records found (expected `records/<task>/<method>/seed<N>.json`)."))
-        return blocks + _unreadable(unreadable)
-    runs = tables.runs_frame(records)
-    cells = tables.cell_summary(runs)
-    runs.to_csv(out / "runs.csv", index=False)
-    cells.to_csv(out / "cells.csv", index=False)
+        return blocks + [Block("text", "No run records found (expected `records/<task>/<method>/seed<N>.json`).")]
+    t = accuracy_tables(records)
+    t.runs.to_csv(out / "runs.csv", index=False)
+    t.cells.to_csv(out / "cells.csv", index=False)
+    t.accuracy.to_csv(out / "accuracy.csv")
+    (out / "accuracy.md").write_text(markdown_table(t.accuracy) + "\n\n" + t.notes + "\n", encoding="utf-8")
+    _write_latex(tables.accuracy_table(t.cells, t.baselines, t.significance, latex=True), out / "accuracy.tex",
+                 "Test accuracy (\\%, mean $\\pm$ 95\\% interval over seeds).")
+    t.macs.to_csv(out / "macs.csv")
+    (out / "macs.md").write_text(markdown_table(t.macs) + "\n", encoding="utf-8")
+    _write_latex(t.macs, out / "macs.tex", "Attention-core MACs per example, forward pass (mean over seeds).")
+    (out / "cost.md").write_text(markdown_table(t.cost) + "\n", encoding="utf-8")
 
-    accuracy = tables.accuracy_table(cells)
-    accuracy.to_csv(out / "accuracy.csv")
-    (out / "accuracy.md").write_text(markdown_table(accuracy) + "\n", encoding="utf-8")
-    _write_latex(tables.accuracy_table(cells, latex=True), out / "accuracy.tex",
-                 "Test accuracy (\\%, mean $\\pm$ std over seeds).")
-    macs = tables.macs_table(cells)
-    macs.to_csv(out / "macs.csv")
-    (out / "macs.md").write_text(markdown_table(macs) + "\n", encoding="utf-8")
-    _write_latex(macs, out / "macs.tex", "Attention-core MACs per example, forward pass.")
-    cost = tables.cost_table(cells)
-    (out / "cost.md").write_text(markdown_table(cost) + "\n", encoding="utf-8")
-
-    avg_tasks = tables.average_tasks(cells)
-    blocks.append(Block("table", accuracy))
-    blocks.append(Block("text", "Failed cells show their status and are never averaged in. "
-                        + (f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}."
-                           if avg_tasks else "No task has every run ok, so there is no Avg.")))
-    image = plots.accuracy_vs_macs(cells, out / "accuracy_vs_macs.png")
-    if image:
-        blocks += [Block("heading", "Accuracy against attention-core MACs (Pareto frontier dashed)"), Block("image", image.name)]
-    blocks += [Block("heading", "Attention-core MACs per example (forward)"), Block("table", macs)]
-    unsupported = cells[cells["unsupported_ops"] != ""]
+    avg_tasks = cell_frames.average_tasks(t.cells)
+    blocks += [Block("table", t.accuracy), Block("text", t.notes),
+               Block("text", "Failed cells show their status and are never averaged in. "
+                     + (f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}."
+                        if avg_tasks else "No task has every run ok, so there is no Avg."))]
+    if not t.significance.empty:
+        significance = tables.significance_table(t.significance)
+        (out / "significance.md").write_text(markdown_table(significance) + "\n", encoding="utf-8")
+        blocks += [Block("heading", "Against full attention, per task"), Block("table", significance)]
+    blocks += [Block("heading", "Is the ranking stable across seeds?"),
+               Block("list", tables.ranking_lines(t.rankings))]
+    for title, image in (
+            ("Accuracy against attention-core MACs (95% intervals; Pareto frontier dashed; equal MACs drawn side by side)",
+             plots.accuracy_vs_macs(t.cells, out / "accuracy_vs_macs.png")),
+            ("Accuracy against training speed (marker area: peak memory)",
+             plots.accuracy_vs_throughput(t.cells, out / "accuracy_vs_throughput.png"))):
+        if image:
+            blocks += [Block("heading", title), Block("image", image.name)]
+    blocks += [Block("heading", "Attention-core MACs per example (forward; mean ± std over seeds where they differ)"),
+               Block("table", t.macs)]
+    if t.macs_detail is not None:
+        (out / "macs_detail.md").write_text(markdown_table(t.macs_detail) + "\n", encoding="utf-8")
+        blocks += [Block("heading", "MACs in detail: over the test split, algorithmic, balanced-tree formula"),
+                   Block("table", t.macs_detail)]
+    unsupported = t.cells[t.cells["unsupported_ops"] != ""]
     if not unsupported.empty:
         blocks.append(Block("text", "Operators fvcore could not count (counted as 0): " + "; ".join(
             f"{r.method}/{r.task}: {r.unsupported_ops}" for r in unsupported.itertuples())))
-    blocks += [Block("heading", "Training cost"), Block("table", cost)]
-    image = plots.training_curves(records, out / "training_curves.png")
+    if t.matched is not None:
+        (out / "matched.md").write_text(markdown_table(t.matched) + "\n", encoding="utf-8")
+        blocks += [Block("heading", "Accuracy at matched attention MACs"), Block("table", t.matched),
+                   Block("text", "MACs are each cell's measured attention-core MACs (mean over seeds and the "
+                         "test split); ratios are to the reference's measured MACs and to the target it was solved for.")]
+    blocks += [Block("heading", "Training cost"), Block("table", t.cost)]
+    majority = dict(zip(t.baselines["task"], t.baselines["majority"]))
+    image = plots.training_curves(plots.history_frame(records), majority, out / "training_curves.png")
     if image:
-        blocks += [Block("heading", "Training curves"), Block("image", image.name)]
-    failed = runs[runs["status"] != "ok"]
+        blocks += [Block("heading", "Training curves (mean over seeds, 95% interval band; dotted: majority class)"),
+                   Block("image", image.name)]
+    failed = t.runs[t.runs["status"] != "ok"]
     if not failed.empty:
         blocks += [Block("heading", "Runs that did not finish ok"), Block("list", [
             f"{r.task} / {r.method} / seed {r.seed}: {r.status.upper()}" + (f" ({r.reason})" if r.reason else "")
             for r in failed.itertuples()
         ])]
-    return blocks + _unreadable(unreadable)
+    return blocks
 
 
-def _unreadable(unreadable: list[str]) -> list[Block]:
-    return [Block("heading", "Unreadable records (left out)"), Block("list", unreadable)] if unreadable else []
+def efficiency_note(efficiency: dict) -> str:
+    settings = efficiency.get("settings") or {}
+    note = ("Median time per call (ms, 2 significant digits) with the paired ratio to sdpa and to full from "
+            "interleaved repetitions in one process, each with its 95% interval where measured; peak memory is "
+            "the extra memory of one call (CPU: torch allocator events; CUDA: max allocated). Rows marked "
+            "(random tree) / (balanced tree) time Treeformer with that tree.")
+    if settings:
+        note += (f" Heads {settings.get('num_heads')}, head dim {settings.get('head_dim')}, "
+                 f"{settings.get('dtype')}, batch 1.")
+    return note
 
 
 def _efficiency_section(efficiency: Optional[dict], out: Path) -> list[Block]:
     blocks = [Block("heading", "Efficiency: time and memory against sequence length")]
     if not efficiency or not efficiency["rows"]:
         return blocks + [Block("text", "No efficiency results (run `run_benchmark.py efficiency`).")]
-    frame = tables.efficiency_frame(efficiency["rows"])
+    frame = efficiency_tables.efficiency_frame(efficiency["rows"])
     frame.to_csv(out / "efficiency.csv", index=False)
-    by_title = tables.efficiency_tables(frame)
-    settings = efficiency.get("settings") or {}
-    note = ("Median time per call (ms) with the median ratio to sdpa from the same repetitions and "
-            "the ratio to full; peak memory is the extra memory of one call (CPU: torch allocator "
-            "events; CUDA: max allocated).")
-    if settings:
-        note += (f" Heads {settings.get('num_heads')}, head dim {settings.get('head_dim')}, "
-                 f"{settings.get('dtype')}, batch 1.")
+    by_title = efficiency_tables.efficiency_tables(frame)
+    note = efficiency_note(efficiency)
     markdown = [note, ""]
     for title, table in by_title.items():
         markdown += [f"### {title}", "", markdown_table(table), ""]
     (out / "efficiency.md").write_text("\n".join(markdown), encoding="utf-8")
     blocks.append(Block("text", note))
-    for title, path in (("Time", plots.efficiency_curves(frame, "time_ms", "time per call (ms)", out / "time_vs_length.png")),
-                        ("Peak memory", plots.efficiency_curves(frame, "peak_memory_mb", "peak memory (MiB)", out / "memory_vs_length.png"))):
+    for title, path in (
+            ("Time", plots.efficiency_curves(frame, "time_ms", "time per call (ms)", out / "time_vs_length.png")),
+            ("Peak memory", plots.efficiency_curves(frame, "peak_memory_mb", "peak memory (MiB)",
+                                                    out / "memory_vs_length.png"))):
         if path:
             blocks += [Block("heading", f"{title} against sequence length (log-log)"), Block("image", path.name)]
     for title, table in by_title.items():
         blocks += [Block("heading", title), Block("table", table)]
-    skipped = frame[~frame["status"].isin(["ok"])]
-    if not skipped.empty:
-        blocks += [Block("heading", "Cells not measured"), Block("list", [
-            f"{r['method']} {r['scope']} {r['pass']} n={r['seq_len']}: {str(r['status']).upper()} ({r['reason']})"
-            for _, r in skipped.iterrows()
-        ])]
+    skipped = efficiency_tables.skipped_lines(frame)
+    if skipped:
+        blocks += [Block("heading", "Cells not measured"), Block("list", skipped)]
     return blocks
 
 

@@ -1,11 +1,11 @@
-"""Report tables from run records and efficiency rows: pure pandas, no models, no methods.
+"""Display tables (strings) from the cell frames of `cells.py`: pure pandas, no models, no methods.
 
-Conventions (LRA's tables): accuracy in percent, mean ± sample std over seeds; a (method, task)
-cell shows a number only when every run of it is ok, otherwise the failure (FAIL, OOM, TIMEOUT,
-DIVERGED, UNSUPPORTED); a failure is never averaged in as 0. The Avg column averages each
-method's task means over the tasks where every run of every method is ok (methods with no ok
-cell at all, e.g. a CUDA-only method on a CPU run, do not shrink that set), so every Avg in the
-column covers the same tasks.
+Conventions (LRA's tables): accuracy in percent, mean ± 95% t interval over seeds; a (method,
+task) cell shows a number only when every run of it is ok, otherwise the failure (FAIL, OOM,
+TIMEOUT, DIVERGED, UNSUPPORTED); a failure is never averaged in as 0. The Avg column averages each
+method's task means over the tasks where every run of every method is ok, so every Avg in the
+column covers the same tasks. Marks: ↑/↓ significantly above/below full attention (stats.py),
+"≈ majority" when the interval reaches the majority-class baseline, † still learning at the end.
 """
 
 from __future__ import annotations
@@ -15,126 +15,206 @@ from typing import Any, Optional
 
 import pandas as pd
 
-STATUS_LABELS = {"error": "FAIL", "oom": "OOM", "timeout": "TIMEOUT", "diverged": "DIVERGED",
-                 "unsupported": "UNSUPPORTED"}
+from harness.report.cells import average_tasks
+from harness.report.stats import ALPHA, RankingStability
+
 MISSING = "—"
+MARKS = {
+    False: {"pm": " ± ", "up": " ↑", "down": " ↓", "majority": " ≈ majority", "learning": " †"},
+    True: {"pm": " $\\pm$ ", "up": " $\\uparrow$", "down": " $\\downarrow$", "majority": " $\\approx$ majority",
+           "learning": " $^\\dagger$"},
+}
 
 
-def runs_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run with the fields the tables and plots use."""
-    rows = []
-    for record in records:
-        metrics, flops = record.get("metrics") or {}, record.get("flops") or {}
-        rows.append({
-            "method": record["method"], "attention": record.get("attention"), "task": record["task"],
-            "seed": record.get("seed"), "status": record["status"], "reason": record.get("reason"),
-            "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
-            "train_seconds": metrics.get("train_seconds"), "steps_per_second": metrics.get("steps_per_second"),
-            "tokens_per_second": metrics.get("tokens_per_second"), "peak_memory_mb": metrics.get("peak_memory_mb"),
-            "attention_core_macs": flops.get("attention_core_macs"),
-            "attention_layer_macs": flops.get("attention_layer_macs"), "total_macs": flops.get("total_macs"),
-            "unsupported_ops": ", ".join(sorted((flops.get("unsupported_ops") or {}))),
-        })
-    columns = ["method", "attention", "task", "seed", "status", "reason", "test_accuracy", "val_accuracy",
-               "train_seconds", "steps_per_second", "tokens_per_second", "peak_memory_mb",
-               "attention_core_macs", "attention_layer_macs", "total_macs", "unsupported_ops"]
-    return pd.DataFrame(rows, columns=columns)
+def common_n(cells: pd.DataFrame) -> Optional[int]:
+    """The number of seeds every ok cell has, or None when they differ (then cells show their n)."""
+    counts = set(cells.loc[cells["label"] == "ok", "n"])
+    return counts.pop() if len(counts) == 1 else None
 
 
-def cell_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, task): run counts, status label, accuracy mean/std (%), MACs."""
-    rows = []
-    for (method, task), group in runs.groupby(["method", "task"], sort=False):
-        ok = group[group["status"] == "ok"]
-        accuracies = ok["test_accuracy"].dropna().astype(float) * 100
-        all_ok = len(ok) == len(group) and len(accuracies) == len(group)
-        rows.append({
-            "method": method, "task": task, "runs": len(group), "ok_runs": len(ok),
-            "label": "ok" if all_ok else _failure_label(group),
-            "test_accuracy_mean": accuracies.mean() if all_ok else None,
-            "test_accuracy_std": accuracies.std(ddof=1) if all_ok and len(accuracies) > 1 else None,
-            "val_accuracy_mean": ok["val_accuracy"].dropna().astype(float).mean() * 100 if all_ok else None,
-            "attention_core_macs": _first(group["attention_core_macs"]),
-            "attention_layer_macs": _first(group["attention_layer_macs"]),
-            "total_macs": _first(group["total_macs"]),
-            "train_seconds_mean": ok["train_seconds"].dropna().astype(float).mean() if len(ok) else None,
-            "steps_per_second_mean": ok["steps_per_second"].dropna().astype(float).mean() if len(ok) else None,
-            "tokens_per_second_mean": ok["tokens_per_second"].dropna().astype(float).mean() if len(ok) else None,
-            "peak_memory_mb_max": ok["peak_memory_mb"].dropna().astype(float).max() if len(ok) else None,
-            "unsupported_ops": ", ".join(sorted({op for ops in group["unsupported_ops"] if ops for op in ops.split(", ")})),
-        })
-    return pd.DataFrame(rows)
-
-
-def _failure_label(group: pd.DataFrame) -> str:
-    """The most frequent failure of a cell; with some runs ok, how many failed."""
-    failed = group[group["status"] != "ok"]
-    if failed.empty:  # every run ok but an accuracy is missing: the record is incomplete
-        return "FAIL"
-    label = STATUS_LABELS.get(failed["status"].mode().iloc[0], "FAIL")
-    return label if len(failed) == len(group) else f"{label} ({len(failed)}/{len(group)} runs)"
-
-
-def _first(values: pd.Series) -> Optional[float]:
-    present = values.dropna()
-    return float(present.iloc[0]) if len(present) else None
-
-
-def average_tasks(cells: pd.DataFrame) -> list[str]:
-    """Tasks where every run of every method (that has any ok cell) is ok: the Avg column's set."""
-    scored = cells[cells["method"].isin(cells.loc[cells["label"] == "ok", "method"])]
-    tasks = list(dict.fromkeys(cells["task"]))
-    return [t for t in tasks if (scored.loc[scored["task"] == t, "label"] == "ok").all() and t in set(scored["task"])]
-
-
-def accuracy_table(cells: pd.DataFrame, latex: bool = False) -> pd.DataFrame:
-    """Wide method x task table of display strings plus the Avg column."""
+def accuracy_table(cells: pd.DataFrame, baselines: pd.DataFrame, significance: pd.DataFrame,
+                   latex: bool = False) -> pd.DataFrame:
+    """Wide method x task table of display strings, the Avg column and a `majority` row."""
     tasks = list(dict.fromkeys(cells["task"]))
     avg_tasks = average_tasks(cells)
+    avg_column = f"Avg ({len(avg_tasks)})"
+    n = common_n(cells)
+    direction = {(r.method, r.task): ("up" if r.difference > 0 else "down")
+                 for r in significance.itertuples() if r.significant}
     table = {}
     for method, group in cells.groupby("method", sort=False):
         by_task = group.set_index("task")
-        row = {}
-        for task in tasks:
-            row[task] = _accuracy_cell(by_task.loc[task], latex) if task in by_task.index else MISSING
-        if avg_tasks and (by_task.reindex(avg_tasks)["label"] == "ok").all():
-            row[f"Avg ({len(avg_tasks)})"] = f"{by_task.loc[avg_tasks, 'test_accuracy_mean'].mean():.2f}"
-        elif avg_tasks:
-            row[f"Avg ({len(avg_tasks)})"] = MISSING
+        row = {task: _accuracy_cell(by_task.loc[task], n, direction.get((method, task)), latex)
+               if task in by_task.index else MISSING for task in tasks}
+        if avg_tasks:
+            complete = (by_task.reindex(avg_tasks)["label"] == "ok").all()
+            row[avg_column] = f"{by_task.loc[avg_tasks, 'test_accuracy_mean'].mean():.2f}" if complete else MISSING
         table[method] = row
+    majority = baselines.set_index("task")["majority"]
+    known = [majority.get(t) for t in avg_tasks]
+    table["majority"] = {task: _number(majority.get(task)) for task in tasks}
+    if avg_tasks:
+        table["majority"][avg_column] = _number(sum(known) / len(known)) if None not in known else MISSING
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame.index.name = "method"
     return frame
 
 
-def _accuracy_cell(cell: pd.Series, latex: bool) -> str:
+def _accuracy_cell(cell: pd.Series, n: Optional[int], direction: Optional[str], latex: bool) -> str:
     if cell["label"] != "ok":
         return cell["label"]
-    if cell["test_accuracy_std"] is None or pd.isna(cell["test_accuracy_std"]):
-        return f"{cell['test_accuracy_mean']:.2f}"
-    plus_minus = " $\\pm$ " if latex else " ± "
-    return f"{cell['test_accuracy_mean']:.2f}{plus_minus}{cell['test_accuracy_std']:.2f}"
+    marks = MARKS[latex]
+    text = f"{cell['test_accuracy_mean']:.2f}"
+    if cell["test_accuracy_ci95"] is not None:
+        text += f"{marks['pm']}{cell['test_accuracy_ci95']:.2f}"
+    if cell["n"] != n:
+        text += f" (n={cell['n']})"
+    if direction:
+        text += marks[direction]
+    if cell["at_majority"]:
+        text += marks["majority"]
+    if cell["still_learning_runs"]:
+        text += marks["learning"]
+    return text
+
+
+def accuracy_notes(cells: pd.DataFrame, baselines: pd.DataFrame, significance: pd.DataFrame) -> str:
+    """The caption: what the numbers and marks mean, and what the records do not say."""
+    n = common_n(cells)
+    notes = [f"Test accuracy (%): mean ± 95% Student-t interval over seeds ({f'n = {n} seeds per cell' if n else 'n per cell shown'})."]
+    if not significance.empty:
+        tests = " or ".join(sorted(set(significance["test"])))
+        notes.append(f"↑/↓: differs from full attention on that task ({tests}-test by seed, two-sided, "
+                     f"alpha {ALPHA}, not corrected for multiple comparisons).")
+    elif not (cells["method"] == "full").any():
+        notes.append("No `full` runs here, so no cell is tested against full attention.")
+    notes.append("≈ majority: the interval reaches the majority-class baseline (the `majority` row, mean over "
+                 "the task's records), so the method learned nothing we can tell.")
+    lacking = baselines.loc[baselines["records_without_majority"] > 0]
+    if len(lacking):
+        notes.append("The majority baseline is missing from the records of " + ", ".join(
+            f"{r.task} ({r.records_without_majority} records)" for r in lacking.itertuples())
+            + " (recorded since metrics.baselines): those cells cannot be checked against it.")
+    known = cells.loc[cells["label"] == "ok", "still_learning_known"].sum()
+    ok_runs = cells.loc[cells["label"] == "ok", "ok_runs"].sum()
+    if known:
+        notes.append("†: validation accuracy still rising at the end of training on at least one seed "
+                     "(metrics.still_learning).")
+    if known < ok_runs:
+        notes.append(f"Still-learning flag missing from {ok_runs - known} of {ok_runs} ok runs.")
+    return " ".join(notes)
+
+
+def significance_table(significance: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "task": significance["task"], "method": significance["method"],
+        "vs": significance["reference"], "test": significance["test"], "n": significance["n"],
+        "difference (points)": significance["difference"].map(lambda v: f"{v:+.2f}"),
+        "t": significance["statistic"].map(lambda v: f"{v:.2f}"),
+        "df": significance["df"].map(lambda v: f"{v:.1f}"),
+        "p": significance["p_value"].map(lambda v: f"{v:.3g}"),
+        f"p < {ALPHA}": significance["significant"].map(lambda v: "yes" if v else "no"),
+    })
+    return frame.reset_index(drop=True)
+
+
+def ranking_lines(rankings: dict[str, Optional[RankingStability]]) -> list[str]:
+    lines = []
+    for task, ranking in rankings.items():
+        if ranking is None:
+            lines.append(f"{task}: fewer than two methods with two shared ok seeds, no ranking to check.")
+            continue
+        verdict = "stable" if ranking.stable else "not stable"
+        best = ", ".join(f"seed {s}: {m}" for s, m in ranking.best_by_seed.items())
+        lines.append(f"{task}: ranking {verdict} across seeds {', '.join(map(str, ranking.seeds))} "
+                     f"({ranking.consistent_pairs} of {ranking.pairs} method pairs ordered the same on every seed); "
+                     f"by mean {' > '.join(ranking.order)}; best per seed: {best}.")
+    return lines
 
 
 def macs_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Wide method x task table of attention-core MACs per example (forward), human-readable."""
+    """Wide method x task table of executed attention-core MACs per example (forward), mean ± std over seeds."""
     tasks = list(dict.fromkeys(cells["task"]))
-    frame = cells.pivot(index="method", columns="task", values="attention_core_macs").reindex(columns=tasks)
-    frame = frame.reindex(list(dict.fromkeys(cells["method"])))
-    return frame.map(lambda v: format_count(v) if v is not None and not pd.isna(v) else MISSING)
-
-
-def cost_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Training cost per (method, task): seconds, steps/s, tokens/s, peak memory."""
-    frame = cells[["method", "task", "ok_runs", "runs", "train_seconds_mean", "steps_per_second_mean",
-                   "tokens_per_second_mean", "peak_memory_mb_max"]].copy()
-    frame.columns = ["method", "task", "ok runs", "runs", "train s (mean)", "steps/s", "tokens/s", "peak MiB"]
-    numbers = frame.columns[4:]
-    frame[numbers] = frame[numbers].map(lambda v: MISSING if v is None or pd.isna(v) else f"{v:.3g}")
+    table = {}
+    for method, group in cells.groupby("method", sort=False):
+        by_task = group.set_index("task")
+        table[method] = {t: _macs_cell(by_task.loc[t]) if t in by_task.index else MISSING for t in tasks}
+    frame = pd.DataFrame.from_dict(table, orient="index").reindex(columns=tasks)
+    frame.index.name = "method"
     return frame
 
 
-def format_count(value: float) -> str:
+def _macs_cell(cell: pd.Series) -> str:
+    text = format_count(cell["attention_core_macs"])
+    if cell["attention_core_macs_std"] is not None:
+        text += f" ± {format_count(cell['attention_core_macs_std'])}"
+    return text
+
+
+def macs_detail_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """Per (method, task): executed mean, its range over the test split, the algorithmic count
+    on the learned tree and the balanced-tree formula; None when the records hold none of them."""
+    detail = ("attention_core_macs_min", "attention_algorithmic_macs", "attention_balanced_macs")
+    if all(cells[c].isna().all() for c in detail):
+        return None
+    frame = pd.DataFrame({
+        "method": cells["method"], "task": cells["task"],
+        "executed (mean ± std over seeds)": [_macs_cell(c) for _, c in cells.iterrows()],
+        "over the test split (min–max)": [
+            f"{format_count(lo)}–{format_count(hi)}" if lo is not None and hi is not None and lo != hi
+            else ("same for every example" if lo is not None else MISSING)
+            for lo, hi in zip(cells["attention_core_macs_min"], cells["attention_core_macs_max"])],
+        "algorithmic (learned tree)": cells["attention_algorithmic_macs"].map(format_count),
+        "balanced-tree formula": cells["attention_balanced_macs"].map(format_count),
+    })
+    return frame.reset_index(drop=True)
+
+
+def matched_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """Accuracy at matched attention MACs: the `matched` suite's cells beside their reference's."""
+    matched = cells[cells["match_reference"].notna()]
+    if matched.empty:
+        return None
+    rows = []
+    for task in dict.fromkeys(matched["task"]):
+        on_task = cells[cells["task"] == task].set_index("method")
+        for reference in dict.fromkeys(matched.loc[matched["task"] == task, "match_reference"]):
+            ref = on_task.loc[reference] if reference in on_task.index else None
+            ref_macs = ref["attention_core_macs"] if ref is not None else None
+            group = matched[(matched["task"] == task) & (matched["match_reference"] == reference)]
+            if ref is not None:
+                rows.append(_matched_row(task, f"{reference} (reference)", ref, ref_macs, None))
+            else:
+                rows.append({"task": task, "method": f"{reference} (reference)",
+                             "accuracy (%, ± 95% CI)": "not in this directory", "n": MISSING,
+                             "attention-core MACs": MISSING, "MACs / reference": MISSING, "MACs / target": MISSING})
+            for _, cell in group.iterrows():
+                rows.append(_matched_row(task, cell["method"], cell, ref_macs, cell["match_target_macs"]))
+    return pd.DataFrame(rows)
+
+
+def _matched_row(task: str, label: str, cell: pd.Series, ref_macs: Optional[float], target: Optional[float]) -> dict:
+    accuracy = cell["label"] if cell["label"] != "ok" else _accuracy_cell(cell, cell["n"], None, False)
+    macs = cell["attention_core_macs"]
+    ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b else MISSING  # noqa: E731
+    return {"task": task, "method": label, "accuracy (%, ± 95% CI)": accuracy, "n": cell["n"] or MISSING,
+            "attention-core MACs": format_count(macs), "MACs / reference": ratio(macs, ref_macs),
+            "MACs / target": ratio(macs, target)}
+
+
+def cost_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Training cost per (method, task): seconds, steps/s, examples/s, tokens/s, peak memory."""
+    frame = cells[["method", "task", "ok_runs", "runs", "train_seconds_mean", "steps_per_second_mean",
+                   "examples_per_second_mean", "tokens_per_second_mean", "peak_memory_mb_max"]].copy()
+    frame.columns = ["method", "task", "ok runs", "runs", "train s (mean)", "steps/s", "examples/s", "tokens/s",
+                     "peak MiB"]
+    numbers = frame.columns[4:]
+    frame[numbers] = frame[numbers].map(
+        lambda v: MISSING if v is None or pd.isna(v) else f"{v:,.0f}" if v >= 1000 else f"{v:.3g}")
+    return frame
+
+
+def format_count(value: Optional[float]) -> str:
     """1234567 -> '1.23 M': MAC counts in engineering notation."""
     if value is None or pd.isna(value):
         return MISSING
@@ -144,55 +224,9 @@ def format_count(value: float) -> str:
     return f"{value:.0f}"
 
 
+def _number(value: Any) -> str:
+    return MISSING if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
 def latex_escape(text: Any) -> str:
     return "".join("\\" + c if c in "&%$#_{}" else c for c in str(text))
-
-
-# -- efficiency ----------------------------------------------------------------------------------
-
-
-def efficiency_frame(rows: list[dict]) -> pd.DataFrame:
-    """Efficiency rows plus ratio_to_full (ratio_to_sdpa of the method over full's, same cell)."""
-    frame = pd.DataFrame(rows)
-    for column in ("method", "seq_len", "scope", "pass", "status", "time_ms", "ratio_to_sdpa",
-                   "peak_memory_mb", "macs", "reason"):
-        if column not in frame:
-            frame[column] = None
-    key = ["seq_len", "scope", "pass"]
-    full = frame[(frame["method"] == "full") & (frame["status"] == "ok")][key + ["ratio_to_sdpa"]]
-    frame = frame.merge(full.rename(columns={"ratio_to_sdpa": "_full_ratio"}), on=key, how="left")
-    frame["ratio_to_full"] = [
-        r / f if _number(r) and _number(f) and f > 0 else None for r, f in zip(frame["ratio_to_sdpa"], frame["_full_ratio"])
-    ]
-    return frame.drop(columns="_full_ratio")
-
-
-def _number(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def efficiency_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per (scope, pass): wide method x length tables of time, ratios and memory."""
-    tables = {}
-    for (scope, pass_), group in frame.groupby(["scope", "pass"], sort=False):
-        tables[f"{scope} {pass_}: time ms (x sdpa, x full)"] = _wide(group, _time_cell)
-        tables[f"{scope} {pass_}: peak memory MiB"] = _wide(group, lambda r: f"{r['peak_memory_mb']:.1f}")
-    return tables
-
-
-def _wide(group: pd.DataFrame, render) -> pd.DataFrame:
-    cells = {}
-    for _, row in group.iterrows():
-        text = render(row) if row["status"] == "ok" else STATUS_LABELS.get(row["status"], str(row["status"]).upper())
-        cells.setdefault(row["method"], {})[int(row["seq_len"])] = text
-    frame = pd.DataFrame.from_dict(cells, orient="index")
-    frame = frame.reindex(columns=sorted(frame.columns))
-    frame.index.name = "method"
-    return frame.fillna(MISSING)
-
-
-def _time_cell(row: pd.Series) -> str:
-    time_ms = row["time_ms"]
-    text = f"{time_ms:.0f}" if time_ms >= 100 else f"{time_ms:.1f}" if time_ms >= 10 else f"{time_ms:.3g}"
-    ratios = [f"{row[c]:.2f}x" if _number(row[c]) else MISSING for c in ("ratio_to_sdpa", "ratio_to_full")]
-    return f"{text} ({', '.join(ratios)})"
