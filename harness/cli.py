@@ -232,10 +232,8 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.render import render_report
 
-    run_dir = getattr(args, "run_dir", None) or out_dir(args)  # bare invocation: the suite's --out
-    for path, what in ((args.out, "--out"), (run_dir, "report")):
-        if path is not None and Path(path).exists() and not Path(path).is_dir():
-            raise BenchError(f"{what}: {path} is a file, expected a directory of results")
+    given = getattr(args, "run_dir", None)
+    run_dir = check_directory_flag("report", Path(given)) if given else out_dir(args)  # bare: the suite's --out
     if not Path(run_dir).is_dir():
         raise BenchError(f"report: {run_dir} is not a directory of results")
     report = render_report(Path(run_dir))

@@ -188,7 +188,7 @@ def test_report_refuses_a_file_as_out_or_directory(tmp_path, capsys):
     afile = tmp_path / "results.txt"
     afile.write_text("x")
     assert main(["report", "--out", str(afile)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: --out: {afile} is a file, expected a directory of results"
+    assert capsys.readouterr().err.strip() == f"error: --out {afile}: is a file; expected a directory"
     assert main(["report", str(afile)]) == 2
     assert "is a file" in capsys.readouterr().err
 
