@@ -1,4 +1,8 @@
-"""Treeformer routing, TF- and TC-Attention against explicit traversals and dense references."""
+"""Treeformer routing, TF- and TC-Attention against explicit traversals and dense references.
+
+Exact methods are compared with their references in float64 (tolerance 1e-10): float32 noise
+depends on the CPU's kernels (with every key in one leaf, sum aggregation cancels to ~1e-5 noise).
+"""
 
 import math
 import warnings
@@ -11,16 +15,20 @@ from methods import create_attention
 from tests.treeformer_reference import tc_dense, tf_allowed, tf_dense, traverse
 
 HEADS, DIM = 2, 8
+EXACT = dict(atol=1e-10, rtol=1e-10)  # float64 comparisons of exact methods
 
 
 def build(name, n=32, seed=0, **options):
+    """A core in float64 (exact comparisons), train mode."""
     torch.manual_seed(seed)
-    return create_attention(name, num_heads=HEADS, head_dim=DIM, max_seq_len=n, **options).train()
+    return create_attention(name, num_heads=HEADS, head_dim=DIM, max_seq_len=n, **options).double().train()
 
 
 def inputs(n=32, batch=2, seed=1, padded=True):
     generator = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(batch, HEADS, n, DIM, generator=generator).requires_grad_() for _ in range(3))
+    q, k, v = (
+        torch.randn(batch, HEADS, n, DIM, generator=generator, dtype=torch.float64).requires_grad_() for _ in range(3)
+    )
     mask = None
     if padded:
         mask = torch.ones(batch, n, dtype=torch.bool)
@@ -36,7 +44,7 @@ def one_leaf_takes_all(core):
 
 
 def grads(core, tensors, out, seed=5):
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
     params = [core.tree.weight, core.tree.bias]
     return torch.autograd.grad((out * weights).sum(), list(tensors) + params, allow_unused=True)
 
@@ -63,9 +71,9 @@ def test_efficient_equals_dense_reference_forward_and_backward(name, options, re
     q, k, v, mask = inputs(n=n, padded=scenario != "unpadded")
     out = core(q, k, v, key_padding_mask=mask)
     expected = reference(core, q, k, v, key_padding_mask=mask)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, **EXACT)
     for got, want in zip(grads(core, (q, k, v), out), grads(core, (q, k, v), expected)):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got, want, **EXACT)
     if scenario == "empty_leaves":
         queries, keys = core.route_queries_and_keys(q, k, mask)
         assert (torch.bincount(keys.leaf[0, 0], minlength=16) == 0).any(), "scenario must have empty leaves"
@@ -129,18 +137,18 @@ def test_bucketed_with_room_for_everything_equals_exact():
     exact = build("treeformer-tf", n=32, height=2)
     bucketed = build("treeformer-tf", n=32, height=2, bucket_capacity=32)
     q, k, v, mask = inputs(n=32)
-    torch.testing.assert_close(bucketed(q, k, v, mask), exact(q, k, v, mask), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(bucketed(q, k, v, mask), exact(q, k, v, mask), **EXACT)
 
 
 def test_overparameterised_tree_collapses_to_the_product():
     core = build("treeformer-tc", n=32, height=3, overparam_layers=2)
     tree = core.tree
-    x = torch.randn(2, HEADS, 10, DIM)
+    x = torch.randn(2, HEADS, 10, DIM, dtype=torch.float64)
     layered = torch.matmul(x, tree.weight.transpose(-1, -2)) + tree.bias[:, None, :]
     for weight, bias in zip(tree.overparam_weights, tree.overparam_biases):
         layered = torch.matmul(layered, weight.transpose(-1, -2)) + bias[:, None, :]
     weight, bias = tree.collapsed()
-    torch.testing.assert_close(torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :], layered, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :], layered, **EXACT)
     # Every factor of the product learns.
     out = core(*inputs(n=32)[:3])
     grads_ = torch.autograd.grad(out.square().sum(), list(tree.parameters()))
@@ -156,7 +164,7 @@ def test_grown_tree_keeps_tf_output_and_nests_leaves(overparam_layers):
     old, new = core.tree.route(q, mask).leaf, bigger.tree.route(q, mask).leaf
     real = old >= 0
     assert torch.equal(new[real] // 2, old[real])  # each new leaf sits under its old leaf
-    torch.testing.assert_close(bigger(q, k, v, mask), core(q, k, v, mask), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(bigger(q, k, v, mask), core(q, k, v, mask), **EXACT)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +249,7 @@ def test_traced_forward_equals_eager(name):
     with warnings.catch_warnings():  # data-dependent sizes: the trace is for this input only
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(core, (q, k, v), check_trace=False)
-    torch.testing.assert_close(traced(q, k, v), core(q, k, v), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(traced(q, k, v), core(q, k, v), **EXACT)
 
 
 

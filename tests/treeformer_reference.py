@@ -97,7 +97,7 @@ def tc_dense(core, q, k, v, key_padding_mask=None) -> torch.Tensor:
     batch, heads, n, dim = q.shape
     height = core.height
     nodes = 2 ** (height + 1) - 1
-    membership = torch.zeros(batch, heads, n, nodes)  # key j is aggregated into node
+    membership = torch.zeros(batch, heads, n, nodes, dtype=q.dtype)  # key j is aggregated into node
     on_path = torch.zeros(batch, heads, n, nodes, dtype=torch.bool)  # node on query i's path
     for b in range(batch):
         for h in range(heads):

@@ -226,7 +226,7 @@ class RoutingTree(nn.Module):
         """
         heads, nodes, dim = self.weight.shape
         weight, bias = self.collapsed()
-        new = RoutingTree(heads, dim, self.height + 1, len(self.overparam_weights)).to(weight.device)
+        new = RoutingTree(heads, dim, self.height + 1, len(self.overparam_weights)).to(weight.device, weight.dtype)
         parents = (torch.arange(nodes, 2 * nodes + 1, device=weight.device) - 1) // 2
         new.weight.copy_(torch.cat([weight, weight[:, parents]], dim=1))
         new.bias.copy_(torch.cat([bias, bias[:, parents]], dim=1))
