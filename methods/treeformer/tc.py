@@ -41,13 +41,15 @@ class TreeformerTC(TreeAttention):
         height: int = 5,
         aggregate: Literal["mean", "sum"] = "mean",
         overparam_layers: int = 0,
+        ste: Literal["dgt", "scaled"] = "dgt",
+        and_bias: bool = False,
     ):
         if aggregate not in AGGREGATES:
             raise BenchError(
                 f"attention method 'treeformer-tc' option 'aggregate' must be one of "
                 f"{', '.join(AGGREGATES)}, got {aggregate!r}"
             )
-        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers)
+        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.aggregate = aggregate
         self.register_buffer("ancestors", ancestor_table(height), persistent=False)  # (L+1, 2L-1)
 
@@ -73,14 +75,16 @@ class TreeformerTC(TreeAttention):
         return out
 
     def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(G, n, 2L-1) additive mask: 0 on the query's path at non-empty nodes, dtype min elsewhere.
+        """(G, n, 2L-1) additive scores: the node's log-weight (0 unless the tree was grown) on the
+        query's path at non-empty nodes, dtype min elsewhere.
 
         Built per (group, leaf) as a small table, then one row gathered per query; padding's row
         (leaf -1 -> the table's last row) is all masked.
         """
         groups, n = leaf.shape
         allowed = self.ancestors.unsqueeze(0) & non_empty.unsqueeze(1)  # (G, L+1, 2L-1)
-        table = torch.zeros(allowed.shape, dtype=dtype, device=leaf.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        log_weight = self.tree.node_log_weight.to(dtype).expand(allowed.shape)  # 0 unless grown
+        table = log_weight.masked_fill(~allowed, torch.finfo(dtype).min)
         rows = torch.where(leaf >= 0, leaf, self.leaves) + torch.arange(groups, device=leaf.device).unsqueeze(1) * (self.leaves + 1)
         return table.view(-1, table.shape[-1]).index_select(0, rows.reshape(-1)).view(groups, n, -1)
 
