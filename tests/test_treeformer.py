@@ -62,10 +62,13 @@ VARIANTS = [
     ("treeformer-tf", {"bucket_capacity": 5, "empty_leaf": "zero"}),
     ("treeformer-tf", {"ste": "scaled"}),
     ("treeformer-tf", {"and_bias": True, "overparam_layers": 1}),
-    ("treeformer-tc", {}),
-    ("treeformer-tc", {"aggregate": "sum"}),
+    ("treeformer-tc", {"implementation": "all-nodes"}),
+    ("treeformer-tc", {"implementation": "path"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "all-nodes"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "path"}),
     ("treeformer-tc", {"ste": "scaled"}),
-    ("treeformer-tc", {"and_bias": True, "overparam_layers": 1}),
+    ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "all-nodes"}),
+    ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "path"}),
 ]
 SCENARIOS = ["random_padded", "empty_leaves", "one_leaf_takes_all", "unpadded"]
 
@@ -155,6 +158,28 @@ def test_reference_comparison_catches_mutated_routing_backward(monkeypatch, name
         assert set(mismatches) == {0, 1}  # q and k only: the STE pseudo-gradient reaches them by design
 
 
+def test_walk_without_backward_equals_explicit_traversal():
+    """The "path" TC's evaluation routing evaluates only the path's hyperplanes; same leaves."""
+    core = build("treeformer-tc", n=32, height=3, overparam_layers=1)
+    q, _, _, mask = inputs(n=32)
+    with torch.no_grad():
+        walked = core.tree.route(q, mask, walk=True).leaf
+    assert torch.equal(walked, traverse(core.tree, q.detach(), mask))
+
+
+@pytest.mark.parametrize("seq_len,height", [(64, 2), (1024, 5), (4096, 10)])
+def test_tc_implementations_count_what_they_execute(seq_len, height):
+    options = dict(num_heads=HEADS, head_dim=DIM, max_seq_len=seq_len, height=height)
+    path = create_attention("treeformer-tc", implementation="path", **options)
+    all_nodes = create_attention("treeformer-tc", implementation="all-nodes", **options)
+    auto = create_attention("treeformer-tc", **options)
+    ratio = path.macs(seq_len) / path.algorithmic_macs(seq_len)
+    assert 1 / 1.3 <= ratio <= 1.3, ratio
+    assert all_nodes.macs(seq_len) > path.macs(seq_len)
+    chosen = {"path": path, "all-nodes": all_nodes}[auto.executed_implementation(seq_len)]
+    assert auto.macs(seq_len) == chosen.macs(seq_len)
+
+
 def test_routing_equals_explicit_traversal_and_dgt_argmax():
     core = build("treeformer-tc", n=32, height=3, overparam_layers=1)
     q, k, v, mask = inputs(n=32)
@@ -231,8 +256,16 @@ def test_overparameterised_tree_collapses_to_the_product():
     assert all(g.abs().sum() > 0 for g in grads_)
 
 
+GROWN = [
+    ("treeformer-tf", {}),
+    ("treeformer-tc", {"implementation": "all-nodes"}),
+    ("treeformer-tc", {"implementation": "path"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "path"}),
+]
+
+
 @pytest.mark.parametrize("overparam_layers", [0, 1])
-@pytest.mark.parametrize("name,options", [("treeformer-tf", {}), ("treeformer-tc", {}), ("treeformer-tc", {"aggregate": "sum"})], ids=str)
+@pytest.mark.parametrize("name,options", GROWN, ids=str)
 def test_growing_keeps_the_output_and_nests_leaves(name, options, overparam_layers):
     """Growth by one and by two levels leaves TF's and TC's outputs as they were (float64).
 
@@ -252,10 +285,11 @@ def test_growing_keeps_the_output_and_nests_leaves(name, options, overparam_laye
         torch.testing.assert_close(bigger(q, k, v, mask), expected, **EXACT)
 
 
-def test_grown_tc_without_log_weights_changes():
-    core = build("treeformer-tc", n=32, height=2).eval()
+@pytest.mark.parametrize("implementation", ["all-nodes", "path"])
+def test_grown_tc_without_log_weights_changes(implementation):
+    core = build("treeformer-tc", n=32, height=2, implementation=implementation).eval()
     q, k, v, mask = inputs(n=32)
-    bigger = build("treeformer-tc", n=32, height=3).eval()
+    bigger = build("treeformer-tc", n=32, height=3, implementation=implementation).eval()
     bigger.tree.load_state_dict(core.tree.grown().state_dict())
     bigger.tree.node_log_weight.zero_()
     assert not torch.allclose(bigger(q, k, v, mask), core(q, k, v, mask), **EXACT)
@@ -296,6 +330,7 @@ def test_and_bias_is_off_by_default_and_learns_when_on():
         ("treeformer-tc", {"height": -2}, "positive integer"),
         ("treeformer-tc", {"height": 6}, "more than max_seq_len=32"),
         ("treeformer-tc", {"aggregate": "max"}, "aggregate"),
+        ("treeformer-tc", {"implementation": "gather"}, "'implementation'"),
         ("treeformer-tf", {"empty_leaf": "drop"}, "empty_leaf"),
         ("treeformer-tf", {"bucket_capacity": 0}, "bucket_capacity"),
         ("treeformer-tf", {"overparam_layers": -1}, "overparam_layers"),
@@ -342,7 +377,7 @@ def test_tc_diagnostics_when_one_leaf_takes_all():
 
 
 def test_macs_and_algorithmic_macs():
-    tc = build("treeformer-tc", n=4096, height=6)
+    tc = build("treeformer-tc", n=4096, height=6, implementation="all-nodes")
     tf = build("treeformer-tf", n=4096, height=5)
     assert tc.algorithmic_macs(4096) < tc.macs(4096)
     assert tc.macs(4096) == 2 * tc.macs(2048)  # linear in n

@@ -4,8 +4,9 @@ Importing the package registers two cores (options, defaults first):
 
 - `treeformer-tf`: `height` 5, `empty_leaf` "ancestor" | "zero", `bucket_capacity` null | int,
   `overparam_layers` 0. Exact leaf-restricted softmax attention; bucketed when capped.
-- `treeformer-tc`: `height` 5, `aggregate` "mean" | "sum", `overparam_layers` 0. Attention over
-  the node aggregates of each query's root-to-leaf path; dense gradients.
+- `treeformer-tc`: `height` 5, `aggregate` "mean" | "sum", `overparam_layers` 0, `implementation`
+  "auto" | "all-nodes" | "path". Attention over the node aggregates of each query's root-to-leaf
+  path; dense gradients.
 - both: `ste` "dgt" | "scaled" (the straight-through estimator at the sign), `and_bias` false |
   true (DGT's learnable per-leaf AND bias).
 

@@ -48,21 +48,24 @@ class TreeAttention(AttentionMethod):
         return 2**self.height
 
     def route_queries_and_keys(
-        self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
+        self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: Optional[torch.Tensor], walk: bool = False
     ) -> tuple[Routing, Routing]:
         """Routes q and k through the one shared tree (two calls: no concatenated copy to keep)."""
-        return self.tree.route(q, key_padding_mask), self.tree.route(k, key_padding_mask)
+        return self.tree.route(q, key_padding_mask, walk), self.tree.route(k, key_padding_mask, walk)
 
-    def routing_macs(self, seq_len: int, batch: int = 1) -> int:
+    def routing_macs(self, seq_len: int, batch: int = 1, walk: bool = False) -> int:
         """Routing MACs executed in evaluation by one forward call on `batch` examples.
 
-        The node product z = x W^T + b for q and k (with the AND bias also the leaf scores);
-        collapsing the over-parameterisation costs once per call (once for q, once for k). The leaf softmax of the straight-through
-        estimator runs only when a gradient is wanted, so it is not part of this count.
+        The node product z = x W^T + b for q and k (with the AND bias also the leaf scores), or,
+        when the tree `walks`, the h products on each token's path; collapsing the
+        over-parameterisation costs once per call (once for q, once for k). The leaf softmax of
+        the straight-through estimator runs only when a gradient is wanted, so it is not counted.
         """
         nodes = 2**self.height - 1
         extra = len(self.tree.overparam_weights)
         collapse = 2 * extra * self.num_heads * (nodes * nodes * self.head_dim + nodes * nodes)
+        if self.tree.walks(walk):
+            return batch * self.num_heads * 2 * seq_len * self.height * self.head_dim + collapse
         # With the AND bias the leaf is the argmax of the leaf scores: signs @ P^T for every token.
         leaf_scores = 2 * seq_len * nodes * self.leaves if self.tree.and_bias is not None else 0
         return batch * self.num_heads * (2 * seq_len * nodes * self.head_dim + leaf_scores) + collapse

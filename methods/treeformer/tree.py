@@ -85,6 +85,23 @@ def ancestor_table(height: int) -> torch.Tensor:
     return table
 
 
+def path_node_table(height: int) -> torch.Tensor:
+    """(leaves + 1, h + 1) long: breadth-first ids of the nodes on each leaf's path, root first.
+
+    The extra last row (index -1) belongs to padding tokens; it repeats leaf 0's path, and the
+    cores mask it out.
+    """
+    leaves = 2**height
+    table = torch.zeros(leaves + 1, height + 1, dtype=torch.long)
+    for leaf in range(leaves):
+        node = leaves - 1 + leaf
+        for depth in range(height, -1, -1):
+            table[leaf, depth] = node
+            node = (node - 1) // 2
+    table[leaves] = table[0]
+    return table
+
+
 @dataclass
 class Routing:
     """Where each token went: `leaf` (B, H, m) int64, -1 for padding; `gate` (B, H, m), 1.0 forward."""
@@ -180,6 +197,26 @@ def needs_grad(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def _walk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int) -> torch.Tensor:
+    """Leaves (B, H, m) of x (B, H, m, d), evaluating only the h hyperplanes on each token's path.
+
+    n·h·d MACs instead of the all-node product's n·(2^h - 1)·d: what a traversal needs. The
+    products are an einsum so FLOP counters see them.
+    """
+    batch, heads, m, dim = x.shape
+    nodes = weight.shape[1]
+    rows = weight.reshape(heads * nodes, dim)
+    offsets = bias.reshape(heads * nodes)
+    head_base = torch.arange(heads, device=x.device).view(1, heads, 1) * nodes
+    node = torch.zeros(batch, heads, m, dtype=torch.long, device=x.device)
+    for _ in range(height):
+        index = (node + head_base).view(-1)
+        hyperplanes = rows.index_select(0, index).view(batch, heads, m, dim)
+        z = torch.einsum("bhmd,bhmd->bhm", x, hyperplanes) + offsets.index_select(0, index).view(batch, heads, m)
+        node = node * 2 + 1 + (z < 0).long()  # z >= 0 goes left
+    return node - nodes
+
+
 def _traverse(signs: torch.Tensor) -> torch.Tensor:
     """Leaf index (..., m) by walking root to leaf over node signs (..., m, N); -1 goes right."""
     nodes = int(signs.shape[-1])
@@ -237,15 +274,29 @@ class RoutingTree(nn.Module):
             bias = torch.matmul(outer, bias.unsqueeze(-1)).squeeze(-1) + outer_bias  # (H, N)
         return weight, bias
 
-    def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
-        """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
+    def walks(self, walk: bool) -> bool:
+        """Whether a forward pass without backward evaluates only the path's hyperplanes (`_walk`).
+
+        Asked for by `walk`; impossible with the AND bias, whose argmax needs every leaf's score.
+        """
+        return walk and self.and_bias is None
+
+    def route(self, x: torch.Tensor, real: Optional[torch.Tensor], walk: bool = False) -> Routing:
+        """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real).
+
+        Without a backward, `walk` evaluates h hyperplanes per token instead of all of them in one
+        product (fewer MACs, more small operations; see `walks`).
+        """
         weight, bias = self.collapsed()
         if needs_grad(x, weight, bias, *([self.and_bias] if self.and_bias is not None else [])) and not torch.jit.is_tracing():
             leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths, self.and_bias, self.ste == "scaled")
         else:
             # No backward wanted (evaluation, no_grad), or a FLOP tracer, which cannot see inside an
             # autograd.Function: the hard forward alone, without the leaf softmax only the STE needs.
-            leaf = _hard_route(x, weight, bias, self.paths, self.and_bias, with_softmax=False)[0].view(x.shape[:-1])
+            if self.walks(walk):
+                leaf = _walk(x, weight, bias, self.height)
+            else:
+                leaf = _hard_route(x, weight, bias, self.paths, self.and_bias, with_softmax=False)[0].view(x.shape[:-1])
             gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)

@@ -1,0 +1,188 @@
+"""Times TC's two implementations against each other; writes the table `implementation="auto"` uses.
+
+One TC core (B=1, 4 heads, head_dim 64, fp32, train mode), forward + backward, on this machine's
+CPU (or `--device cuda`). Interleaved: every repetition times "all-nodes" and "path" once each, in
+alternating order, and takes the ratio path / all-nodes of that repetition, so load from other
+processes hits both; the verdict is the median ratio (range beside it). Also the forward alone
+without gradient (evaluation), reported but not used for the choice: training time dominates.
+
+Writes results/treeformer_speed/tc_implementations.{json,md} (all figures) and
+methods/treeformer/tc_implementations.json (the faster implementation per (n, h), for this device
+type, merged with any other device's rows already there).
+
+    python scripts/measure_tc_implementations.py                   # the default grid, 2 threads
+    python scripts/measure_tc_implementations.py --lengths 1024 --heights 4 6 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from methods import create_attention  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADS, HEAD_DIM = 4, 64
+IMPLEMENTATIONS = ("all-nodes", "path")
+
+
+def seconds(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(n: int, height: int, repeats: int, device: str) -> dict:
+    cores, steps = {}, {}
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, HEADS, n, HEAD_DIM, generator=generator).to(device).requires_grad_() for _ in range(3))
+    for name in IMPLEMENTATIONS:
+        torch.manual_seed(0)
+        core = create_attention(
+            "treeformer-tc", num_heads=HEADS, head_dim=HEAD_DIM, max_seq_len=n, height=height, implementation=name
+        ).to(device)
+        cores[name] = core
+
+        def train_step(core=core):
+            core(q, k, v).square().sum().backward()
+
+        def eval_step(core=core):
+            with torch.no_grad():
+                core(q, k, v)
+
+        steps[name] = (train_step, eval_step)
+        train_step()  # warm-up
+        eval_step()
+    times = {name: {"train": [], "eval": []} for name in IMPLEMENTATIONS}
+    for repetition in range(repeats):
+        order = IMPLEMENTATIONS if repetition % 2 == 0 else IMPLEMENTATIONS[::-1]
+        for mode, index in (("train", 0), ("eval", 1)):
+            for name in order:
+                times[name][mode].append(seconds(steps[name][index], device))
+    row = {"seq_len": n, "height": height}
+    for mode in ("train", "eval"):
+        ratios = [p / a for p, a in zip(times["path"][mode], times["all-nodes"][mode])]
+        row[mode] = {
+            "all_nodes_ms": 1e3 * statistics.median(times["all-nodes"][mode]),
+            "path_ms": 1e3 * statistics.median(times["path"][mode]),
+            "ratio_median": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
+    row["faster"] = "path" if row["train"]["ratio_median"] < 1.0 else "all-nodes"
+    row["macs"] = {name: cores[name].macs(n) for name in IMPLEMENTATIONS}
+    return row
+
+
+def describe_machine(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192])
+    parser.add_argument("--heights", type=int, nargs="+", default=[2, 4, 6, 8, 10])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--note", default="", help="e.g. whether the machine was shared while measuring")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    meta = {
+        "device": args.device,
+        "machine": describe_machine(args.device),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "commit": commit,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "repeats": args.repeats,
+        "note": args.note,
+        "command": "python scripts/measure_tc_implementations.py " + " ".join(sys.argv[1:]),
+    }
+    rows = []
+    for n in args.lengths:
+        for height in args.heights:
+            if 2**height > n:
+                continue
+            row = measure(n, height, args.repeats, args.device)
+            rows.append(row)
+            train = row["train"]
+            print(f"n={n:5d} h={height:2d}: all-nodes {train['all_nodes_ms']:8.2f} ms, path {train['path_ms']:8.2f} ms, "
+                  f"path/all-nodes {train['ratio_median']:.2f} [{train['ratio_min']:.2f}-{train['ratio_max']:.2f}] -> {row['faster']}",
+                  flush=True)
+            write(meta, rows)  # after every point: a long grid cut short keeps what it measured
+
+
+def write(meta: dict, rows: list[dict]) -> None:
+    """The figures under results/, and the (n, h) -> faster table for this device beside tc_choice."""
+    out = ROOT / "results" / "treeformer_speed"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tc_implementations.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    (out / "tc_implementations.md").write_text(render(meta, rows))
+    table_path = ROOT / "methods" / "treeformer" / "tc_implementations.json"
+    table = json.loads(table_path.read_text()) if table_path.exists() else {"faster": {}, "measured": {}}
+    table["faster"][meta["device"]] = [[row["seq_len"], row["height"], row["faster"]] for row in rows]
+    table["measured"][meta["device"]] = {key: meta[key] for key in ("machine", "threads", "commit", "time", "note")}
+    table["measured"][meta["device"]]["source"] = "results/treeformer_speed/tc_implementations.md"
+    table_path.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def render(meta: dict, rows: list[dict]) -> str:
+    lines = [
+        "# TC implementations: \"all-nodes\" against \"path\" (one core, fwd+bwd)",
+        "",
+        f"Machine: {meta['machine']}; device {meta['device']}; threads {meta['threads']}; torch {meta['torch']}; "
+        f"commit {meta['commit']}; {meta['time']}; load average at start {meta['load_average_at_start']}. {meta['note']}",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        "B=1, 4 heads, head_dim 64, fp32, the core alone (no projections). Times: medians over "
+        f"{meta['repeats']} interleaved repetitions; ratio: median of per-repetition path / all-nodes "
+        "(range in brackets). `faster` (by fwd+bwd) is what `implementation=\"auto\"` runs "
+        "(methods/treeformer/tc_implementations.json). MACs: `macs()`, evaluation forward, per example.",
+        "",
+        "| n | h | fwd+bwd all-nodes ms | fwd+bwd path ms | path / all-nodes | eval fwd path / all-nodes | MACs all-nodes | MACs path | faster |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in rows:
+        train, evaluation = row["train"], row["eval"]
+        lines.append(
+            f"| {row['seq_len']} | {row['height']} | {train['all_nodes_ms']:.2f} | {train['path_ms']:.2f} | "
+            f"{train['ratio_median']:.2f} [{train['ratio_min']:.2f}-{train['ratio_max']:.2f}] | "
+            f"{evaluation['ratio_median']:.2f} [{evaluation['ratio_min']:.2f}-{evaluation['ratio_max']:.2f}] | "
+            f"{row['macs']['all-nodes'] / 1e6:.1f} M | {row['macs']['path'] / 1e6:.1f} M | {row['faster']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
