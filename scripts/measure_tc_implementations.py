@@ -2,15 +2,19 @@
 
 One TC core (B=1, 4 heads, head_dim 64, fp32, train mode), forward + backward, on this machine's
 CPU (or `--device cuda`). Interleaved: every repetition times "all-nodes" and "path" once each, in
-alternating order, and takes the ratio path / all-nodes of that repetition, so load from other
-processes hits both; the verdict is the median ratio (range beside it). Also the forward alone
-without gradient (evaluation), reported but not used for the choice: training time dominates.
+alternating order, and takes the ratio path / all-nodes of that repetition; the verdict is the
+median ratio (range beside it). On the CPU the verdict uses the process's CPU time (both threads
+summed), not wall time: on a machine shared with other jobs, wall time mostly measures waiting
+for a core (we saw 100x inflated and contradictory wall times at a load average of 10 on 2 cores).
+One thread by default: with two, waiting OpenMP threads spin and inflate CPU time as well; so
+CPU time counts the work, not how well it spreads over threads. Wall times are reported beside. Also the forward alone without gradient (evaluation), reported but not used for
+the choice: training time dominates.
 
 Writes results/treeformer_speed/tc_implementations.{json,md} (all figures) and
 methods/treeformer/tc_implementations.json (the faster implementation per (n, h), for this device
 type, merged with any other device's rows already there).
 
-    python scripts/measure_tc_implementations.py                   # the default grid, 2 threads
+    python scripts/measure_tc_implementations.py                   # the default grid, 1 thread
     python scripts/measure_tc_implementations.py --lengths 1024 --heights 4 6 --repeats 3
 """
 
@@ -38,14 +42,28 @@ HEADS, HEAD_DIM = 4, 64
 IMPLEMENTATIONS = ("all-nodes", "path")
 
 
-def seconds(fn, device: str) -> float:
+def seconds(fn, device: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call; on CUDA both are wall time after synchronising."""
     if device == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+        elapsed = time.perf_counter() - wall
+        return elapsed, elapsed
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def summary(path: list[float], all_nodes: list[float]) -> dict:
+    ratios = [p / a for p, a in zip(path, all_nodes)]
+    return {
+        "all_nodes_ms": 1e3 * statistics.median(all_nodes),
+        "path_ms": 1e3 * statistics.median(path),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
 
 
 def measure(n: int, height: int, repeats: int, device: str) -> dict:
@@ -66,26 +84,22 @@ def measure(n: int, height: int, repeats: int, device: str) -> dict:
             with torch.no_grad():
                 core(q, k, v)
 
-        steps[name] = (train_step, eval_step)
+        steps[name] = {"train": train_step, "eval": eval_step}
         train_step()  # warm-up
         eval_step()
-    times = {name: {"train": [], "eval": []} for name in IMPLEMENTATIONS}
+    times = {(name, mode): [] for name in IMPLEMENTATIONS for mode in ("train", "eval")}
     for repetition in range(repeats):
         order = IMPLEMENTATIONS if repetition % 2 == 0 else IMPLEMENTATIONS[::-1]
-        for mode, index in (("train", 0), ("eval", 1)):
+        for mode in ("train", "eval"):
             for name in order:
-                times[name][mode].append(seconds(steps[name][index], device))
+                times[name, mode].append(seconds(steps[name][mode], device))
     row = {"seq_len": n, "height": height}
     for mode in ("train", "eval"):
-        ratios = [p / a for p, a in zip(times["path"][mode], times["all-nodes"][mode])]
-        row[mode] = {
-            "all_nodes_ms": 1e3 * statistics.median(times["all-nodes"][mode]),
-            "path_ms": 1e3 * statistics.median(times["path"][mode]),
-            "ratio_median": statistics.median(ratios),
-            "ratio_min": min(ratios),
-            "ratio_max": max(ratios),
-        }
-    row["faster"] = "path" if row["train"]["ratio_median"] < 1.0 else "all-nodes"
+        for clock, index in (("cpu", 1), ("wall", 0)):
+            path = [t[index] for t in times["path", mode]]
+            all_nodes = [t[index] for t in times["all-nodes", mode]]
+            row[f"{mode}_{clock}"] = summary(path, all_nodes)
+    row["faster"] = "path" if row["train_cpu"]["ratio_median"] < 1.0 else "all-nodes"
     row["macs"] = {name: cores[name].macs(n) for name in IMPLEMENTATIONS}
     return row
 
@@ -109,8 +123,10 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192])
     parser.add_argument("--heights", type=int, nargs="+", default=[2, 4, 6, 8, 10])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1: CPU time then counts work, not spinning threads")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-scores", type=int, default=2**22,
+                        help="skip points with n * 2^h above this (all-nodes' score matrix per head takes seconds)")
     parser.add_argument("--note", default="", help="e.g. whether the machine was shared while measuring")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -131,12 +147,12 @@ def main() -> None:
     rows = []
     for n in args.lengths:
         for height in args.heights:
-            if 2**height > n:
+            if 2**height > n or n * 2**height > args.max_scores:
                 continue
             row = measure(n, height, args.repeats, args.device)
             rows.append(row)
-            train = row["train"]
-            print(f"n={n:5d} h={height:2d}: all-nodes {train['all_nodes_ms']:8.2f} ms, path {train['path_ms']:8.2f} ms, "
+            train = row["train_cpu"]
+            print(f"n={n:5d} h={height:2d}: CPU time all-nodes {train['all_nodes_ms']:8.2f} ms, path {train['path_ms']:8.2f} ms, "
                   f"path/all-nodes {train['ratio_median']:.2f} [{train['ratio_min']:.2f}-{train['ratio_max']:.2f}] -> {row['faster']}",
                   flush=True)
             write(meta, rows)  # after every point: a long grid cut short keeps what it measured
@@ -166,18 +182,21 @@ def render(meta: dict, rows: list[dict]) -> str:
         f"Command: `{meta['command']}`",
         "",
         "B=1, 4 heads, head_dim 64, fp32, the core alone (no projections). Times: medians over "
-        f"{meta['repeats']} interleaved repetitions; ratio: median of per-repetition path / all-nodes "
-        "(range in brackets). `faster` (by fwd+bwd) is what `implementation=\"auto\"` runs "
+        f"{meta['repeats']} interleaved repetitions of the process's CPU time (all its threads, "
+        f"{meta['threads']} here; on a shared machine wall time mostly measures waiting); ratios: median of per-repetition "
+        "path / all-nodes (range in brackets), CPU time, with the wall-time ratio beside. `faster` "
+        "(by fwd+bwd CPU time) is what `implementation=\"auto\"` runs "
         "(methods/treeformer/tc_implementations.json). MACs: `macs()`, evaluation forward, per example.",
         "",
-        "| n | h | fwd+bwd all-nodes ms | fwd+bwd path ms | path / all-nodes | eval fwd path / all-nodes | MACs all-nodes | MACs path | faster |",
-        "|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| n | h | fwd+bwd CPU ms all-nodes | fwd+bwd CPU ms path | path / all-nodes (CPU) | (wall) | eval fwd path / all-nodes (CPU) | MACs all-nodes | MACs path | faster |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
-        train, evaluation = row["train"], row["eval"]
+        train, wall, evaluation = row["train_cpu"], row["train_wall"], row["eval_cpu"]
         lines.append(
             f"| {row['seq_len']} | {row['height']} | {train['all_nodes_ms']:.2f} | {train['path_ms']:.2f} | "
             f"{train['ratio_median']:.2f} [{train['ratio_min']:.2f}-{train['ratio_max']:.2f}] | "
+            f"{wall['ratio_median']:.2f} [{wall['ratio_min']:.2f}-{wall['ratio_max']:.2f}] | "
             f"{evaluation['ratio_median']:.2f} [{evaluation['ratio_min']:.2f}-{evaluation['ratio_max']:.2f}] | "
             f"{row['macs']['all-nodes'] / 1e6:.1f} M | {row['macs']['path'] / 1e6:.1f} M | {row['faster']} |"
         )

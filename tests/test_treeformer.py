@@ -180,6 +180,19 @@ def test_tc_implementations_count_what_they_execute(seq_len, height):
     assert auto.macs(seq_len) == chosen.macs(seq_len)
 
 
+def test_auto_takes_the_nearest_measured_point_and_path_where_nothing_was_measured(monkeypatch):
+    from methods.treeformer import tc_choice
+
+    table = {"cpu": [(256, 2, "all-nodes"), (256, 8, "path"), (4096, 2, "path"), (4096, 8, "all-nodes")]}
+    monkeypatch.setattr(tc_choice, "_table", lambda: table)
+    assert tc_choice.choose_implementation("cpu", 300, 3) == "all-nodes"
+    assert tc_choice.choose_implementation("cpu", 200, 7) == "path"
+    assert tc_choice.choose_implementation("cpu", 8192, 9) == "all-nodes"
+    assert tc_choice.choose_implementation("cuda", 300, 3) == "path"
+    core = create_attention("treeformer-tc", num_heads=HEADS, head_dim=DIM, max_seq_len=4096, height=8)
+    assert core.executed_implementation(4096) == "all-nodes" and core.executed_implementation(256) == "path"
+
+
 def test_routing_equals_explicit_traversal_and_dgt_argmax():
     core = build("treeformer-tc", n=32, height=3, overparam_layers=1)
     q, k, v, mask = inputs(n=32)

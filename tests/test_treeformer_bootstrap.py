@@ -107,13 +107,15 @@ def test_bootstrap_runs_its_stages_keeping_weights_and_trees():
     assert [c.registry_name for c in model.attention_cores()] == ["treeformer-tf"] * 2
 
 
-def test_growing_a_tf_tree_keeps_the_loss_exactly():
+@pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
+def test_growing_a_tree_keeps_the_loss_exactly(name):
+    """TF keeps its leaf sets; TC its outputs through the grown tree's node log-weights."""
     torch.manual_seed(1)
-    config = tiny_config(attention="treeformer-tf", attention_options={"height": 2})
+    config = tiny_config(attention=name, attention_options={"height": 2})
     # float64 throughout (the switch builds its new core in float32, so convert again after it):
     # growth is exact, and float32 noise would depend on the CPU.
     model = EncoderClassifier(config).double()
-    section = {"warmup_attention": None, "layers": [1], "stages": [{"at_step": 3, "attention": "treeformer-tf", "options": {"height": 4}}]}
+    section = {"warmup_attention": None, "layers": [1], "stages": [{"at_step": 3, "attention": name, "options": {"height": 4}}]}
     (callback,) = build_bootstrap(section, config)
     tokens, labels = batch(seed=5)
     assert callback.on_step_start(0, model) is None
