@@ -11,8 +11,8 @@ CPU time counts the work, not how well it spreads over threads. Wall times are r
 the choice: training time dominates.
 
 Writes results/treeformer_speed/tc_implementations.{json,md} (all figures) and
-methods/treeformer/tc_implementations.json (the faster implementation per (n, h), for this device
-type, merged with any other device's rows already there).
+methods/treeformer/tc_measured.py (the faster implementation per (n, h), for this device type,
+beside any other device's rows already there; a module, so it ships with the package).
 
     python scripts/measure_tc_implementations.py                   # the default grid, 1 thread
     python scripts/measure_tc_implementations.py --lengths 1024 --heights 4 6 --repeats 3
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from methods import create_attention  # noqa: E402
+from methods.treeformer import tc_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS, HEAD_DIM = 4, 64
@@ -164,12 +165,26 @@ def write(meta: dict, rows: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "tc_implementations.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (out / "tc_implementations.md").write_text(render(meta, rows))
-    table_path = ROOT / "methods" / "treeformer" / "tc_implementations.json"
-    table = json.loads(table_path.read_text()) if table_path.exists() else {"faster": {}, "measured": {}}
-    table["faster"][meta["device"]] = [[row["seq_len"], row["height"], row["faster"]] for row in rows]
-    table["measured"][meta["device"]] = {key: meta[key] for key in ("machine", "threads", "commit", "time", "note")}
-    table["measured"][meta["device"]]["source"] = "results/treeformer_speed/tc_implementations.md"
-    table_path.write_text(json.dumps(table, indent=1) + "\n")
+    table_path = ROOT / "methods" / "treeformer" / "tc_measured.py"
+    faster, measured = dict(tc_measured.FASTER), dict(tc_measured.MEASURED)  # other devices' rows stay
+    faster[meta["device"]] = [(row["seq_len"], row["height"], row["faster"]) for row in rows]
+    measured[meta["device"]] = {key: meta[key] for key in ("machine", "threads", "commit", "time", "note")}
+    measured[meta["device"]]["source"] = "results/treeformer_speed/tc_implementations.md"
+    lines = [
+        '"""Which TC implementation was faster, per device type and (n, h): read by `tc_choice`.',
+        "",
+        "Written by scripts/measure_tc_implementations.py from the measurements in",
+        'results/treeformer_speed/tc_implementations.md; rerun the script rather than editing this file."""',
+        "",
+        "FASTER = {  # device type: [(seq_len, height, faster), ...]",
+        *(line for device, rows_ in sorted(faster.items())
+          for line in (f"    {device!r}: [", *(f"        {tuple(row)!r}," for row in rows_), "    ],")),
+        "}",
+        "MEASURED = {",
+        *(f"    {device!r}: {about!r}," for device, about in sorted(measured.items())),
+        "}",
+    ]
+    table_path.write_text("\n".join(lines) + "\n")
 
 
 def render(meta: dict, rows: list[dict]) -> str:
@@ -186,7 +201,7 @@ def render(meta: dict, rows: list[dict]) -> str:
         f"{meta['threads']} here; on a shared machine wall time mostly measures waiting); ratios: median of per-repetition "
         "path / all-nodes (range in brackets), CPU time, with the wall-time ratio beside. `faster` "
         "(by fwd+bwd CPU time) is what `implementation=\"auto\"` runs "
-        "(methods/treeformer/tc_implementations.json). MACs: `macs()`, evaluation forward, per example.",
+        "(methods/treeformer/tc_measured.py). MACs: `macs()`, evaluation forward, per example.",
         "",
         "| n | h | fwd+bwd CPU ms all-nodes | fwd+bwd CPU ms path | path / all-nodes (CPU) | (wall) | eval fwd path / all-nodes (CPU) | MACs all-nodes | MACs path | faster |",
         "|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",

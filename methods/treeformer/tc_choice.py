@@ -1,28 +1,21 @@
 """Which TC implementation runs when `implementation="auto"`: the faster one where it was measured.
 
-The table (`tc_implementations.json` beside this module) is written by
-`scripts/measure_tc_implementations.py`, which also writes the timings it rests on to
-`results/treeformer_speed/tc_implementations.{md,json}`. Keyed by device type; a (seq_len, height)
-not in the table takes the measured point nearest in log2(seq_len), then in height. A device
-with no measurements runs "path", the implementation with the fewest MACs.
+The table (`tc_measured.py` beside this module) is written by `scripts/measure_tc_implementations.py`,
+which also writes the timings it rests on to `results/treeformer_speed/tc_implementations.{md,json}`.
+Keyed by device type; a (seq_len, height) not in the table takes the measured point nearest in
+log2(seq_len), then in height. A device with no measurements runs "path", the implementation with
+the fewest MACs.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from functools import lru_cache
-from pathlib import Path
 
-TABLE_PATH = Path(__file__).with_name("tc_implementations.json")
+from methods.treeformer import tc_measured
 
 
-@lru_cache(maxsize=1)
 def _table() -> dict[str, list[tuple[int, int, str]]]:
-    if not TABLE_PATH.exists():
-        return {}
-    raw = json.loads(TABLE_PATH.read_text())
-    return {device: [(int(n), int(h), str(best)) for n, h, best in rows] for device, rows in raw["faster"].items()}
+    return tc_measured.FASTER
 
 
 def choose_implementation(device_type: str, seq_len: int, height: int) -> str:
