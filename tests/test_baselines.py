@@ -19,11 +19,13 @@ from methods import create_attention
 from methods.xformers_attention import padding_bias
 
 HEADS, HEAD_DIM, SEQ_LEN = 4, 16, 64
+# Exact methods against their references: float64, where float32 noise would depend on the CPU.
+EXACT = dict(atol=1e-10, rtol=1e-10)
 
 
-def qkv(batch: int = 2, n: int = SEQ_LEN, seed: int = 0, scale: float = 1.0):
+def qkv(batch: int = 2, n: int = SEQ_LEN, seed: int = 0, scale: float = 1.0, dtype: torch.dtype = torch.float32):
     generator = torch.Generator().manual_seed(seed)
-    q, k, v = torch.randn(3, batch, HEADS, n, HEAD_DIM, generator=generator).unbind(0)
+    q, k, v = torch.randn(3, batch, HEADS, n, HEAD_DIM, generator=generator, dtype=dtype).unbind(0)
     return q * scale, k * scale, v
 
 
@@ -50,9 +52,9 @@ FULL = create_attention("full", num_heads=HEADS, head_dim=HEAD_DIM, max_seq_len=
 
 @pytest.mark.parametrize("sharing", ["none", "headwise", "key-value", "layer"])
 def test_linformer_with_identity_projections_equals_full(sharing):
-    method = linformer(k=SEQ_LEN, sharing=sharing, init="identity")
-    q, k, v = qkv()
-    torch.testing.assert_close(method(q, k, v), FULL(q, k, v), atol=1e-5, rtol=1e-5)
+    method = linformer(k=SEQ_LEN, sharing=sharing, init="identity").double()
+    q, k, v = qkv(dtype=torch.float64)
+    torch.testing.assert_close(method(q, k, v), FULL(q, k, v), **EXACT)
 
 
 def test_linformer_identity_needs_k_equal_to_length():
@@ -67,14 +69,14 @@ def test_linformer_k_is_capped_at_the_sequence_length():
 
 def test_linformer_shorter_sequence_equals_zero_padding_to_max_length():
     torch.manual_seed(0)
-    method = linformer(k=16)
-    q, k, v = qkv(n=SEQ_LEN)
+    method = linformer(k=16).double()
+    q, k, v = qkv(n=SEQ_LEN, dtype=torch.float64)
     short = 40
     k_zeroed, v_zeroed = k.clone(), v.clone()
     k_zeroed[:, :, short:] = 0
     v_zeroed[:, :, short:] = 0
     padded_out = method(q, k_zeroed, v_zeroed)[:, :, :short]
-    torch.testing.assert_close(method(q[:, :, :short], k[:, :, :short], v[:, :, :short]), padded_out)
+    torch.testing.assert_close(method(q[:, :, :short], k[:, :, :short], v[:, :, :short]), padded_out, **EXACT)
 
 
 @pytest.mark.parametrize(
@@ -120,13 +122,13 @@ def test_linformer_agrees_with_peer_package(sharing):
 
     torch.manual_seed(0)
     dim, batch = HEADS * HEAD_DIM, 2
-    peer = LinformerSelfAttention(dim, seq_len=SEQ_LEN, k=16, heads=HEADS, share_kv=sharing == "key-value")
-    ours = linformer(k=16, sharing=sharing)
+    peer = LinformerSelfAttention(dim, seq_len=SEQ_LEN, k=16, heads=HEADS, share_kv=sharing == "key-value").double()
+    ours = linformer(k=16, sharing=sharing).double()
     with torch.no_grad():  # the peer stores E^T as (n, k), one per layer shared by heads
         peer.proj_k.copy_(ours.proj_k[0].T)
         if sharing == "headwise":
             peer.proj_v.copy_(ours.proj_v[0].T)
-    x = torch.randn(batch, SEQ_LEN, dim)
+    x = torch.randn(batch, SEQ_LEN, dim, dtype=torch.float64)
 
     def split_heads(t):
         return t.view(batch, SEQ_LEN, HEADS, HEAD_DIM).transpose(1, 2)  # (B, H, n, d)
@@ -135,7 +137,7 @@ def test_linformer_agrees_with_peer_package(sharing):
     values = peer.to_k(x) if sharing == "key-value" else peer.to_v(x)
     out = ours(split_heads(peer.to_q(x)), split_heads(peer.to_k(x)), split_heads(values))
     out = peer.to_out(out.transpose(1, 2).reshape(batch, SEQ_LEN, dim))
-    torch.testing.assert_close(out, peer(x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out, peer(x), **EXACT)
 
 
 # ---- Performer -------------------------------------------------------------------------------
@@ -162,11 +164,11 @@ def test_performer_error_falls_as_features_grow():
 def test_performer_agrees_with_peer_package(kernel):
     from performer_pytorch import FastAttention
 
-    ours = performer(num_features=32, kernel=kernel).eval()
-    peer = FastAttention(dim_heads=HEAD_DIM, nb_features=32, generalized_attention=kernel == "relu")
+    ours = performer(num_features=32, kernel=kernel).double().eval()
+    peer = FastAttention(dim_heads=HEAD_DIM, nb_features=32, generalized_attention=kernel == "relu").double()
     peer.projection_matrix.copy_(ours.features)
-    q, k, v = qkv()
-    torch.testing.assert_close(ours(q, k, v), peer(q, k, v), atol=1e-4, rtol=1e-4)
+    q, k, v = qkv(dtype=torch.float64)
+    torch.testing.assert_close(ours(q, k, v), peer(q, k, v), **EXACT)
 
 
 def test_performer_features_are_orthogonal_in_blocks():

@@ -114,6 +114,27 @@ def balanced_inputs(core, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, tor
     return q, k, v
 
 
+TC_IMPLEMENTATIONS = [
+    pytest.param({"implementation": "all-nodes"}, id="all-nodes"),
+    pytest.param({"implementation": "path"}, id="path"),
+    pytest.param({"implementation": "path", "and_bias": True}, id="path-and-bias"),  # cannot walk: all nodes
+]
+
+
+@pytest.mark.parametrize("seq_len", LENGTHS)
+@pytest.mark.parametrize("options", TC_IMPLEMENTATIONS)
+def test_tc_macs_of_each_implementation_match_fvcore(options, seq_len):
+    """`macs()` counts what the chosen TC implementation executes; the diagnostics' spent count too."""
+    core, analysis = traced_core("treeformer-tc", seq_len, with_mask=True, **options)
+    assert_close(core.macs(seq_len), analysis.total("core"), f"treeformer-tc{options}.macs({seq_len})", analysis)
+    assert dict(analysis.unsupported_ops("core")) == {}
+    core.reset_diagnostics()
+    with torch.no_grad():
+        core(*traced_inputs(seq_len, with_mask=True)[3])
+    spent = core.diagnostics()["attention_macs_spent"]
+    assert_close(spent, analysis.total("core"), f"treeformer-tc{options} attention_macs_spent", analysis)
+
+
 TF_VARIANTS = [pytest.param({}, id="exact"), pytest.param({"bucket_capacity": 3}, id="bucketed")]
 
 

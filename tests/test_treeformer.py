@@ -1,4 +1,8 @@
-"""Treeformer routing, TF- and TC-Attention against explicit traversals and dense references."""
+"""Treeformer routing, TF- and TC-Attention against explicit traversals and dense references.
+
+Exact methods are compared with their references in float64 (tolerance 1e-10): float32 noise
+depends on the CPU's kernels (with every key in one leaf, sum aggregation cancels to ~1e-5 noise).
+"""
 
 import math
 import warnings
@@ -8,19 +12,24 @@ import torch
 
 from bench_common import BenchError
 from methods import create_attention
-from tests.treeformer_reference import tc_dense, tf_allowed, tf_dense, traverse
+from methods.treeformer import tree as tree_module
+from tests.treeformer_reference import dgt_route, tc_dense, tf_allowed, tf_dense, traverse
 
 HEADS, DIM = 2, 8
+EXACT = dict(atol=1e-10, rtol=1e-10)  # float64 comparisons of exact methods
 
 
 def build(name, n=32, seed=0, **options):
+    """A core in float64 (exact comparisons), train mode."""
     torch.manual_seed(seed)
-    return create_attention(name, num_heads=HEADS, head_dim=DIM, max_seq_len=n, **options).train()
+    return create_attention(name, num_heads=HEADS, head_dim=DIM, max_seq_len=n, **options).double().train()
 
 
 def inputs(n=32, batch=2, seed=1, padded=True):
     generator = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(batch, HEADS, n, DIM, generator=generator).requires_grad_() for _ in range(3))
+    q, k, v = (
+        torch.randn(batch, HEADS, n, DIM, generator=generator, dtype=torch.float64).requires_grad_() for _ in range(3)
+    )
     mask = None
     if padded:
         mask = torch.ones(batch, n, dtype=torch.bool)
@@ -36,39 +45,152 @@ def one_leaf_takes_all(core):
 
 
 def grads(core, tensors, out, seed=5):
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
-    params = [core.tree.weight, core.tree.bias]
+    """Gradients of a random projection of `out` with respect to `tensors` and every tree parameter."""
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    params = list(core.tree.parameters())
     return torch.autograd.grad((out * weights).sum(), list(tensors) + params, allow_unused=True)
 
 
+def reference_for(core):
+    return tf_dense if core.registry_name == "treeformer-tf" else tc_dense
+
+
 VARIANTS = [
-    ("treeformer-tf", {}, tf_dense),
-    ("treeformer-tf", {"empty_leaf": "zero"}, tf_dense),
-    ("treeformer-tf", {"bucket_capacity": 3}, tf_dense),
-    ("treeformer-tf", {"bucket_capacity": 5, "empty_leaf": "zero"}, tf_dense),
-    ("treeformer-tc", {}, tc_dense),
-    ("treeformer-tc", {"aggregate": "sum"}, tc_dense),
+    ("treeformer-tf", {}),
+    ("treeformer-tf", {"empty_leaf": "zero"}),
+    ("treeformer-tf", {"bucket_capacity": 3}),
+    ("treeformer-tf", {"bucket_capacity": 5, "empty_leaf": "zero"}),
+    ("treeformer-tf", {"ste": "scaled"}),
+    ("treeformer-tf", {"and_bias": True, "overparam_layers": 1}),
+    ("treeformer-tc", {"implementation": "all-nodes"}),
+    ("treeformer-tc", {"implementation": "path"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "all-nodes"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "path"}),
+    ("treeformer-tc", {"ste": "scaled"}),
+    ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "all-nodes"}),
+    ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "path"}),
 ]
 SCENARIOS = ["random_padded", "empty_leaves", "one_leaf_takes_all", "unpadded"]
 
 
-@pytest.mark.parametrize("name,options,reference", VARIANTS, ids=lambda x: str(x) if not callable(x) else "")
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_efficient_equals_dense_reference_forward_and_backward(name, options, reference, scenario):
+def scenario_case(name, options, scenario):
+    """A float64 core and inputs for one scenario; an AND bias gets random values that overrule some walks."""
     n = 16 if scenario == "empty_leaves" else 24
     height = 4 if scenario == "empty_leaves" else 2  # 16 leaves for 16 tokens leaves many empty
     core = build(name, n=n, height=height, **options)
     if scenario == "one_leaf_takes_all":
         one_leaf_takes_all(core)
-    q, k, v, mask = inputs(n=n, padded=scenario != "unpadded")
+    elif core.tree.and_bias is not None:
+        with torch.no_grad():
+            core.tree.and_bias.copy_(torch.randn(core.tree.and_bias.shape, generator=torch.Generator().manual_seed(3)))
+    return core, inputs(n=n, padded=scenario != "unpadded")
+
+
+@pytest.mark.parametrize("name,options", VARIANTS, ids=str)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_efficient_equals_dense_reference_forward_and_backward(name, options, scenario):
+    """Leaves, outputs and gradients (q, k, v, every tree parameter) against the independent
+    plain-autograd DGT and the dense attention references, in float64."""
+    core, (q, k, v, mask) = scenario_case(name, options, scenario)
+    ste = options.get("ste", "dgt")
     out = core(q, k, v, key_padding_mask=mask)
-    expected = reference(core, q, k, v, key_padding_mask=mask)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    expected = reference_for(core)(core, q, k, v, key_padding_mask=mask, ste=ste)
+    for x in (q, k):
+        assert torch.equal(core.tree.route(x, mask).leaf, dgt_route(core.tree, x, mask)[0])
+    torch.testing.assert_close(out, expected, **EXACT)
     for got, want in zip(grads(core, (q, k, v), out), grads(core, (q, k, v), expected)):
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got, want, **EXACT)
     if scenario == "empty_leaves":
         queries, keys = core.route_queries_and_keys(q, k, mask)
         assert (torch.bincount(keys.leaf[0, 0], minlength=16) == 0).any(), "scenario must have empty leaves"
+    if scenario == "random_padded" and core.tree.and_bias is not None:
+        walked = traverse(core.tree, q.detach(), mask)
+        assert not torch.equal(core.tree.route(q, mask).leaf, walked), "the AND bias must overrule some walks"
+
+
+def _flip_routing_gradient(monkeypatch, core):
+    backward = tree_module._DGTRouting.backward
+    flipped = lambda ctx, *grads: tuple(None if g is None else -g for g in backward(ctx, *grads))  # noqa: E731
+    monkeypatch.setattr(tree_module._DGTRouting, "backward", staticmethod(flipped))
+
+
+def _drop_p_leaf(monkeypatch, core):
+    def without_p_leaf(probabilities, leaf, grad_gate):
+        step = grad_gate.expand_as(probabilities.gather(-1, leaf))  # d gate / d p_leaf taken as 1/p_leaf
+        return (probabilities * -step).scatter_add_(-1, leaf, step)
+
+    monkeypatch.setattr(tree_module, "_leaf_score_grad", without_p_leaf)
+
+
+def _cut_gradient_into_q_and_k(monkeypatch, core):
+    backward = tree_module._DGTRouting.backward
+    cut = lambda ctx, *grads: (None,) + tuple(backward(ctx, *grads))[1:]  # noqa: E731
+    monkeypatch.setattr(tree_module._DGTRouting, "backward", staticmethod(cut))
+
+
+def _scaled_ste(monkeypatch, core):
+    monkeypatch.setattr(core.tree, "ste", "scaled")
+
+
+MUTATIONS = {
+    "sign_flip_of_routing_gradient": _flip_routing_gradient,
+    "p_leaf_dropped": _drop_p_leaf,
+    "no_gradient_into_q_and_k": _cut_gradient_into_q_and_k,
+    "scaled_instead_of_dgt_ste": _scaled_ste,
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+@pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
+def test_reference_comparison_catches_mutated_routing_backward(monkeypatch, name, mutation):
+    """Each mutation of the STE backward leaves the forward as it is and must fail the comparison
+    above (the routing backward used to be compared only with itself, so none of these failed)."""
+    core, (q, k, v, mask) = scenario_case(name, {}, "random_padded")
+    expected = reference_for(core)(core, q, k, v, key_padding_mask=mask)
+    want = grads(core, (q, k, v), expected)
+    MUTATIONS[mutation](monkeypatch, core)
+    out = core(q, k, v, key_padding_mask=mask)
+    torch.testing.assert_close(out, expected, **EXACT)
+    got = grads(core, (q, k, v), out)
+    mismatches = [i for i, (a, b) in enumerate(zip(got, want)) if not torch.allclose(a, b, **EXACT)]
+    assert mismatches, f"mutation {mutation} went unnoticed"
+    if mutation == "no_gradient_into_q_and_k":
+        assert set(mismatches) == {0, 1}  # q and k only: the STE pseudo-gradient reaches them by design
+
+
+def test_walk_without_backward_equals_explicit_traversal():
+    """The "path" TC's evaluation routing evaluates only the path's hyperplanes; same leaves."""
+    core = build("treeformer-tc", n=32, height=3, overparam_layers=1)
+    q, _, _, mask = inputs(n=32)
+    with torch.no_grad():
+        walked = core.tree.route(q, mask, walk=True).leaf
+    assert torch.equal(walked, traverse(core.tree, q.detach(), mask))
+
+
+@pytest.mark.parametrize("seq_len,height", [(64, 2), (1024, 5), (4096, 10)])
+def test_tc_implementations_count_what_they_execute(seq_len, height):
+    options = dict(num_heads=HEADS, head_dim=DIM, max_seq_len=seq_len, height=height)
+    path = create_attention("treeformer-tc", implementation="path", **options)
+    all_nodes = create_attention("treeformer-tc", implementation="all-nodes", **options)
+    auto = create_attention("treeformer-tc", **options)
+    ratio = path.macs(seq_len) / path.algorithmic_macs(seq_len)
+    assert 1 / 1.3 <= ratio <= 1.3, ratio
+    assert all_nodes.macs(seq_len) > path.macs(seq_len)
+    chosen = {"path": path, "all-nodes": all_nodes}[auto.executed_implementation(seq_len)]
+    assert auto.macs(seq_len) == chosen.macs(seq_len)
+
+
+def test_auto_takes_the_nearest_measured_point_and_path_where_nothing_was_measured(monkeypatch):
+    from methods.treeformer import tc_choice
+
+    table = {"cpu": [(256, 2, "all-nodes"), (256, 8, "path"), (4096, 2, "path"), (4096, 8, "all-nodes")]}
+    monkeypatch.setattr(tc_choice, "_table", lambda: table)
+    assert tc_choice.choose_implementation("cpu", 300, 3) == "all-nodes"
+    assert tc_choice.choose_implementation("cpu", 200, 7) == "path"
+    assert tc_choice.choose_implementation("cpu", 8192, 9) == "all-nodes"
+    assert tc_choice.choose_implementation("cuda", 300, 3) == "path"
+    core = create_attention("treeformer-tc", num_heads=HEADS, head_dim=DIM, max_seq_len=4096, height=8)
+    assert core.executed_implementation(4096) == "all-nodes" and core.executed_implementation(256) == "path"
 
 
 def test_routing_equals_explicit_traversal_and_dgt_argmax():
@@ -129,34 +251,89 @@ def test_bucketed_with_room_for_everything_equals_exact():
     exact = build("treeformer-tf", n=32, height=2)
     bucketed = build("treeformer-tf", n=32, height=2, bucket_capacity=32)
     q, k, v, mask = inputs(n=32)
-    torch.testing.assert_close(bucketed(q, k, v, mask), exact(q, k, v, mask), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(bucketed(q, k, v, mask), exact(q, k, v, mask), **EXACT)
 
 
 def test_overparameterised_tree_collapses_to_the_product():
     core = build("treeformer-tc", n=32, height=3, overparam_layers=2)
     tree = core.tree
-    x = torch.randn(2, HEADS, 10, DIM)
+    x = torch.randn(2, HEADS, 10, DIM, dtype=torch.float64)
     layered = torch.matmul(x, tree.weight.transpose(-1, -2)) + tree.bias[:, None, :]
     for weight, bias in zip(tree.overparam_weights, tree.overparam_biases):
         layered = torch.matmul(layered, weight.transpose(-1, -2)) + bias[:, None, :]
     weight, bias = tree.collapsed()
-    torch.testing.assert_close(torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :], layered, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.matmul(x, weight.transpose(-1, -2)) + bias[:, None, :], layered, **EXACT)
     # Every factor of the product learns.
     out = core(*inputs(n=32)[:3])
     grads_ = torch.autograd.grad(out.square().sum(), list(tree.parameters()))
     assert all(g.abs().sum() > 0 for g in grads_)
 
 
+GROWN = [
+    ("treeformer-tf", {}),
+    ("treeformer-tc", {"implementation": "all-nodes"}),
+    ("treeformer-tc", {"implementation": "path"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "path"}),
+]
+
+
 @pytest.mark.parametrize("overparam_layers", [0, 1])
-def test_grown_tree_keeps_tf_output_and_nests_leaves(overparam_layers):
-    core = build("treeformer-tf", n=32, height=2, overparam_layers=overparam_layers).eval()
-    bigger = build("treeformer-tf", n=32, height=3, overparam_layers=overparam_layers).eval()
-    bigger.tree = core.tree.grown()
+@pytest.mark.parametrize("name,options", GROWN, ids=str)
+def test_growing_keeps_the_output_and_nests_leaves(name, options, overparam_layers):
+    """Growth by one and by two levels leaves TF's and TC's outputs as they were (float64).
+
+    Mutation caught: without `node_log_weight` TC's output changes (the old leaf's aggregate would
+    appear twice on every path); test_grown_tc_without_log_weights_changes shows it.
+    """
+    core = build(name, n=32, height=2, overparam_layers=overparam_layers, **options).eval()
     q, k, v, mask = inputs(n=32)
-    old, new = core.tree.route(q, mask).leaf, bigger.tree.route(q, mask).leaf
-    real = old >= 0
-    assert torch.equal(new[real] // 2, old[real])  # each new leaf sits under its old leaf
-    torch.testing.assert_close(bigger(q, k, v, mask), core(q, k, v, mask), atol=1e-6, rtol=1e-6)
+    expected = core(q, k, v, mask)
+    old_leaf = core.tree.route(q, mask).leaf
+    for grown_height in (3, 4):
+        bigger = build(name, n=32, height=grown_height, overparam_layers=overparam_layers, **options).eval()
+        bigger.tree.load_state_dict(core.tree.grown().grown().state_dict() if grown_height == 4 else core.tree.grown().state_dict())
+        new_leaf = bigger.tree.route(q, mask).leaf
+        real = old_leaf >= 0
+        assert torch.equal(new_leaf[real] >> (grown_height - 2), old_leaf[real])  # nested under the old leaf
+        torch.testing.assert_close(bigger(q, k, v, mask), expected, **EXACT)
+
+
+@pytest.mark.parametrize("implementation", ["all-nodes", "path"])
+def test_grown_tc_without_log_weights_changes(implementation):
+    core = build("treeformer-tc", n=32, height=2, implementation=implementation).eval()
+    q, k, v, mask = inputs(n=32)
+    bigger = build("treeformer-tc", n=32, height=3, implementation=implementation).eval()
+    bigger.tree.load_state_dict(core.tree.grown().state_dict())
+    bigger.tree.node_log_weight.zero_()
+    assert not torch.allclose(bigger(q, k, v, mask), core(q, k, v, mask), **EXACT)
+
+
+def test_grow_in_place_keeps_parameter_objects_and_says_where_each_entry_came_from():
+    core = build("treeformer-tc", n=32, height=2, and_bias=True)
+    tree = core.tree
+    with torch.no_grad():
+        tree.and_bias.copy_(torch.arange(8.0, dtype=torch.float64).view(2, 4))
+    weight, bias, and_bias = tree.weight, tree.bias, tree.and_bias
+    old_weight, old_and_bias = weight.detach().clone(), and_bias.detach().clone()
+    sources = tree.grow_()
+    assert tree.height == 3 and tree.weight is weight and tree.bias is bias and tree.and_bias is and_bias
+    assert weight.shape == (HEADS, 7, DIM) and and_bias.shape == (HEADS, 8)
+    assert torch.equal(sources["weight"], torch.tensor([0, 1, 2, 1, 1, 2, 2]))  # new nodes copy their parents
+    assert torch.equal(weight, old_weight[:, sources["weight"]])
+    assert torch.equal(and_bias, old_and_bias[:, sources["and_bias"]]) and torch.equal(sources["and_bias"], torch.arange(8) // 2)
+    assert torch.equal(tree.paths, tree_module.path_matrix(3).double())
+
+
+def test_and_bias_is_off_by_default_and_learns_when_on():
+    assert build("treeformer-tc", n=32, height=2).tree.and_bias is None
+    core = build("treeformer-tf", n=32, height=2, and_bias=True)
+    q, k, v, mask = inputs(n=32)
+    grad = torch.autograd.grad(core(q, k, v, mask).square().sum(), core.tree.and_bias)[0]
+    assert grad.shape == (HEADS, 4) and grad.abs().sum() > 0
+    # A large bias on leaf 3 wins every argmax: the bias decides the leaf, not only the walk.
+    with torch.no_grad():
+        core.tree.and_bias[:, 3] = 1e3
+    assert (core.tree.route(q, mask).leaf[mask[:, None, :].expand(-1, HEADS, -1)] == 3).all()
 
 
 @pytest.mark.parametrize(
@@ -166,9 +343,12 @@ def test_grown_tree_keeps_tf_output_and_nests_leaves(overparam_layers):
         ("treeformer-tc", {"height": -2}, "positive integer"),
         ("treeformer-tc", {"height": 6}, "more than max_seq_len=32"),
         ("treeformer-tc", {"aggregate": "max"}, "aggregate"),
+        ("treeformer-tc", {"implementation": "gather"}, "'implementation'"),
         ("treeformer-tf", {"empty_leaf": "drop"}, "empty_leaf"),
         ("treeformer-tf", {"bucket_capacity": 0}, "bucket_capacity"),
         ("treeformer-tf", {"overparam_layers": -1}, "overparam_layers"),
+        ("treeformer-tc", {"ste": "sign"}, "'ste'"),
+        ("treeformer-tf", {"and_bias": 1}, "'and_bias'"),
     ],
 )
 def test_bad_options_are_one_line_errors_at_construction(name, options, message):
@@ -210,7 +390,7 @@ def test_tc_diagnostics_when_one_leaf_takes_all():
 
 
 def test_macs_and_algorithmic_macs():
-    tc = build("treeformer-tc", n=4096, height=6)
+    tc = build("treeformer-tc", n=4096, height=6, implementation="all-nodes")
     tf = build("treeformer-tf", n=4096, height=5)
     assert tc.algorithmic_macs(4096) < tc.macs(4096)
     assert tc.macs(4096) == 2 * tc.macs(2048)  # linear in n
@@ -241,7 +421,7 @@ def test_traced_forward_equals_eager(name):
     with warnings.catch_warnings():  # data-dependent sizes: the trace is for this input only
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(core, (q, k, v), check_trace=False)
-    torch.testing.assert_close(traced(q, k, v), core(q, k, v), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(traced(q, k, v), core(q, k, v), **EXACT)
 
 
 

@@ -14,7 +14,7 @@ import torch
 
 from bench_common import BenchError
 from methods.base import AttentionMethod, Capabilities
-from methods.treeformer.tree import Routing, RoutingTree, check_height
+from methods.treeformer.tree import STE_VARIANTS, Routing, RoutingTree, check_height
 
 
 class TreeAttention(AttentionMethod):
@@ -29,14 +29,20 @@ class TreeAttention(AttentionMethod):
         max_seq_len: int = 0,
         height: int = 5,
         overparam_layers: int = 0,
+        ste: str = "dgt",
+        and_bias: bool = False,
     ):
         super().__init__(num_heads, head_dim, max_seq_len)
         what = f"attention method '{self.registry_name or type(self).__name__}'"
         check_height(height, max_seq_len, what)
         if isinstance(overparam_layers, bool) or not isinstance(overparam_layers, int) or overparam_layers < 0:
             raise BenchError(f"{what} option 'overparam_layers' must be an integer >= 0, got {overparam_layers!r}")
+        if ste not in STE_VARIANTS:
+            raise BenchError(f"{what} option 'ste' must be one of {', '.join(STE_VARIANTS)}, got {ste!r}")
+        if not isinstance(and_bias, bool):
+            raise BenchError(f"{what} option 'and_bias' must be true or false, got {and_bias!r}")
         self.height = height
-        self.tree = RoutingTree(num_heads, head_dim, height, overparam_layers)
+        self.tree = RoutingTree(num_heads, head_dim, height, overparam_layers, ste=ste, and_bias=and_bias)
         self.reset_diagnostics()
 
     @property
@@ -44,22 +50,27 @@ class TreeAttention(AttentionMethod):
         return 2**self.height
 
     def route_queries_and_keys(
-        self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: Optional[torch.Tensor]
+        self, q: torch.Tensor, k: torch.Tensor, key_padding_mask: Optional[torch.Tensor], walk: bool = False
     ) -> tuple[Routing, Routing]:
         """Routes q and k through the one shared tree (two calls: no concatenated copy to keep)."""
-        return self.tree.route(q, key_padding_mask), self.tree.route(k, key_padding_mask)
+        return self.tree.route(q, key_padding_mask, walk), self.tree.route(k, key_padding_mask, walk)
 
-    def routing_macs(self, seq_len: int, batch: int = 1) -> int:
+    def routing_macs(self, seq_len: int, batch: int = 1, walk: bool = False) -> int:
         """Routing MACs executed in evaluation by one forward call on `batch` examples.
 
-        The node product z = x W^T + b for q and k; collapsing the over-parameterisation costs
-        once per call (once for q, once for k). The leaf softmax of the straight-through
-        estimator runs only when a gradient is wanted, so it is not part of this count.
+        The node product z = x W^T + b for q and k (with the AND bias also the leaf scores), or,
+        when the tree `walks`, the h products on each token's path; collapsing the
+        over-parameterisation costs once per call (once for q, once for k). The leaf softmax of
+        the straight-through estimator runs only when a gradient is wanted, so it is not counted.
         """
         nodes = 2**self.height - 1
         extra = len(self.tree.overparam_weights)
         collapse = 2 * extra * self.num_heads * (nodes * nodes * self.head_dim + nodes * nodes)
-        return batch * self.num_heads * 2 * seq_len * nodes * self.head_dim + collapse
+        if self.tree.walks(walk):
+            return batch * self.num_heads * 2 * seq_len * self.height * self.head_dim + collapse
+        # With the AND bias the leaf is the argmax of the leaf scores: signs @ P^T for every token.
+        leaf_scores = 2 * seq_len * nodes * self.leaves if self.tree.and_bias is not None else 0
+        return batch * self.num_heads * (2 * seq_len * nodes * self.head_dim + leaf_scores) + collapse
 
     def algorithmic_routing_macs(self, seq_len: int) -> int:
         """A traversal evaluates h hyperplanes per token (q and k)."""

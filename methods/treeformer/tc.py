@@ -5,13 +5,16 @@ keys and values routed through it: their mean (default) or sum. A query attends,
 over the nodes on its own root-to-leaf path; empty nodes are excluded. The root holds every key,
 so every real key and value receives gradient.
 
-Implementation, O(n·d) aggregation and O(n·2^h·d) attention, never n x n:
+Implementation, O(n·d) aggregation and never n x n:
 1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
 2. internal nodes are the sums of their two children, level by level up to the root;
-3. one matrix product scores every query against all node aggregates, masked to the query's
-   path (a gathered row of a fixed ancestor table). Scoring all nodes does 2^(h+1)/(h+1) times the
-   MACs the algorithm needs, but runs as one BLAS call instead of a per-query gather, which is
-   several times faster on CPU; `algorithmic_macs` reports what the path alone needs.
+3. attention over the path, in one of two ways (`implementation`):
+   - "all-nodes": one matrix product scores every query against all node aggregates, masked to the
+     query's path (a gathered row of a fixed ancestor table): 2^(h+1)/(h+1) times the MACs the path
+     needs, but one BLAS call, fast on CPU while 2^h is small against n;
+   - "path": each query gathers its h+1 path nodes and attends over them alone, O(n·h·d); without a
+     backward the routing also evaluates only the h hyperplanes on each token's path;
+   - "auto" (default): the one measured faster for this device, n and h (`tc_choice`).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from bench_common import BenchError
 from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention, inverse_sqrt
-from methods.treeformer.tree import ancestor_table, needs_grad
+from methods.treeformer.tc_choice import choose_implementation
+from methods.treeformer.tree import ancestor_table, needs_grad, path_node_table
 
 AGGREGATES = ("mean", "sum")
+IMPLEMENTATIONS = ("auto", "all-nodes", "path")
 
 
 @register_attention("treeformer-tc")
@@ -41,46 +46,85 @@ class TreeformerTC(TreeAttention):
         height: int = 5,
         aggregate: Literal["mean", "sum"] = "mean",
         overparam_layers: int = 0,
+        ste: Literal["dgt", "scaled"] = "dgt",
+        and_bias: bool = False,
+        implementation: Literal["auto", "all-nodes", "path"] = "auto",
     ):
+        what = "attention method 'treeformer-tc'"
         if aggregate not in AGGREGATES:
+            raise BenchError(f"{what} option 'aggregate' must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+        if implementation not in IMPLEMENTATIONS:
             raise BenchError(
-                f"attention method 'treeformer-tc' option 'aggregate' must be one of "
-                f"{', '.join(AGGREGATES)}, got {aggregate!r}"
+                f"{what} option 'implementation' must be one of {', '.join(IMPLEMENTATIONS)}, got {implementation!r}"
             )
-        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers)
+        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.aggregate = aggregate
+        self.implementation = implementation
         self.register_buffer("ancestors", ancestor_table(height), persistent=False)  # (L+1, 2L-1)
+        self.register_buffer("path_nodes", path_node_table(height), persistent=False)  # (L+1, h+1)
+
+    def executed_implementation(self, seq_len: int) -> str:
+        """"all-nodes" or "path": the option, or for "auto" the choice for this device, n and h."""
+        if self.implementation != "auto":
+            return self.implementation
+        return choose_implementation(self.ancestors.device.type, seq_len, self.height)
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
         batch, heads, n, dim = q.shape
         groups = batch * heads
-        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
+        implementation = self.executed_implementation(n)
+        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask, walk=implementation == "path")
         sums = self.node_sums(keys, k, v)  # (G, 2L-1, 2d+1)
         counts = sums[..., -1]  # (G, 2L-1), 1.0 per key forward
         node_keys, node_values = sums[..., :dim], sums[..., dim : 2 * dim]
         if self.aggregate == "mean":
             denominator = torch.where(counts > 0, counts, torch.ones_like(counts)).unsqueeze(-1)
             node_keys, node_values = node_keys / denominator, node_values / denominator
-        bias = self.path_bias(queries.leaf.reshape(groups, n), counts > 0, q.dtype)  # (G, n, 2L-1)
-        # One product scores every query against every node; the bias masks all but its path.
-        scores = torch.baddbmm(bias, q.reshape(groups, n, dim), node_keys.transpose(1, 2), alpha=inverse_sqrt(dim))
-        attended = torch.bmm(self.drop_attention(torch.softmax(scores, dim=-1)), node_values)  # (G, n, d)
+        leaf = queries.leaf.reshape(groups, n)
+        if implementation == "path":
+            attended = self.attend_path(q.reshape(groups, n, dim), leaf, node_keys, node_values, counts)
+        else:
+            bias = self.path_bias(leaf, counts > 0, q.dtype)  # (G, n, 2L-1)
+            # One product scores every query against every node; the bias masks all but its path.
+            scores = torch.baddbmm(bias, q.reshape(groups, n, dim), node_keys.transpose(1, 2), alpha=inverse_sqrt(dim))
+            attended = torch.bmm(self.drop_attention(torch.softmax(scores, dim=-1)), node_values)  # (G, n, d)
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
         out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
         if not torch.jit.is_tracing():
-            self._record_tc(queries, counts.view(batch, heads, -1), n)
+            self._record_tc(queries, counts.view(batch, heads, -1), n, implementation)
         return out
 
+    def attend_path(self, q, leaf, node_keys, node_values, counts) -> torch.Tensor:
+        """(G, n, d): each query q (G, n, d) attends over the h+1 nodes of its leaf's path alone.
+
+        The path's aggregates are gathered per query ((G*n, h+1, d), no all-node product); empty
+        nodes and padded queries (leaf -1) are masked; the node log-weight is added as in `path_bias`.
+        """
+        groups, n, dim = q.shape
+        nodes = node_keys.shape[1]
+        path = self.path_nodes.index_select(0, torch.where(leaf >= 0, leaf, self.leaves).reshape(-1))  # (G*n, h+1)
+        rows = (path.view(groups, n, -1) + torch.arange(groups, device=q.device).view(groups, 1, 1) * nodes).reshape(-1)
+        path_keys = node_keys.reshape(-1, dim).index_select(0, rows).view(groups * n, -1, dim)  # (G*n, h+1, d)
+        path_values = node_values.reshape(-1, dim).index_select(0, rows).view(groups * n, -1, dim)
+        allowed = (counts.reshape(-1).index_select(0, rows) > 0).view(groups * n, -1) & (leaf >= 0).view(-1, 1)
+        log_weight = self.tree.node_log_weight.to(q.dtype).index_select(0, path.reshape(-1)).view(allowed.shape)
+        bias = log_weight.masked_fill(~allowed, torch.finfo(q.dtype).min).unsqueeze(-1)  # (G*n, h+1, 1)
+        scores = torch.baddbmm(bias, path_keys, q.reshape(groups * n, dim, 1), alpha=inverse_sqrt(dim))
+        weights = self.drop_attention(torch.softmax(scores, dim=1))  # (G*n, h+1, 1)
+        return torch.bmm(weights.transpose(1, 2), path_values).view(groups, n, dim)
+
     def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(G, n, 2L-1) additive mask: 0 on the query's path at non-empty nodes, dtype min elsewhere.
+        """(G, n, 2L-1) additive scores: the node's log-weight (0 unless the tree was grown) on the
+        query's path at non-empty nodes, dtype min elsewhere.
 
         Built per (group, leaf) as a small table, then one row gathered per query; padding's row
         (leaf -1 -> the table's last row) is all masked.
         """
         groups, n = leaf.shape
         allowed = self.ancestors.unsqueeze(0) & non_empty.unsqueeze(1)  # (G, L+1, 2L-1)
-        table = torch.zeros(allowed.shape, dtype=dtype, device=leaf.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        log_weight = self.tree.node_log_weight.to(dtype).expand(allowed.shape)  # 0 unless grown
+        table = log_weight.masked_fill(~allowed, torch.finfo(dtype).min)
         rows = torch.where(leaf >= 0, leaf, self.leaves) + torch.arange(groups, device=leaf.device).unsqueeze(1) * (self.leaves + 1)
         return table.view(-1, table.shape[-1]).index_select(0, rows.reshape(-1)).view(groups, n, -1)
 
@@ -104,7 +148,7 @@ class TreeformerTC(TreeAttention):
         return torch.cat(levels[::-1], dim=1)
 
     @torch.no_grad()
-    def _record_tc(self, queries, counts, n) -> None:
+    def _record_tc(self, queries, counts, n, implementation: str) -> None:
         """counts (B, H, 2L-1) keys per node."""
         batch, heads, _ = counts.shape
         key_counts = counts[..., self.leaves - 1 :]  # (B, H, L)
@@ -116,32 +160,38 @@ class TreeformerTC(TreeAttention):
         # Non-empty path nodes per (example, head, leaf), then counted per query by its leaf.
         per_leaf = (self.ancestors[: self.leaves] & (counts > 0).unsqueeze(-2)).sum(-1)  # (B, H, L)
         path_nodes = float((per_leaf.gather(-1, queries.leaf.clamp(min=0)) * query_real).sum())
-        dim = self.head_dim
+        row = 2 * self.head_dim + 1
         algorithmic = (
             self.algorithmic_routing_macs(n) * batch
-            + float(real_keys.sum()) * heads * (self.height + 1) * (2 * dim + 1)
-            + path_nodes * (2 * dim + 1)
+            + (float(real_keys.sum()) + batch * (self.leaves - 1)) * heads * row
+            + path_nodes * row
         )
-        executed = self.routing_macs(n, batch) + batch * self.num_heads * self._core_macs(n)
+        walk = implementation == "path"
+        executed = self.routing_macs(n, batch, walk) + batch * self.num_heads * self._core_macs(n, implementation)
         self._record(key_counts, reached, real_keys, query_real, executed, algorithmic)
 
-    def _core_macs(self, seq_len: int) -> int:
-        """Per head, past the routing: index_add of n rows of 2d+1, all-node scores, softmax, weighted sum."""
-        nodes = 2 * self.leaves - 1
+    def _core_macs(self, seq_len: int, implementation: str) -> int:
+        """Per head, past the routing: index_add of n rows of 2d+1, then scores, softmax and weighted
+        sum over all 2^(h+1)-1 nodes ("all-nodes") or the h+1 path nodes ("path")."""
+        scored = 2 * self.leaves - 1 if implementation == "all-nodes" else self.height + 1
         dim = self.head_dim
-        return seq_len * (2 * dim + 1) + 2 * seq_len * nodes * dim + seq_len * nodes
+        return seq_len * (2 * dim + 1) + 2 * seq_len * scored * dim + seq_len * scored
 
     def macs(self, seq_len: int) -> int:
-        """Executed in evaluation, independent of the data: routing plus `_core_macs` per head."""
-        return self.routing_macs(seq_len) + self.num_heads * self._core_macs(seq_len)
+        """Executed in evaluation by the implementation that runs at this length (see
+        `executed_implementation`), independent of the data: routing plus `_core_macs` per head."""
+        implementation = self.executed_implementation(seq_len)
+        walk = implementation == "path"
+        return self.routing_macs(seq_len, walk=walk) + self.num_heads * self._core_macs(seq_len, implementation)
 
     def algorithmic_macs(self, seq_len: int) -> int:
-        """What TC needs, O(n·h·d): a traversal (h hyperplanes per token), each key added into its
-        h+1 path nodes, each query scored and weighted over its h+1 path nodes. Below `macs`, which
-        scores all 2^(h+1)-1 nodes in one product (faster on CPU, see the module docstring)."""
+        """What TC needs, O(n·h·d): a traversal (h hyperplanes per token); each key added into its
+        leaf and each of the 2^h - 1 internal nodes summed from its two children; each query scored
+        and weighted over its h+1 path nodes."""
         path = self.height + 1
         dim = self.head_dim
-        per_head = seq_len * path * (2 * dim + 1) + 2 * seq_len * path * dim + seq_len * path
+        aggregation = (seq_len + self.leaves - 1) * (2 * dim + 1)
+        per_head = aggregation + 2 * seq_len * path * dim + seq_len * path
         return self.algorithmic_routing_macs(seq_len) + self.num_heads * per_head
 
 

@@ -71,6 +71,8 @@ class TreeformerTF(TreeAttention):
         empty_leaf: Literal["ancestor", "zero"] = "ancestor",
         bucket_capacity: Optional[int] = None,
         overparam_layers: int = 0,
+        ste: Literal["dgt", "scaled"] = "dgt",
+        and_bias: bool = False,
     ):
         what = "attention method 'treeformer-tf'"
         if empty_leaf not in EMPTY_LEAF_POLICIES:
@@ -81,7 +83,7 @@ class TreeformerTF(TreeAttention):
             isinstance(bucket_capacity, bool) or not isinstance(bucket_capacity, int) or bucket_capacity < 1
         ):
             raise BenchError(f"{what} option 'bucket_capacity' must be a positive integer or null, got {bucket_capacity!r}")
-        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers)
+        super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.empty_leaf = empty_leaf
         self.bucket_capacity = bucket_capacity
 

@@ -5,20 +5,28 @@ shared/PAPER.md: a complete binary tree of height h with 2^h - 1 internal nodes 
 breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
 computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
 by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
-then the one-hot argmax; the leaf is found by walking the signs, so the leaf scores and softmax
-feed only the backward and run only when a gradient is wanted (`needs_grad`). The backward pass
-is DGT's straight-through estimator: hard-tanh STE at the sign (gradient 2 where |z| <= 1, as
-DGT's `2a - fac`, zero elsewhere) and identity from the one-hot into the softmax.
+then the one-hot argmax; without the AND bias the leaf is found by walking the signs, so the leaf
+scores and softmax feed only the backward and run only when a gradient is wanted (`needs_grad`).
+The backward pass is DGT's straight-through estimator: hard-tanh STE at the sign and identity from
+the one-hot into the softmax. DGT's `ScaleBinarizer1` returns (z >= 0)·fac with an identity
+backward where |z| <= 1, and the scores use 2a - fac, so d(score input)/dz = 2 in the window and 0
+outside: the scale fac shapes only the forward scores (`ste="dgt"`, the default). `ste="scaled"`
+multiplies that gradient by fac as well (our earlier estimator, kept as an ablation).
+
+Options: `and_bias=True` adds DGT's learnable per-leaf AND bias to the leaf scores; the leaf is then
+the argmax of the scores (the bias may overrule the walk), so the scores run in every forward pass.
 
 Our choices (PAPER.md "open"): the scale mean |z| is taken per token over the nodes, not over the
 whole batch as DGT does, so an example's gradients never depend on its batch mates. The one-hot
 enters attention through a *gate*: g = onehot[leaf] with the identity STE, i.e. 1 in the forward
 pass and d p_leaf in the backward pass; the cores multiply each key's contribution and each
-query's output by its gate, which carries the attention loss into the tree.
+query's output by its gate, which carries the attention loss into the tree. The STE gradient
+flows on into x, i.e. into q and k and so W_Q and W_K (docs/treeformer.md says why).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -29,6 +37,7 @@ from torch import nn
 from bench_common import BenchError
 
 MAX_HEIGHT = 10  # 1024 leaves; the (leaves x nodes) path matrix stays small
+STE_VARIANTS = ("dgt", "scaled")
 
 
 def check_height(height: int, max_seq_len: int, what: str) -> None:
@@ -76,6 +85,23 @@ def ancestor_table(height: int) -> torch.Tensor:
     return table
 
 
+def path_node_table(height: int) -> torch.Tensor:
+    """(leaves + 1, h + 1) long: breadth-first ids of the nodes on each leaf's path, root first.
+
+    The extra last row (index -1) belongs to padding tokens; it repeats leaf 0's path, and the
+    cores mask it out.
+    """
+    leaves = 2**height
+    table = torch.zeros(leaves + 1, height + 1, dtype=torch.long)
+    for leaf in range(leaves):
+        node = leaves - 1 + leaf
+        for depth in range(height, -1, -1):
+            table[leaf, depth] = node
+            node = (node - 1) // 2
+    table[leaves] = table[0]
+    return table
+
+
 @dataclass
 class Routing:
     """Where each token went: `leaf` (B, H, m) int64, -1 for padding; `gate` (B, H, m), 1.0 forward."""
@@ -84,13 +110,14 @@ class Routing:
     gate: torch.Tensor
 
 
-def _hard_route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paths: torch.Tensor, with_softmax: bool):
+def _hard_route(x, weight, bias, paths, and_bias, with_softmax: bool):
     """DGT's hard forward: leaves (B*H, m), and for the backward mean|z|, p and |z| (or None).
 
     For x (B, H, m, d) and node parameters W (H, N, d), b (H, N): z = x W^T + b; s = sign(z)
-    (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path matrix), whose argmax is the
-    traversed leaf (t = h there, <= h - 2 elsewhere: no ties; we walk the tree instead of taking
-    the argmax, which is slow on CPU); p = softmax(mean|z| * t) with mean|z| detached.
+    (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path matrix); leaf scores
+    mean|z| * t (+ the AND bias (H, L) if any), mean|z| detached; p = their softmax. Without the
+    AND bias the argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties), so we
+    walk the tree instead of scoring every leaf, which is slow on CPU.
     """
     batch, heads, m, dim = x.shape
     # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
@@ -100,31 +127,50 @@ def _hard_route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paths
     # Float arithmetic throughout: comparisons and bool masks on tensors this large ran an order
     # of magnitude slower on this CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
     signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
-    leaf = _traverse(signs)  # (B*H, m)
-    if not with_softmax:
-        return leaf, None, None, None
+    if and_bias is None:
+        leaf = _traverse(signs)  # (B*H, m)
+        if not with_softmax:
+            return leaf, None, None, None
     integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
     del signs  # free it before the softmax allocates
     magnitude = z.abs_()  # z is not needed any more: reuse its memory
     scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
-    probabilities = torch.log_softmax(integer_scores.mul_(scale), dim=-1).exp_()  # (B*H, m, L)
+    scores = integer_scores.mul_(scale)
+    if and_bias is not None:
+        scores = scores.view(batch, heads, m, -1).add_(and_bias.unsqueeze(1)).view(batch * heads, m, -1)
+        leaf = scores.argmax(dim=-1)
+        if not with_softmax:
+            return leaf, None, None, None
+    probabilities = torch.log_softmax(scores, dim=-1).exp_()  # (B*H, m, L)
     return leaf, scale, probabilities, magnitude
+
+
+def _leaf_score_grad(probabilities: torch.Tensor, leaf: torch.Tensor, grad_gate: torch.Tensor) -> torch.Tensor:
+    """d loss / d leaf scores (B*H, m, L) through gate = onehot[leaf] with the identity STE.
+
+    The gate's gradient goes to p[leaf] (identity from the one-hot into the softmax), and through
+    the softmax: d p_leaf / d scores = p_leaf (e_leaf - p).
+    """
+    step = probabilities.gather(-1, leaf) * grad_gate  # (B*H, m, 1): p_leaf * d loss / d gate
+    return (probabilities * -step).scatter_add_(-1, leaf, step)
 
 
 class _DGTRouting(torch.autograd.Function):
     """Hard DGT routing forward (`_hard_route`) with DGT's straight-through backward.
 
     The gate output is 1 (the one-hot at the leaf). Backward: the identity STE sends d gate to
-    p[leaf], the softmax to the leaf scores, P^T back to the signs, and the hard-tanh STE (x2, as
-    DGT's `2a - fac`) through where |z| <= 1. Fused by hand to keep few (m x N) tensors alive.
+    p[leaf], the softmax to the leaf scores (and the AND bias), P back to the signs, and the
+    hard-tanh STE through where |z| <= 1 with factor 2 (DGT's `2a - fac`; times mean|z| too when
+    `scaled`). Fused by hand to keep few (m x N) tensors alive.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, paths):
+    def forward(ctx, x, weight, bias, paths, and_bias, scaled):
         batch, heads, m, _ = x.shape
         # Applied only when a gradient is wanted (RoutingTree.route), so the softmax is always needed.
-        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, with_softmax=True)
+        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, and_bias, with_softmax=True)
         ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
+        ctx.scaled, ctx.has_and_bias = scaled, and_bias is not None
         leaf = leaf.view(batch, heads, m)
         ctx.mark_non_differentiable(leaf)
         return leaf, x.new_ones(batch, heads, m)
@@ -133,23 +179,42 @@ class _DGTRouting(torch.autograd.Function):
     def backward(ctx, _grad_leaf, grad_gate):
         x, weight, paths, leaf, scale, probabilities, magnitude = ctx.saved_tensors
         batch, heads, m, dim = x.shape
-        leaf = leaf.unsqueeze(-1)  # (B*H, m, 1)
-        p_leaf = probabilities.gather(-1, leaf)
-        # d loss / d p_leaf, times d (scaled score) / d t, times the hard-tanh STE's factor 2.
-        step = p_leaf * grad_gate.reshape(batch * heads, m, 1) * (2.0 * scale)
-        grad_scores = (probabilities * -step).scatter_add_(-1, leaf, step)  # (B*H, m, L)
+        grad_scores = _leaf_score_grad(probabilities, leaf.unsqueeze(-1), grad_gate.reshape(batch * heads, m, 1))
+        grad_and_bias = grad_scores.view(batch, heads, m, -1).sum(dim=(0, 2)) if ctx.has_and_bias else None
+        # Scores = mean|z| * s P^T: d/ds is mean|z| P; DGT's STE gives d(mean|z| s)/dz = 2 in the window.
+        factor = 2.0 * scale if ctx.scaled else 2.0
         window = (1.0 - magnitude).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
-        grad_z = torch.matmul(grad_scores, paths).mul_(window).view(batch, heads, m, -1)  # (B, H, m, N)
+        grad_z = torch.matmul(grad_scores, paths).mul_(window).mul_(factor).view(batch, heads, m, -1)  # (B, H, m, N)
         grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
         grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
         # A product with ones: summing over the middle dimension is several times slower on CPU.
         grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, grad_and_bias, None
 
 
 def needs_grad(*tensors: torch.Tensor) -> bool:
     """Whether autograd will record this forward: work that only serves the backward is skipped otherwise."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _walk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int) -> torch.Tensor:
+    """Leaves (B, H, m) of x (B, H, m, d), evaluating only the h hyperplanes on each token's path.
+
+    n·h·d MACs instead of the all-node product's n·(2^h - 1)·d: what a traversal needs. The
+    products are an einsum so FLOP counters see them.
+    """
+    batch, heads, m, dim = x.shape
+    nodes = weight.shape[1]
+    rows = weight.reshape(heads * nodes, dim)
+    offsets = bias.reshape(heads * nodes)
+    head_base = torch.arange(heads, device=x.device).view(1, heads, 1) * nodes
+    node = torch.zeros(batch, heads, m, dtype=torch.long, device=x.device)
+    for _ in range(height):
+        index = (node + head_base).view(-1)
+        hyperplanes = rows.index_select(0, index).view(batch, heads, m, dim)
+        z = torch.einsum("bhmd,bhmd->bhm", x, hyperplanes) + offsets.index_select(0, index).view(batch, heads, m)
+        node = node * 2 + 1 + (z < 0).long()  # z >= 0 goes left
+    return node - nodes
 
 
 def _traverse(signs: torch.Tensor) -> torch.Tensor:
@@ -167,12 +232,20 @@ class RoutingTree(nn.Module):
 
     Parameters: `weight` (H, N, d) and `bias` (H, N) with N = 2^h - 1; with `overparam_layers`
     = L > 0 also `overparam_weights.i` (H, N, N) and `overparam_biases.i` (H, N), applied after the
-    first layer with no nonlinearity, so the product collapses to one (W, b) (`collapsed`).
+    first layer with no nonlinearity, so the product collapses to one (W, b) (`collapsed`); with
+    `and_bias` also `and_bias` (H, 2^h), DGT's learnable per-leaf AND bias (zero at the start).
+    Buffer `node_log_weight` (2^(h+1) - 1,): a log-weight TC adds to each node's score; zero
+    unless the tree was grown (see `grow_`); TF ignores it.
     """
 
-    def __init__(self, num_heads: int, head_dim: int, height: int, overparam_layers: int = 0):
+    def __init__(
+        self, num_heads: int, head_dim: int, height: int, overparam_layers: int = 0, ste: str = "dgt", and_bias: bool = False
+    ):
         super().__init__()
+        if ste not in STE_VARIANTS:
+            raise BenchError(f"tree option 'ste' must be one of {', '.join(STE_VARIANTS)}, got {ste!r}")
         self.height = height
+        self.ste = ste
         nodes = 2**height - 1
         # Hyperplanes through the data's scale: w ~ N(0, 1/d) keeps z = w.x ~ N(0, |x|^2/d), so
         # the hard-tanh window |z| <= 1 passes gradient for a good share of tokens at the start.
@@ -185,6 +258,8 @@ class RoutingTree(nn.Module):
         self.overparam_biases = nn.ParameterList(
             nn.Parameter(torch.zeros(num_heads, nodes)) for _ in range(overparam_layers)
         )
+        self.and_bias = nn.Parameter(torch.zeros(num_heads, nodes + 1)) if and_bias else None
+        self.register_buffer("node_log_weight", torch.zeros(2 * nodes + 1))
         self.register_buffer("paths", path_matrix(height), persistent=False)  # (L, N)
 
     @property
@@ -199,15 +274,29 @@ class RoutingTree(nn.Module):
             bias = torch.matmul(outer, bias.unsqueeze(-1)).squeeze(-1) + outer_bias  # (H, N)
         return weight, bias
 
-    def route(self, x: torch.Tensor, real: Optional[torch.Tensor]) -> Routing:
-        """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real)."""
+    def walks(self, walk: bool) -> bool:
+        """Whether a forward pass without backward evaluates only the path's hyperplanes (`_walk`).
+
+        Asked for by `walk`; impossible with the AND bias, whose argmax needs every leaf's score.
+        """
+        return walk and self.and_bias is None
+
+    def route(self, x: torch.Tensor, real: Optional[torch.Tensor], walk: bool = False) -> Routing:
+        """Leaves and STE gates of x (B, H, m, d); `real` (B, m) bool or None (all real).
+
+        Without a backward, `walk` evaluates h hyperplanes per token instead of all of them in one
+        product (fewer MACs, more small operations; see `walks`).
+        """
         weight, bias = self.collapsed()
-        if needs_grad(x, weight, bias) and not torch.jit.is_tracing():
-            leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths)
+        if needs_grad(x, weight, bias, *([self.and_bias] if self.and_bias is not None else [])) and not torch.jit.is_tracing():
+            leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths, self.and_bias, self.ste == "scaled")
         else:
             # No backward wanted (evaluation, no_grad), or a FLOP tracer, which cannot see inside an
             # autograd.Function: the hard forward alone, without the leaf softmax only the STE needs.
-            leaf = _hard_route(x, weight, bias, self.paths, with_softmax=False)[0].view(x.shape[:-1])
+            if self.walks(walk):
+                leaf = _walk(x, weight, bias, self.height)
+            else:
+                leaf = _hard_route(x, weight, bias, self.paths, self.and_bias, with_softmax=False)[0].view(x.shape[:-1])
             gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
@@ -216,21 +305,51 @@ class RoutingTree(nn.Module):
         return Routing(leaf=leaf, gate=gate)
 
     @torch.no_grad()
-    def grown(self) -> "RoutingTree":
-        """A tree of height h+1 whose new last level copies each new node's parent hyperplane.
+    def grow_(self) -> dict[str, torch.Tensor]:
+        """Grows this tree by one level in place, keeping its Parameter objects; returns the sources.
 
-        The product is collapsed first (the grown tree keeps the same number of over-parameter
-        layers, initialised to identity). A copied parent sends every token that reached it one
-        way again, so each old leaf maps to one new leaf and leaf-restricted attention is unchanged
-        at the moment of growth; training then learns to split.
+        Each new last-level node copies its parent's hyperplane (the product is collapsed first; the
+        over-parameter layers restart at identity). A copied parent sends every token that reached it
+        the same way again, so each old leaf's tokens all reach one new leaf, and the other child
+        stays empty: TF's leaf sets are unchanged. TC's path gains that new leaf, holding the old
+        leaf's aggregate a second time; `node_log_weight` gives the old leaf and both children the
+        old leaf's log-weight minus log 2, so the two copies weigh what the one did: TC's output is
+        unchanged too. The AND bias of each old leaf goes to both children (leaves then stay as they
+        were wherever the bias does not overrule the walk; mean|z| changes with the new level).
+
+        Returns, for each grown parameter name, the old index (along dim 1) each new entry copies:
+        `weight`, `bias` and `and_bias` (an optimizer can carry its per-entry state with it). The
+        over-parameter layers change value, not just shape: their state should be reset.
         """
         heads, nodes, dim = self.weight.shape
+        device = self.weight.device
         weight, bias = self.collapsed()
-        new = RoutingTree(heads, dim, self.height + 1, len(self.overparam_weights)).to(weight.device)
-        parents = (torch.arange(nodes, 2 * nodes + 1, device=weight.device) - 1) // 2
-        new.weight.copy_(torch.cat([weight, weight[:, parents]], dim=1))
-        new.bias.copy_(torch.cat([bias, bias[:, parents]], dim=1))
-        for outer, outer_bias in zip(new.overparam_weights, new.overparam_biases):
-            outer.copy_(torch.eye(2 * nodes + 1).expand_as(outer))
-            outer_bias.zero_()
-        return new
+        parents = (torch.arange(nodes, 2 * nodes + 1, device=device) - 1) // 2  # old node of each new node's parent
+        node_sources = torch.cat([torch.arange(nodes, device=device), parents])
+        sources = {"weight": node_sources, "bias": node_sources}
+        self.weight.data = weight[:, node_sources].clone()
+        self.bias.data = bias[:, node_sources].clone()
+        for outer, outer_bias in zip(self.overparam_weights, self.overparam_biases):
+            outer.data = torch.eye(2 * nodes + 1, dtype=weight.dtype, device=device).expand(heads, -1, -1).clone()
+            outer_bias.data = outer_bias.new_zeros(heads, 2 * nodes + 1)
+        if self.and_bias is not None:
+            leaf_sources = torch.arange(2 * (nodes + 1), device=device) // 2  # both children of each old leaf
+            self.and_bias.data = self.and_bias[:, leaf_sources].clone()
+            sources["and_bias"] = leaf_sources
+        # Old nodes keep their log-weight; each old leaf (now internal) and its two new children get
+        # the old leaf's log-weight minus log 2 (breadth-first: old leaves are nodes N .. 2N).
+        log_weight = self.node_log_weight
+        old_leaves = torch.arange(nodes, 2 * nodes + 1, device=device)
+        grown_log_weight = torch.cat([log_weight, log_weight[old_leaves].repeat_interleave(2)])
+        grown_log_weight[old_leaves] -= math.log(2.0)
+        grown_log_weight[2 * nodes + 1 :] -= math.log(2.0)
+        self.node_log_weight = grown_log_weight
+        self.height += 1
+        self.paths = path_matrix(self.height).to(device=device, dtype=self.paths.dtype)
+        return sources
+
+    def grown(self) -> "RoutingTree":
+        """A copy of this tree grown by one level (`grow_`); this tree is left as it is."""
+        tree = copy.deepcopy(self)
+        tree.grow_()
+        return tree

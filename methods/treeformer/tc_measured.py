@@ -1,0 +1,30 @@
+"""Which TC implementation was faster, per device type and (n, h): read by `tc_choice`.
+
+Written by scripts/measure_tc_implementations.py from the measurements in
+results/treeformer_speed/tc_implementations.md; rerun the script rather than editing this file."""
+
+FASTER = {  # device type: [(seq_len, height, faster), ...]
+    'cpu': [
+        (256, 2, 'all-nodes'),
+        (256, 4, 'all-nodes'),
+        (256, 6, 'all-nodes'),
+        (256, 8, 'path'),
+        (1024, 2, 'all-nodes'),
+        (1024, 4, 'all-nodes'),
+        (1024, 6, 'all-nodes'),
+        (1024, 8, 'path'),
+        (1024, 10, 'path'),
+        (4096, 2, 'all-nodes'),
+        (4096, 4, 'all-nodes'),
+        (4096, 6, 'all-nodes'),
+        (4096, 8, 'path'),
+        (4096, 10, 'path'),
+        (8192, 2, 'all-nodes'),
+        (8192, 4, 'all-nodes'),
+        (8192, 6, 'all-nodes'),
+        (8192, 8, 'path'),
+    ],
+}
+MEASURED = {
+    'cpu': {'machine': 'AMD EPYC, 2 cores', 'threads': 1, 'commit': '99f74979b591ee384f9f517bfcced08d956500cb', 'time': '2026-12-01T16:01:21+00:00', 'note': "Shared machine: other agents' tests and training runs ran beside this measurement (load average 8-12 on 2 cores), so wall times are inflated and noisy; the verdict uses CPU time on one thread (see the script's docstring).", 'source': 'results/treeformer_speed/tc_implementations.md'},
+}
