@@ -81,6 +81,7 @@ class TreeformerTC(TreeAttention):
         if self.aggregate == "mean":
             denominator = torch.where(counts > 0, counts, torch.ones_like(counts)).unsqueeze(-1)
             node_keys, node_values = node_keys / denominator, node_values / denominator
+        node_keys, node_values = node_keys.to(q.dtype), node_values.to(q.dtype)  # summed in >= fp32
         leaf = queries.leaf.reshape(groups, n)
         if implementation == "path":
             attended = self.attend_path(q.reshape(groups, n, dim), leaf, node_keys, node_values, counts)
@@ -221,7 +222,12 @@ class _GatedLeafSums(torch.autograd.Function):
 
 
 def _slot_sums(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, num_slots: int) -> torch.Tensor:
-    """(num_slots, 2d+1) sums of [k, v, 1] rows by slot: one index_add."""
+    """(num_slots, 2d+1) sums of [k, v, 1] rows by slot: one index_add, in fp32 at least.
+
+    bf16 (autocast) has 8 significant bits: a count above 256 or a root sum over thousands of keys
+    would lose digits, so half-precision rows are summed in fp32.
+    """
     batch, heads, n, dim = k.shape
-    rows = torch.cat([k, v, k.new_ones(batch, heads, n, 1)], dim=-1).view(-1, 2 * dim + 1)
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    rows = torch.cat([k, v, k.new_ones(batch, heads, n, 1)], dim=-1).view(-1, 2 * dim + 1).to(dtype)
     return rows.new_zeros(num_slots, 2 * dim + 1).index_add_(0, slots, rows)
