@@ -29,6 +29,7 @@ from harness.training.train_config import TrainConfig, resolve_precision
 from harness.training.batches import TrainBatches, eval_batches
 from harness.training.distributed import DistInfo, mean_over_ranks, wrap_model
 from harness.training.failures import is_out_of_memory
+from harness.training.optimizer_state import sync_optimizer
 
 
 class Callback(Protocol):
@@ -36,6 +37,7 @@ class Callback(Protocol):
 
     Callbacks must decide from `step` alone (as bootstrap schedules do): on resume they are
     replayed over the finished steps to rebuild the model's structure before its weights load.
+    A callback that replaces parameters by grown copies exposes them as `replaced` (`sync_optimizer`).
     """
 
     def on_step_start(self, step: int, model: nn.Module) -> Optional[dict]: ...
@@ -110,15 +112,6 @@ def autocast(device: torch.device, precision: Optional[str] = None):
     if resolve_precision(precision, device.type) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def add_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module) -> int:
-    """Gives parameters the optimizer does not know yet (a swapped attention core) their own group."""
-    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    new = [p for p in model.parameters() if id(p) not in known and p.requires_grad]
-    if new:
-        optimizer.add_param_group({"params": new})
-    return len(new)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -213,7 +206,7 @@ def train(
                 event = callback.on_step_start(replayed, model)
                 if event is not None:
                     events.append({"step": replayed, **event})
-                    add_new_parameters(optimizer, model)
+                    sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
         if len(events) != len(saved["events"]):
             raise BenchError(f"checkpoint {checkpoint_path}: callbacks replayed {len(events)} events, "
                              f"the run had {len(saved['events'])}; delete it to restart that run")
@@ -244,11 +237,11 @@ def train(
             for callback in callbacks:
                 event = callback.on_step_start(step, model)
                 if event is not None:
-                    # The method changed: new parameters join the optimizer, and the best
-                    # checkpoint is chosen afresh, so a bootstrapped method is never credited
+                    # The method changed: the optimizer follows the model's parameters, and the
+                    # best checkpoint is chosen afresh, so a bootstrapped method is never credited
                     # with its warm-up model's accuracy.
                     events.append({"step": step, **event})
-                    add_new_parameters(optimizer, model)
+                    sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
                     net = wrap_model(model, dist)
                     best_accuracy, best_step, best_state, evals_without_gain = -1.0, None, None, 0
             for group in optimizer.param_groups:
