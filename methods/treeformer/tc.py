@@ -207,18 +207,19 @@ class _GatedLeafSums(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, k, v, gate, slots, num_slots):
-        ctx.save_for_backward(k, v, gate, slots)
+        ctx.save_for_backward(k, v, slots)
         return _slot_sums(k, v, slots, num_slots)
 
     @staticmethod
     def backward(ctx, grad_sums):
-        k, v, gate, slots = ctx.saved_tensors
+        k, v, slots = ctx.saved_tensors
         dim = k.shape[-1]
         grad_rows = grad_sums.index_select(0, slots).view(k.shape[:-1] + (2 * dim + 1,))  # (B, H, n, 2d+1)
         grad_k, grad_v, grad_count = grad_rows[..., :dim], grad_rows[..., dim : 2 * dim], grad_rows[..., 2 * dim]
         grad_gate = (grad_k * k).sum(-1) + (grad_v * v).sum(-1) + grad_count
-        scale = gate.unsqueeze(-1)
-        return grad_k * scale, grad_v * scale, grad_gate, None, None
+        # d(g·k)/dk = g: 1 for real keys; padded keys sit in the dropped slot, whose gradient is 0,
+        # so grad_k and grad_v are already what the product rule gives: no (B, H, n, d) products.
+        return grad_k, grad_v, grad_gate, None, None
 
 
 def _slot_sums(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, num_slots: int) -> torch.Tensor:
