@@ -1,21 +1,26 @@
-"""Speed and memory of one Treeformer attention layer against `sdpa` and its peers (issue 3).
+"""Speed and memory of one Treeformer attention layer against `sdpa` and its peers (issue 11, item 7).
 
 One attention layer = the model's Q/K/V and output projections + the core (harness.training.model
 .AttentionLayer), B=1, 4 heads, head_dim 64, fp32, forward + backward, on the CPU. Methods are
 interleaved: every repetition times each method once (in a rotating order) and divides by the
 `sdpa` time of the *same* repetition, so load from other processes hits numerator and denominator
-alike; the table reports medians over repetitions. Extra memory is the peak of bytes allocated
+alike; the table reports the median of the paired ratios with a distribution-free 95% interval
+(order statistics of the median), over at least 9 repetitions. Extra memory is the peak of bytes allocated
 by torch during one forward + backward beyond what existed before it (inputs, weights), replayed
 from the torch profiler's memory timeline; it does not depend on timing noise.
 
-    python scripts/bench_treeformer.py                      # 1024..8192, writes results/treeformer_speed/speed_threads2.*
-    python scripts/bench_treeformer.py --lengths 4096 --repeats 3
+    python scripts/bench_treeformer.py          # n = 4096 and 8192, 9 pairs, 2 threads: results/treeformer_speed/speed_threads2.*
+    python scripts/bench_treeformer.py --lengths 4096 --repeats 15
+
+Timings are valid only on an otherwise idle machine: the script prints the load average at start
+and end beside the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -38,8 +43,11 @@ from methods import create_attention, list_attentions  # noqa: E402
 HEADS, HEAD_DIM = 4, 64
 WIDTH = HEADS * HEAD_DIM
 
-# Targets of issue 3: (label, length, bound on the time ratio to sdpa).
-TIME_TARGETS = [("treeformer-tc h=6", 4096, 0.15), ("treeformer-tc h=6", 8192, 0.08), ("treeformer-tf h=5 bucketed", 4096, 0.25)]
+TC, TF, TF_BUCKETED = "treeformer-tc h=5", "treeformer-tf h=5", "treeformer-tf h=5 bucketed"
+# Targets of issue 11 item 7: (label, length, bound on the paired time ratio to sdpa).
+TIME_TARGETS = [(TC, 4096, 0.15), (TC, 8192, 0.08), (TF, 4096, 0.25), (TF_BUCKETED, 4096, 0.20)]
+MEMORY_LENGTH, MEMORY_BOUND = 8192, 2.0  # TC's extra memory at n=8192 <= 2x sdpa's, and linear in n
+MIN_REPEATS = 9
 
 
 @dataclass
@@ -95,13 +103,13 @@ def cases(tf_capacity_factor: float, peers: bool) -> list[Case]:
 
     found = [
         Case("sdpa", lambda n: RegistryLayer("sdpa", n)),
-        Case("treeformer-tc h=6", lambda n: RegistryLayer("treeformer-tc", n, height=6), "mean aggregates"),
+        Case(TC, lambda n: RegistryLayer("treeformer-tc", n, height=5), "default options (mean aggregates, implementation auto)"),
+        Case(TF, lambda n: RegistryLayer("treeformer-tf", n, height=5), "exact (uncapped), default options"),
         Case(
-            "treeformer-tf h=5 bucketed",
+            TF_BUCKETED,
             lambda n: RegistryLayer("treeformer-tf", n, height=5, bucket_capacity=tf_capacity(n)),
             f"bucket_capacity = {tf_capacity_factor:g} x n/32",
         ),
-        Case("treeformer-tf h=5 exact", lambda n: RegistryLayer("treeformer-tf", n, height=5), "uncapped"),
         Case("projections only", ProjectionsOnly, "identity core: the floor"),
     ]
     registered = set(list_attentions())
@@ -231,6 +239,20 @@ def environment(command: str, threads: int) -> dict:
     }
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> Optional[list[float]]:
+    """Distribution-free interval for the median: order statistics k and n+1-k (1-based), k the
+    largest with P(Binomial(n, 1/2) < k) <= (1 - confidence)/2; None when n is too small (n < 6)."""
+    ordered, n = sorted(values), len(values)
+    tail, k = 0.0, 0
+    while k < n:
+        mass = math.comb(n, k) / 2**n  # P(exactly k of n below the median)
+        if tail + mass > (1 - confidence) / 2:
+            break
+        tail += mass
+        k += 1
+    return None if k == 0 else [ordered[k - 1], ordered[n - k]]
+
+
 def summarise(rows: list[Row]) -> list[dict]:
     sdpa_memory = {r.seq_len: r.extra_memory_mb for r in rows if r.label == "sdpa"}
     table = []
@@ -242,7 +264,8 @@ def summarise(rows: list[Row]) -> list[dict]:
             "reason": r.reason,
             "time_ms": statistics.median(r.times_ms) if r.times_ms else None,
             "ratio_to_sdpa": statistics.median(r.ratios) if r.ratios else None,
-            "ratio_min_max": [min(r.ratios), max(r.ratios)] if r.ratios else None,
+            "ratio_ci95": median_interval(r.ratios) if r.ratios else None,
+            "pairs": len(r.ratios),
             "extra_memory_mb": r.extra_memory_mb,
         }
         base = sdpa_memory.get(r.seq_len)
@@ -259,16 +282,18 @@ def targets(table: list[dict]) -> list[dict]:
     for label, length, bound in TIME_TARGETS:
         entry = found.get((label, length))
         value = entry and entry["ratio_to_sdpa"]
+        interval = entry["ratio_ci95"] if entry else None
         checks.append({"target": f"{label} time at n={length} <= {bound}x sdpa", "measured": value,
-                       "met": value is not None and value <= bound})
-    tc8, tc4 = found.get(("treeformer-tc h=6", 8192)), found.get(("treeformer-tc h=6", 4096))
-    if tc8 and tc8["memory_ratio_to_sdpa"] is not None:
-        checks.append({"target": "treeformer-tc h=6 extra memory at n=8192 <= 2x sdpa's",
-                       "measured": tc8["memory_ratio_to_sdpa"], "met": tc8["memory_ratio_to_sdpa"] <= 2})
-    if tc8 and tc4 and tc8["extra_memory_mb"] and tc4["extra_memory_mb"]:
-        growth = tc8["extra_memory_mb"] / tc4["extra_memory_mb"]
-        checks.append({"target": "treeformer-tc h=6 extra memory linear in n (8192 vs 4096: about 2x)",
-                       "measured": growth, "met": growth <= 2.2})
+                       "ci95": interval, "met": None if value is None else value <= bound})
+    tc_big, tc_half = found.get((TC, MEMORY_LENGTH)), found.get((TC, MEMORY_LENGTH // 2))
+    if tc_big and tc_big["memory_ratio_to_sdpa"] is not None:
+        checks.append({"target": f"{TC} extra memory at n={MEMORY_LENGTH} <= {MEMORY_BOUND:g}x sdpa's",
+                       "measured": tc_big["memory_ratio_to_sdpa"], "ci95": None,
+                       "met": tc_big["memory_ratio_to_sdpa"] <= MEMORY_BOUND})
+    if tc_big and tc_half and tc_big["extra_memory_mb"] and tc_half["extra_memory_mb"]:
+        growth = tc_big["extra_memory_mb"] / tc_half["extra_memory_mb"]
+        checks.append({"target": f"{TC} extra memory growth per doubling of n ({MEMORY_LENGTH // 2} -> {MEMORY_LENGTH}; linear: 2x)",
+                       "measured": growth, "ci95": None, "met": growth <= 2.2})
     return checks
 
 
@@ -286,31 +311,35 @@ def markdown(env: dict, table: list[dict], checks: list[dict], notes: dict) -> s
         f"Command: `{env['command']}`",
         "",
         "B=1, 4 heads, head_dim 64, fp32, projections included. Time: median over interleaved "
-        "repetitions; ratio: median of per-repetition ratios to sdpa (range in brackets). Extra "
+        "repetitions; ratio: median of the per-repetition (paired) ratios to sdpa, 95% interval of "
+        "that median in brackets (order statistics). Extra "
         "memory: peak bytes torch allocates during one forward+backward, from the profiler's memory timeline.",
         "",
-        "| method | n | time ms | ratio to sdpa | extra MiB | memory / sdpa | status |",
-        "|---|--:|--:|--:|--:|--:|---|",
+        "| method | n | time ms | ratio to sdpa [95%] | pairs | extra MiB | memory / sdpa | status |",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for e in table:
-        spread = e["ratio_min_max"]
-        ratio = "-" if e["ratio_to_sdpa"] is None else f"{e['ratio_to_sdpa']:.3f}x [{spread[0]:.2f}-{spread[1]:.2f}]"
+        spread = e["ratio_ci95"]
+        interval = f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread else " [too few pairs]"
+        ratio = "-" if e["ratio_to_sdpa"] is None else f"{e['ratio_to_sdpa']:.3f}x{interval}"
         lines.append(
-            f"| {e['method']} | {e['seq_len']} | {fmt(e['time_ms'], '.1f')} | {ratio} | "
+            f"| {e['method']} | {e['seq_len']} | {fmt(e['time_ms'], '.1f')} | {ratio} | {e['pairs']} | "
             f"{fmt(e['extra_memory_mb'], '.1f')} | {fmt(e['memory_ratio_to_sdpa'], '.2f')} | "
             f"{e['status']}{': ' + e['reason'] if e['reason'] else ''} |"
         )
-    lines += ["", "## Targets (issue 3)", "", "| target | measured | met |", "|---|--:|---|"]
+    lines += ["", "## Targets (issue 11, item 7)", "", "| target | measured | 95% interval | met |", "|---|--:|--:|---|"]
     for c in checks:
-        lines.append(f"| {c['target']} | {fmt(c['measured'], '.3f')} | {'yes' if c['met'] else 'no'} |")
+        interval = f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}" if c["ci95"] else "-"
+        lines.append(f"| {c['target']} | {fmt(c['measured'], '.3f')} | {interval} | {'not measured' if c['met'] is None else 'yes' if c['met'] else 'no'} |")
     lines += ["", "## Method notes", ""] + [f"- {k}: {v}" for k, v in notes.items() if v]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per length")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                        help=f"interleaved repetitions (pairs with sdpa) per length, at least {MIN_REPEATS}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tf-capacity-factor", type=float, default=1.0,
                         help="bucketed TF: bucket_capacity = factor x n / 2^5")
@@ -318,6 +347,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory profile")
     parser.add_argument("--out", type=Path, default=Path("results/treeformer_speed"))
     args = parser.parse_args(argv)
+    if args.repeats < MIN_REPEATS:
+        parser.error(f"--repeats must be at least {MIN_REPEATS} (the median's 95% interval needs them), got {args.repeats}")
     torch.set_num_threads(args.threads)
     command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
     env = environment(command, args.threads)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path on a machine with CUDA, in under 5 minutes:
 #   1. every registered method on CUDA against its CPU reference, fp32 and bf16 autocast, the SDPA
-#      backends, and one bf16 training step of the encoder per method (tests/test_gpu_path.py);
+#      backends, and one training step of the encoder per method at the loop's default CUDA precision
+#      (train.precision=bf16; tests/test_gpu_path.py);
 #   2. a short efficiency sweep (one attention layer, forward and forward+backward, CUDA time and
 #      max_memory_allocated) at n = 1024, 4096 and 16384.
 # Usage: scripts/gpu_check.sh [OUT_DIR [EFFICIENCY FLAGS...]]   (default results/gpu-check;

@@ -149,7 +149,9 @@ def test_sdpa_agrees_across_cuda_backends():
 @needs_cuda
 @pytest.mark.parametrize("name", list_attentions())
 def test_encoder_trains_a_step_on_cuda_under_bf16(name):
-    """One optimiser step of the benchmark's encoder with `name` on CUDA, as the loop runs it."""
+    """One optimiser step of the benchmark's encoder with `name` on CUDA, as the loop runs it (its
+    `autocast` at CUDA's default precision, bf16; the routing runs in fp32 inside)."""
+    from harness.training.loop import autocast
     from harness.training.model import EncoderClassifier, ModelConfig
 
     skip_if_not_installed(name)
@@ -163,7 +165,8 @@ def test_encoder_trains_a_step_on_cuda_under_bf16(name):
         tokens[0, -16:] = 0  # padding (id 0) in one example
     labels = torch.randint(0, 3, (4,), device="cuda")
     before = [p.detach().clone() for p in model.parameters()]
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+    with autocast(torch.device("cuda")):
+        assert torch.is_autocast_enabled("cuda")
         loss = F.cross_entropy(model(tokens), labels)
     loss.backward()
     optimizer.step()

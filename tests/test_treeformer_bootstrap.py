@@ -178,3 +178,172 @@ def test_bad_sections_fail_before_training_in_one_line(section, message):
 def test_sections_that_do_not_fit_the_model_fail_at_build(section, message):
     with pytest.raises(BenchError, match=message):
         build_bootstrap(section, tiny_config())
+
+
+# ---- the optimizer across switches: same Parameters, their AdamW state, no orphans ----------------
+
+SWITCHES = {"warmup_attention": None, "stages": [
+    {"at_step": 0, "attention": "treeformer-tc", "options": {"height": 2}},
+    {"at_step": 3, "attention": "treeformer-tc", "options": {"height": 3}},  # grown
+    {"at_step": 6, "attention": "treeformer-tf", "options": {"height": 3}},  # carried
+]}
+
+
+def optimizer_params(optimizer) -> list:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def adam_step(model, optimizer, seed):
+    tokens, labels = batch(seed)
+    optimizer.zero_grad()
+    F.cross_entropy(model(tokens), labels).backward()
+    optimizer.step()
+
+
+def test_switches_keep_tree_parameters_and_their_adam_state():
+    from harness.training.optimizer_state import sync_optimizer
+
+    torch.manual_seed(0)
+    config = tiny_config(attention="treeformer-tc", attention_options={"height": 2})
+    model = EncoderClassifier(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    (callback,) = build_bootstrap(SWITCHES, config)
+    for step in range(9):
+        trees = [core.tree for core in model.attention_cores()]
+        params = [(tree.weight, tree.bias) for tree in trees]
+        state = [{key: optimizer.state[p][key].clone() for key in ("exp_avg", "exp_avg_sq")}
+                 for pair in params for p in pair if p in optimizer.state]
+        event = callback.on_step_start(step, model)
+        if event is not None:
+            sync_optimizer(optimizer, model, callback.replaced)
+            # The optimizer holds exactly the model's parameters, each once; its state no others.
+            held = optimizer_params(optimizer)
+            assert len(held) == len({id(p) for p in held})
+            assert {id(p) for p in held} == {id(p) for p in model.parameters()}
+            assert {id(p) for p in optimizer.state} <= {id(p) for p in model.parameters()}
+            after = [(core.tree.weight, core.tree.bias) for core in model.attention_cores()]
+            same = all(new is old for pair, new_pair in zip(params, after) for old, new in zip(pair, new_pair))
+            assert same == (event["tree"] == "carried")  # a grown tree is a copy (see optimizer_state)
+        if step == 3:  # grown h2 -> h3: each new node copies its parent, and so do its moments
+            assert event["tree"] == "grown"
+            assert not any(p in optimizer.state for pair in params for p in pair)
+            copies = torch.tensor([0, 1, 2, 1, 1, 2, 2])  # nodes 0-2 kept; 3,4 <- node 1; 5,6 <- node 2
+            flat = [p for pair in after for p in pair]
+            for old_state, p in zip(state, flat):
+                for key, value in old_state.items():
+                    assert optimizer.state[p][key].shape == p.shape
+                    assert torch.equal(optimizer.state[p][key], value[:, copies])
+        if step == 6:  # TC -> TF at the same height: carried, moments untouched
+            assert event["tree"] == "carried"
+            flat = [p for pair in after for p in pair]
+            for old_state, p in zip(state, flat):
+                for key, value in old_state.items():
+                    assert torch.equal(optimizer.state[p][key], value)
+        adam_step(model, optimizer, seed=step)  # the optimizer steps every parameter it holds
+    assert [core.registry_name for core in model.attention_cores()] == ["treeformer-tf"] * 2
+
+
+def test_sync_optimizer_drops_orphans_and_resets_unmapped_grown_state():
+    from harness.training.optimizer_state import sync_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    old_bias = model.bias
+    model.bias = torch.nn.Parameter(torch.zeros(2))  # a swapped-in parameter: the old one is an orphan
+    with torch.no_grad():
+        model.weight.data = torch.zeros(4, 3)  # grown in place with no source: state must be reset
+    done = sync_optimizer(optimizer, model)
+    assert done == {"added": 1, "dropped": 1, "carried": 0, "reset": 1}
+    assert old_bias not in optimizer.state and model.weight not in optimizer.state
+    assert [len(group["params"]) for group in optimizer.param_groups] == [1, 1]
+
+
+def test_resume_after_switches_restores_the_same_run(tmp_path):
+    """A crash after a grow and a carry: the resumed run replays the switches (same param group
+    layout, so the saved optimizer state loads) and ends where the uninterrupted run ended."""
+    from conftest import TINY_TASKS
+    from harness.training.loop import Splits, train
+    from harness.training.train_config import TrainConfig
+
+    class Crash:
+        def on_step_start(self, step, model):
+            if step == 10:
+                raise RuntimeError("simulated crash")
+
+    task = TINY_TASKS["tiny-majority"]
+    data = task.prepare(None, {"num_examples": 64})
+    splits = Splits(data["train"], data["val"], data["test"])
+    section = {"warmup_attention": "full", "stages": [
+        {"at_step": 2, "attention": "treeformer-tc", "options": {"height": 2}},
+        {"at_step": 4, "attention": "treeformer-tc", "options": {"height": 3}},
+        {"at_step": 6, "attention": "treeformer-tf", "options": {"height": 3}},
+    ]}
+    config = TrainConfig(steps=14, batch_size=8, lr=3e-3, schedule="constant", warmup_steps=1, eval_every=4)
+
+    def run(extra=(), path=None):
+        torch.manual_seed(0)
+        model_config = ModelConfig(vocab_size=task.vocab_size, num_classes=2, max_seq_len=task.seq_len, emb_dim=16,
+                                   qkv_dim=16, mlp_dim=32, num_layers=1, num_heads=2, dropout=0.0, pad_id=task.pad_id)
+        model = EncoderClassifier(model_config)
+        callbacks = build_bootstrap(section, model_config) + list(extra)
+        result = train(model, splits, config, head=task.head, seed=0, device=torch.device("cpu"), callbacks=callbacks,
+                       checkpoint_path=path, checkpoint_key="k", progress=False)
+        return model, result
+
+    model, whole = run()
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run([Crash()], path)
+    saved = torch.load(path, weights_only=True)
+    assert saved["step"] == 8 and len(saved["optimizer"]["param_groups"]) == 2  # initial group + the tree's
+    resumed_model, resumed = run(path=path)
+    assert resumed.events == whole.events
+    assert [e["tree"] for e in whole.events] == ["none", "new", "grown", "carried"]
+    assert resumed.metrics["history"] == [
+        {**point} for point in whole.metrics["history"]
+    ]
+    assert resumed.metrics["test_accuracy"] == whole.metrics["test_accuracy"]
+    for (name, p), q in zip(model.named_parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("first, second, label", [(True, False, "dropped"), (False, True, "new")])
+@pytest.mark.parametrize("grow", [False, True])
+def test_and_bias_mismatch_between_stages(first, second, label, grow):
+    """A stage without the AND bias drops the learned one (routing becomes the plain walk); a stage
+    adding one starts it at zero, which keeps every leaf. Either way the hyperplanes are carried."""
+    torch.manual_seed(2)
+    config = tiny_config(attention="treeformer-tc", attention_options={"height": 2, "and_bias": first})
+    model = EncoderClassifier(config)
+    if first:
+        with torch.no_grad():
+            for core in model.attention_cores():
+                core.tree.and_bias.normal_()
+    section = {"warmup_attention": None, "stages": [
+        {"at_step": 0, "attention": "treeformer-tc", "options": {"height": 2, "and_bias": first}},
+        {"at_step": 1, "attention": "treeformer-tf", "options": {"height": 3 if grow else 2, "and_bias": second}},
+    ]}
+    (callback,) = build_bootstrap(section, config)
+    callback.on_step_start(0, model)
+    weights = [core.tree.weight for core in model.attention_cores()]
+    tokens, _ = batch(seed=3)
+    event = callback.on_step_start(1, model)
+    assert event["and_bias"] == label and event["tree"] == ("grown" if grow else "carried")
+    cores = model.attention_cores()
+    for core, weight in zip(cores, weights):  # the same Parameter, or its grown copy
+        assert core.tree.weight is (callback.replaced[weight][0] if grow else weight)
+    assert all((core.tree.and_bias is not None) == second for core in cores)
+    if second:  # a zero bias: the argmax of the leaf scores is the walked leaf
+        x = torch.randn(2, 2, SEQ_LEN, 8)
+        for core in cores:
+            assert torch.count_nonzero(core.tree.and_bias) == 0
+            with torch.no_grad():
+                scored = core.tree.route(x, None).leaf
+                bias, core.tree.and_bias = core.tree.and_bias, None
+                walked = core.tree.route(x, None, walk=True).leaf
+                core.tree.and_bias = bias
+            assert torch.equal(scored, walked)
+    with torch.no_grad():
+        assert torch.isfinite(model(tokens)).all()

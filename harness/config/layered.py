@@ -31,7 +31,7 @@ from typing import Any, Literal, Optional, get_args, get_origin
 
 from bench_common import BenchError
 from bench_common.values import UNION_TYPES, check_value
-from harness.training.train_config import TrainConfig
+from harness.training.train_config import TrainConfig, resolve_precision
 
 # Bump when the meaning of a config key or of a record field changes: an output directory written
 # under another version is refused instead of being silently mixed with new results.
@@ -303,6 +303,8 @@ def finish(config: dict[str, Any]) -> dict[str, Any]:
     check_model_ranges(config["model"])
     _model_config_class()(**config["model"])
     config["train"] = check_layer({"train": dataclasses.asdict(train)}, "train")["train"]
+    # The concrete precision, not null, so the record (and the config hash) say what ran.
+    config["train"]["precision"] = resolve_precision(train.precision, str(config["device"]).split(":")[0])
     return config
 
 

@@ -19,13 +19,15 @@ the model's attention changed (the loop then gives the new parameters to the opt
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
 from bench_common import BenchError, check_option_keys
-from harness.training.model import ModelConfig
+from harness.training.model import ModelConfig, share_parameters
 from methods import attention_options, create_attention, get_attention_class
 from methods.registry import validate_attention_options
 from methods.treeformer import TreeAttention
@@ -130,6 +132,8 @@ class BootstrapCallback:
         self.plan = plan
         self.layers = layers
         self.current: Optional[int] = None  # stage index applied; -1 = warm-up; None = nothing yet
+        # Of the last switch: grown parameters and how their optimizer state maps (`sync_optimizer`).
+        self.replaced: dict[nn.Parameter, tuple[nn.Parameter, Optional[torch.Tensor]]] = {}
 
     def due(self, step: int) -> int:
         """Index of the last stage with at_step <= step, or -1 (warm-up) before the first."""
@@ -144,22 +148,28 @@ class BootstrapCallback:
         if due == self.current:
             return None
         self.current = due
+        self.replaced = {}
         if due == -1:
             if self.plan.warmup_attention is None:
                 return None
-            return switch_attention(model, self.layers, self.plan.warmup_attention, {}, step)
+            return switch_attention(model, self.layers, self.plan.warmup_attention, {}, step, self.replaced)
         stage = self.plan.stages[due]
-        return switch_attention(model, self.layers, stage.attention, stage.options, step)
+        return switch_attention(model, self.layers, stage.attention, stage.options, step, self.replaced)
 
 
-def switch_attention(model: nn.Module, layers: list[int], name: str, options: dict, step: int) -> dict:
-    """Swaps the cores of `layers` keeping all weights; grows trees whose height increased."""
+def switch_attention(model: nn.Module, layers: list[int], name: str, options: dict, step: int,
+                     replaced: Optional[dict] = None) -> dict:
+    """Swaps the cores of `layers` keeping all weights; grows trees whose height increased.
+
+    `replaced` receives the grown parameters and how their optimizer state maps (`carry_tree`).
+    """
     before = model.attention_cores()
     old_names = sorted({before[i].registry_name for i in layers})
     model.set_attention(layers, name, options)
     after = model.attention_cores()
-    trees = sorted({carry_tree(before[i], after[i]) for i in layers})
-    return {
+    trees = sorted({carry_tree(before[i], after[i], replaced) for i in layers})
+    and_bias = sorted({label for i in layers if (label := and_bias_change(before[i], after[i]))})
+    event = {
         "step": step,
         "layers": list(layers),
         "from": old_names[0] if len(old_names) == 1 else old_names,
@@ -167,10 +177,21 @@ def switch_attention(model: nn.Module, layers: list[int], name: str, options: di
         "options": dict(options),
         "tree": trees[0] if len(trees) == 1 else trees,
     }
+    if and_bias:
+        event["and_bias"] = and_bias[0] if len(and_bias) == 1 else and_bias
+    return event
 
 
-def carry_tree(old: nn.Module, new: nn.Module) -> str:
-    """How `new` got its tree: 'carried' (same shape, by set_attention), 'grown', 'new' or 'none'."""
+def carry_tree(old: nn.Module, new: nn.Module, replaced: Optional[dict] = None) -> str:
+    """How `new` got its tree: 'carried' (same shape, by set_attention), 'grown', 'new' or 'none'.
+
+    A carried tree keeps its Parameter objects (the optimizer keeps their state). A grown tree is a
+    copy of the old one grown level by level (`RoutingTree.grow_`); `replaced` receives, for each
+    old parameter, its grown copy and the old index each entry copies, so the optimizer state
+    (AdamW's moments) follows the hyperplanes: a new node starts with its parent's moments, as it
+    starts with its parent's hyperplane. The over-parameter layers restart at identity: their state
+    is reset (None). The AND bias follows `and_bias_change`.
+    """
     if not isinstance(new, TreeAttention):
         return "none"
     if not isinstance(old, TreeAttention):
@@ -179,12 +200,35 @@ def carry_tree(old: nn.Module, new: nn.Module) -> str:
     if old.height == new.height and same_overparam:
         return "carried"
     if old.height < new.height and same_overparam:
-        tree = old.tree
+        tree, total = copy.deepcopy(old.tree), {}
         while tree.height < new.height:
-            tree = tree.grown()
-        new.tree.load_state_dict(tree.state_dict())
+            for name, sources in tree.grow_().items():  # compose: new index -> index before growing
+                total[name] = sources if name not in total else total[name][sources]
+        for param in tree.parameters():
+            param.grad = None  # the old shape's
+        new.tree.load_state_dict({k: v for k, v in tree.state_dict().items() if k in new.tree.state_dict()},
+                                 strict=False)  # buffers; an AND bias the new stage lacks is dropped
+        for name in share_parameters(tree, new.tree):
+            if replaced is not None:
+                replaced[old.tree.get_parameter(name)] = (new.tree.get_parameter(name), total.get(name))
         return "grown"
     return "new"
+
+
+def and_bias_change(old: nn.Module, new: nn.Module) -> Optional[str]:
+    """What a switch did to a tree's AND bias, when the stages disagree: None if they agree.
+
+    'dropped': the new stage has none; the learned bias is discarded and routing becomes the plain
+    walk (the stage asked for a bias-free tree; a bias that overruled the walk moves those tokens).
+    'new': the new stage adds one, starting at zero, which changes no leaf (the walked leaf scores
+    h·mean|z|, every other leaf at most (h-2)·mean|z|), so the carried routing is kept exactly.
+    """
+    if not (isinstance(old, TreeAttention) and isinstance(new, TreeAttention)):
+        return None
+    before, after = old.tree.and_bias is not None, new.tree.and_bias is not None
+    if before == after:
+        return None
+    return "dropped" if before else "new"
 
 
 def _validate_layers(layers: Any) -> Optional[tuple[int, ...]]:

@@ -25,10 +25,11 @@ from torch import nn
 
 from bench_common import BenchError
 from harness.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from harness.training.train_config import TrainConfig
+from harness.training.train_config import TrainConfig, resolve_precision
 from harness.training.batches import TrainBatches, eval_batches
 from harness.training.distributed import DistInfo, mean_over_ranks, wrap_model
 from harness.training.failures import is_out_of_memory
+from harness.training.optimizer_state import sync_optimizer
 
 
 class Callback(Protocol):
@@ -36,6 +37,7 @@ class Callback(Protocol):
 
     Callbacks must decide from `step` alone (as bootstrap schedules do): on resume they are
     replayed over the finished steps to rebuild the model's structure before its weights load.
+    A callback that replaces parameters by grown copies exposes them as `replaced` (`sync_optimizer`).
     """
 
     def on_step_start(self, step: int, model: nn.Module) -> Optional[dict]: ...
@@ -90,13 +92,13 @@ def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor, head: str) -> 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Any, batch_size: int, max_batches: Optional[int], head: str,
-             device: torch.device) -> float:
-    """Accuracy over the split (or its first `max_batches` batches), in eval mode."""
+             device: torch.device, precision: Optional[str] = None) -> float:
+    """Accuracy over the split (or its first `max_batches` batches), in eval mode, at `precision`."""
     was_training = model.training
     model.eval()
     correct = total = 0
     for inputs, targets in eval_batches(split, batch_size, max_batches, device):
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(inputs)
         _, batch_correct, batch_total = loss_and_correct(logits, targets, head)
         correct, total = correct + int(batch_correct), total + int(batch_total)
@@ -104,18 +106,12 @@ def evaluate(model: nn.Module, split: Any, batch_size: int, max_batches: Optiona
     return correct / max(total, 1)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (as LRA's GPU ports); full fp32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def add_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module) -> int:
-    """Gives parameters the optimizer does not know yet (a swapped attention core) their own group."""
-    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    new = [p for p in model.parameters() if id(p) not in known and p.requires_grad]
-    if new:
-        optimizer.add_param_group({"params": new})
-    return len(new)
+def autocast(device: torch.device, precision: Optional[str] = None):
+    """bf16 autocast (CUDA or CPU) when `precision` is bf16, else plain fp32; null: the device's
+    default (`resolve_precision`: bf16 on CUDA, as LRA's GPU ports; fp32 on CPU)."""
+    if resolve_precision(precision, device.type) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -210,7 +206,7 @@ def train(
                 event = callback.on_step_start(replayed, model)
                 if event is not None:
                     events.append({"step": replayed, **event})
-                    add_new_parameters(optimizer, model)
+                    sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
         if len(events) != len(saved["events"]):
             raise BenchError(f"checkpoint {checkpoint_path}: callbacks replayed {len(events)} events, "
                              f"the run had {len(saved['events'])}; delete it to restart that run")
@@ -241,11 +237,11 @@ def train(
             for callback in callbacks:
                 event = callback.on_step_start(step, model)
                 if event is not None:
-                    # The method changed: new parameters join the optimizer, and the best
-                    # checkpoint is chosen afresh, so a bootstrapped method is never credited
+                    # The method changed: the optimizer follows the model's parameters, and the
+                    # best checkpoint is chosen afresh, so a bootstrapped method is never credited
                     # with its warm-up model's accuracy.
                     events.append({"step": step, **event})
-                    add_new_parameters(optimizer, model)
+                    sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
                     net = wrap_model(model, dist)
                     best_accuracy, best_step, best_state, evals_without_gain = -1.0, None, None, 0
             for group in optimizer.param_groups:
@@ -253,7 +249,7 @@ def train(
 
             inputs, targets = batches.batch(step)
             tokens_per_step = tokens_per_step or inputs.numel() * dist.world_size
-            with autocast(device):
+            with autocast(device, config.precision):
                 logits = net(inputs)
             loss, correct, scored = loss_and_correct(logits, targets, head)
             loss_value = mean_over_ranks(loss.item(), dist)
@@ -274,7 +270,8 @@ def train(
             bar.update(loss_value, accuracy, step / max(seconds, 1e-9), refresh)
 
             if step % config.eval_every == 0 or step == config.steps:
-                val_accuracy = evaluate(model, splits.val, eval_batch_size, config.eval_batches, head, device)
+                val_accuracy = evaluate(model, splits.val, eval_batch_size, config.eval_batches, head, device,
+                                        config.precision)
                 history.append({"step": step, "train_loss": loss_sum / loss_count, "val_accuracy": val_accuracy})
                 loss_sum, loss_count = 0.0, 0
                 if val_accuracy > best_accuracy:
@@ -309,7 +306,7 @@ def train(
         for core in getattr(model, "attention_cores", list)():
             core.diagnostics()  # read and drop what training accumulated: the record's diagnostics
             # describe the test evaluation, the same whether or not the run was resumed
-        test_accuracy = evaluate(model, splits.test, eval_batch_size, None, head, device)
+        test_accuracy = evaluate(model, splits.test, eval_batch_size, None, head, device, config.precision)
     metrics = {
         "val_accuracy": best_accuracy if best_state is not None else None,
         "test_accuracy": test_accuracy,

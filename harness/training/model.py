@@ -239,7 +239,9 @@ class EncoderClassifier(nn.Module):
         """Swaps the cores of `layers` for `name`, keeping projections and all other weights.
 
         State the old and new core share (same parameter name and shape, e.g. a Treeformer tree
-        moving from TC to TF) is carried over, so a stage switch does not reset learned routing.
+        moving from TC to TF) is carried over, so a stage switch does not reset learned routing:
+        buffers by value, parameters as the same objects (`share_parameters`), so the optimizer
+        keeps their state.
         """
         config = self.config
         for index in layers:
@@ -259,8 +261,26 @@ class EncoderClassifier(nn.Module):
                 if key in new.state_dict() and new.state_dict()[key].shape == value.shape
             }
             new.load_state_dict(carried, strict=False)
+            share_parameters(old, new)
             device = next(attention.qkv.parameters()).device
             attention.core = new.to(device).train(old.training)
+
+
+def share_parameters(source: nn.Module, target: nn.Module) -> list[str]:
+    """Puts `source`'s Parameter objects into `target` wherever name and shape match; returns the names.
+
+    A copy would be a new Parameter: the optimizer would see it as new (fresh AdamW moments) and keep
+    the old one as an orphan.
+    """
+    existing = dict(source.named_parameters())
+    shared = []
+    for name, param in list(target.named_parameters()):
+        match = existing.get(name)
+        if match is not None and match is not param and match.shape == param.shape:
+            owner, _, attribute = name.rpartition(".")
+            target.get_submodule(owner).register_parameter(attribute, match)
+            shared.append(name)
+    return shared
 
 
 def build_core(config: ModelConfig, layer: int) -> AttentionMethod:

@@ -25,6 +25,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)  # LRA's Adam betas
     eps: float = 1e-9  # LRA's Adam epsilon
     time_limit_s: Optional[float] = None
+    # Forward-pass precision: "bf16" autocast or plain "fp32"; null = the device's default
+    # (`resolve_precision`), resolved when a run config is built so the record names what ran.
+    precision: Optional[Literal["fp32", "bf16"]] = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -42,3 +45,15 @@ class TrainConfig:
                 raise BenchError(f"train.{name} must be > 0 or null, got {value!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise BenchError(f"train.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_precision(precision: Optional[str], device_type: str) -> str:
+    """The precision a run uses: as configured, else bf16 on CUDA (as LRA's GPU ports) and fp32 elsewhere."""
+    if precision is None:
+        return "bf16" if device_type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise BenchError(f"train.precision must be one of {', '.join(PRECISIONS)} or null, got {precision!r}")
+    return precision

@@ -81,6 +81,7 @@ class TreeformerTC(TreeAttention):
         if self.aggregate == "mean":
             denominator = torch.where(counts > 0, counts, torch.ones_like(counts)).unsqueeze(-1)
             node_keys, node_values = node_keys / denominator, node_values / denominator
+        node_keys, node_values = node_keys.to(q.dtype), node_values.to(q.dtype)  # summed in >= fp32
         leaf = queries.leaf.reshape(groups, n)
         if implementation == "path":
             attended = self.attend_path(q.reshape(groups, n, dim), leaf, node_keys, node_values, counts)
@@ -206,22 +207,28 @@ class _GatedLeafSums(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, k, v, gate, slots, num_slots):
-        ctx.save_for_backward(k, v, gate, slots)
+        ctx.save_for_backward(k, v, slots)
         return _slot_sums(k, v, slots, num_slots)
 
     @staticmethod
     def backward(ctx, grad_sums):
-        k, v, gate, slots = ctx.saved_tensors
+        k, v, slots = ctx.saved_tensors
         dim = k.shape[-1]
         grad_rows = grad_sums.index_select(0, slots).view(k.shape[:-1] + (2 * dim + 1,))  # (B, H, n, 2d+1)
         grad_k, grad_v, grad_count = grad_rows[..., :dim], grad_rows[..., dim : 2 * dim], grad_rows[..., 2 * dim]
         grad_gate = (grad_k * k).sum(-1) + (grad_v * v).sum(-1) + grad_count
-        scale = gate.unsqueeze(-1)
-        return grad_k * scale, grad_v * scale, grad_gate, None, None
+        # d(g·k)/dk = g: 1 for real keys; padded keys sit in the dropped slot, whose gradient is 0,
+        # so grad_k and grad_v are already what the product rule gives: no (B, H, n, d) products.
+        return grad_k, grad_v, grad_gate, None, None
 
 
 def _slot_sums(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, num_slots: int) -> torch.Tensor:
-    """(num_slots, 2d+1) sums of [k, v, 1] rows by slot: one index_add."""
+    """(num_slots, 2d+1) sums of [k, v, 1] rows by slot: one index_add, in fp32 at least.
+
+    bf16 (autocast) has 8 significant bits: a count above 256 or a root sum over thousands of keys
+    would lose digits, so half-precision rows are summed in fp32.
+    """
     batch, heads, n, dim = k.shape
-    rows = torch.cat([k, v, k.new_ones(batch, heads, n, 1)], dim=-1).view(-1, 2 * dim + 1)
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    rows = torch.cat([k, v, k.new_ones(batch, heads, n, 1)], dim=-1).view(-1, 2 * dim + 1).to(dtype)
     return rows.new_zeros(num_slots, 2 * dim + 1).index_add_(0, slots, rows)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 
-from methods.treeformer import tc_measured
+from methods.treeformer.tc_measured import FASTER
 
 
 def _table() -> dict[str, list[tuple[int, int, str]]]:
-    return tc_measured.FASTER
+    return FASTER
 
 
 def choose_implementation(device_type: str, seq_len: int, height: int) -> str:

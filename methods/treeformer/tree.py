@@ -287,6 +287,9 @@ class RoutingTree(nn.Module):
         Without a backward, `walk` evaluates h hyperplanes per token instead of all of them in one
         product (fewer MACs, more small operations; see `walks`).
         """
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            return self._route_in_fp32(x, real, walk, device_type)
         weight, bias = self.collapsed()
         if needs_grad(x, weight, bias, *([self.and_bias] if self.and_bias is not None else [])) and not torch.jit.is_tracing():
             leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths, self.and_bias, self.ste == "scaled")
@@ -303,6 +306,17 @@ class RoutingTree(nn.Module):
             leaf = torch.where(real, leaf, torch.full_like(leaf, -1))
             gate = gate * real.to(gate.dtype)
         return Routing(leaf=leaf, gate=gate)
+
+    def _route_in_fp32(self, x: torch.Tensor, real: Optional[torch.Tensor], walk: bool, device_type: str) -> Routing:
+        """`route` under autocast (CPU or CUDA): the routing runs in fp32 with autocast off.
+
+        In bf16 a node score near 0 changes sign with rounding, the mean|z| scale and the leaf
+        softmax lose digits, and autocast would mix dtypes inside the straight-through backward.
+        The gate (exactly 1 forward) returns in x's dtype, so the cores stay in the autocast dtype.
+        """
+        with torch.autocast(device_type, enabled=False):
+            routing = self.route(x.float(), real, walk)
+        return Routing(leaf=routing.leaf, gate=routing.gate.to(x.dtype))
 
     @torch.no_grad()
     def grow_(self) -> dict[str, torch.Tensor]:
