@@ -17,6 +17,7 @@ import torch
 
 from bench_common import BenchError
 from harness.config.layered import CONFIG_VERSION, model_config, train_config
+from harness.measure.baselines import class_baselines
 from harness.training.batches import check_split, one_example
 from harness.training.distributed import init_from_env, rank_device
 from harness.sweep.records import RunSpec, new_record
@@ -91,6 +92,8 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     splits = task.prepare(Path(runtime.get("data_dir") or default_data_dir()), dict(config["data"]))
     for name in ("train", "val", "test"):
         check_split(name, splits[name], task.head)
+    baselines = class_baselines(splits["test"].targets, model_config(config).num_classes)
+    record["metrics"]["baselines"] = baselines
 
     seed_everything(spec.seed)
     from harness.training.model import EncoderClassifier
@@ -110,7 +113,7 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
         checkpoint_key=spec.config_hash, dist=dist, label=spec.key,
     )
     record["status"], record["reason"] = result.status, result.reason
-    record["metrics"], record["bootstrap"] = result.metrics, result.events
+    record["metrics"], record["bootstrap"] = {**result.metrics, "baselines": baselines}, result.events
     record["diagnostics"] = _diagnostics(model)
     record["flops"] = _flops(model, one_example(splits["test"], device), record)
     if path is not None and dist.is_primary:
