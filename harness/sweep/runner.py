@@ -18,7 +18,7 @@ import torch
 from bench_common import BenchError
 from harness.config.layered import CONFIG_VERSION, model_config, train_config
 from harness.measure.baselines import class_baselines
-from harness.training.batches import check_split, one_example
+from harness.training.batches import check_split
 from harness.training.distributed import init_from_env, rank_device
 from harness.sweep.records import RunSpec, new_record
 from harness.training.failures import is_out_of_memory
@@ -115,7 +115,7 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     record["status"], record["reason"] = result.status, result.reason
     record["metrics"], record["bootstrap"] = {**result.metrics, "baselines": baselines}, result.events
     record["diagnostics"] = _diagnostics(model)
-    record["flops"] = _flops(model, one_example(splits["test"], device), record)
+    record["flops"] = _flops(model, splits["test"], device, record)
     if path is not None and dist.is_primary:
         path.unlink(missing_ok=True)  # finished: the record now carries what the checkpoint held
 
@@ -130,13 +130,14 @@ def _diagnostics(model: torch.nn.Module) -> dict[str, Any]:
     return found
 
 
-def _flops(model: torch.nn.Module, example: torch.Tensor, record: dict[str, Any]) -> Optional[dict]:
-    """Per-example forward MACs of the final model; a counting failure is noted, not fatal."""
+def _flops(model: torch.nn.Module, test_split: Any, device: torch.device, record: dict[str, Any]) -> Optional[dict]:
+    """Per-example forward MACs of the final model over the test split (mean, min, max of what
+    the attention cores executed); a counting failure is noted, not fatal."""
     try:
-        from harness.measure.flops import count_macs
+        from harness.measure.flops import count_split_macs
 
         model.eval()
-        return count_macs(model, example)
+        return count_split_macs(model, test_split, device)
     except Exception as err:
         record["diagnostics"]["flops_error"] = f"{type(err).__name__}: {_first_line(err)}"
         return None
