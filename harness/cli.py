@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
-    from harness.measure.efficiency import run_efficiency
+    from harness.measure.efficiency import failed_rows, run_efficiency
     from harness.config.suites import get_suite
 
     methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
@@ -185,8 +185,9 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
             options[key] = text
     out = args.out or Path("runs") / "efficiency"
     path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
-    print(f"efficiency results: {path}")
-    return 0
+    errors = failed_rows(path)
+    print(f"efficiency results: {path}" + (f" ({len(errors)} cells raised an error)" if errors else ""))
+    return 1 if errors else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -144,3 +144,17 @@ def test_efficiency_option_errors_exit_2(tmp_path, capsys):
 def test_generate_prepares_each_task_once(tmp_path, tiny_suite, capsys):
     assert main(["generate", "--suite", "tiny", "--data-dir", str(tmp_path), "--set", "data.num_examples=64"]) == 0
     assert capsys.readouterr().out.strip() == f"tiny-majority: train 64, val 32, test 32 (in {tmp_path})"
+
+
+def test_efficiency_exits_1_when_a_cell_errors(tmp_path, restore_attention_registry, capsys):
+    @register_attention("test-efficiency-broken")
+    class Broken(FullAttention):
+        def forward(self, q, k, v, key_padding_mask=None):
+            raise ValueError("broken")
+
+    assert main(["efficiency", "--methods", "test-efficiency-broken", "--seq-lens", "16", "--device", "cpu",
+                 "--out", str(tmp_path), "--set", "num_heads=1", "--set", "head_dim=8", "--set", "scopes=[\"core\"]",
+                 "--set", "passes=[\"forward\"]", "--set", "min_reps=2", "--set", "rep_budget_s=0.01"]) == 1
+    rows = json.loads((tmp_path / "efficiency.json").read_text())["rows"]
+    assert {r["method"]: r["status"] for r in rows} == {"sdpa": "ok", "full": "ok", "test-efficiency-broken": "error"}
+    assert "1 cells raised an error" in capsys.readouterr().out
