@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from harness.cli import main
+from methods import register_attention
+from methods.full import FullAttention
 from test_sweep_records import NAN_PLUGIN
 
 GOOD_PLUGIN = '''
