@@ -51,6 +51,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
     "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
     "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
+    "match_macs": None,
 }
 
 
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--run-timeout", type=float, help="wall-clock seconds per run (--executor subprocess)")
     common.add_argument("--run-memory-gb", type=float, help="memory cap per run in GiB (--executor subprocess)")
     common.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
+    common.add_argument("--match-macs", metavar="METHOD",
+                        help="choose Linformer's k and Performer's features per task so their attention-core "
+                             "MACs match METHOD's, measured on the task (e.g. treeformer-tf)")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -112,7 +116,8 @@ def sweep_request(args: argparse.Namespace):
 
     return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
                         config_file=args.config, sets=args.set, device=resolve_device(args.device),
-                        data_dir=args.data_dir or default_data_dir(), out=out_dir(args), plugins=args.plugin)
+                        data_dir=args.data_dir or default_data_dir(), out=out_dir(args), plugins=args.plugin,
+                        match_macs=args.match_macs)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ class Suite:
     family: str = "lra"
     overrides: dict[str, Any] = field(default_factory=dict)
     task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    match_macs: Optional[str] = None  # Linformer/Performer matched to this method's MACs (harness/sweep/matching.py)
 
     def variant(self, label: str) -> MethodVariant:
         for method in self.methods:
@@ -175,4 +176,17 @@ register_suite(Suite(
     family="uniform",
     overrides=QUICK_OVERRIDES,
     task_overrides=QUICK_TASK_OVERRIDES,
+))
+
+
+register_suite(Suite(
+    name="matched",
+    description="claim 2: Linformer's k and Performer's features matched per task to Treeformer TF's measured MACs",
+    tasks=("mqar", "listops-tiny"),
+    methods=(plain("treeformer-tf"), plain("linformer"), plain("performer"), plain("full")),
+    seeds=(0, 1, 2),
+    family="uniform",
+    overrides=QUICK_OVERRIDES,
+    task_overrides=QUICK_TASK_OVERRIDES,
+    match_macs="treeformer-tf",
 ))

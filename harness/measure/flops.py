@@ -308,7 +308,8 @@ def _algorithmic(calls: list[_CoreCall]) -> tuple[float, int]:
     return measured, formula
 
 
-def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device) -> dict:
+def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device,
+                     max_examples: Optional[int] = None) -> dict:
     """The record's `flops`: count_macs on the split's first example, with the attention-core and
     algorithmic counts replaced by their mean over every example of the split, plus the core
     count's min and max.
@@ -318,14 +319,15 @@ def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device)
     split runs through the model one example at a time (the executed count of a tree depends on
     its batch mates' leaves), costing one evaluation pass at batch size 1 rather than one fvcore
     trace per example. Attention-layer and total MACs move by the same difference as the core
-    count (the projections do not depend on the data).
+    count (the projections do not depend on the data). `max_examples` limits the count to the
+    split's first examples.
     """
     first = _count(model, one_example(split, device))
     flops = dict(first.totals)
     if not first.data_dependent:
         flops["attention_core_macs_min"] = flops["attention_core_macs_max"] = flops["attention_core_macs"]
         return flops
-    executed, algorithmic = per_example_core_macs(model, split, device, first.data_independent_core_macs)
+    executed, algorithmic = per_example_core_macs(model, split, device, first.data_independent_core_macs, max_examples)
     shift = executed.mean() - flops["attention_core_macs"]
     flops.update(
         attention_core_macs=float(executed.mean()),
@@ -339,7 +341,8 @@ def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device)
 
 
 def per_example_core_macs(
-    model: EncoderClassifier, split: Any, device: torch.device, data_independent_core_macs: int = 0
+    model: EncoderClassifier, split: Any, device: torch.device, data_independent_core_macs: int = 0,
+    max_examples: Optional[int] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(executed, algorithmic) attention-core MACs of each example of `split`, run one at a time.
 
@@ -351,7 +354,7 @@ def per_example_core_macs(
     executed, algorithmic = [], []
     try:
         with torch.no_grad():
-            for inputs, _ in eval_batches(split, 1, None, device):
+            for inputs, _ in eval_batches(split, 1, max_examples, device):
                 calls = _core_calls(model, inputs)
                 executed.append(data_independent_core_macs + sum(c.reported[0] for c in calls if c.reported is not None))
                 algorithmic.append(_algorithmic(calls)[0])
