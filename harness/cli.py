@@ -1,6 +1,6 @@
 """`run_benchmark.py` subcommands. Thin: parses flags and calls the harness.
 
-    run_benchmark.py                      the quick suite, then its report
+    run_benchmark.py                      the quick suite, a short efficiency sweep, then one report
     run_benchmark.py list                 methods, tasks, suites
     run_benchmark.py run --suite S ...    train and evaluate; one record per run
     run_benchmark.py efficiency ...       time and memory vs sequence length
@@ -223,10 +223,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_default(args: argparse.Namespace) -> int:
-    """Bare `run_benchmark.py`: the quick suite, then its report."""
+    """Bare `run_benchmark.py`: the quick suite, a short efficiency sweep of its methods into the
+    same directory, then one report of both."""
+    from harness.measure.efficiency import MAIN_JOB_OPTIONS, MAIN_JOB_SEQ_LENS, failed_rows, run_efficiency
+    from harness.config.suites import get_suite
+
     status = cmd_run(args)
+    methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
+    path = run_efficiency(methods, MAIN_JOB_SEQ_LENS, out_dir(args), resolve_device(args.device), args.plugin,
+                          MAIN_JOB_OPTIONS)
+    print(f"efficiency results: {path}")
     cmd_report(args)
-    return status
+    return 1 if status or failed_rows(path) else 0
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "efficiency": cmd_efficiency, "report": cmd_report,

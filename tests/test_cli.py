@@ -117,9 +117,16 @@ def test_bare_invocation_runs_the_suite_and_renders_its_report(tmp_path, tiny_su
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "suite", "tiny")  # bare = the default suite + report
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "set", ["train.steps=5", "train.eval_every=5"])
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "device", "cpu")
+    import harness.measure.efficiency as efficiency
+
+    monkeypatch.setattr(efficiency, "MAIN_JOB_SEQ_LENS", [16, 32])  # the real one goes to n=4096
+    monkeypatch.setattr(efficiency, "MAIN_JOB_OPTIONS", {"num_heads": 1, "head_dim": 8, "scopes": ["core"],
+                                                         "passes": ["forward"], "min_reps": 2, "rep_budget_s": 0.0})
     monkeypatch.chdir(tmp_path)
     assert main([]) == 0
     assert (tmp_path / "runs/tiny/records/tiny-majority/full/seed0.json").exists()
+    rows = json.loads((tmp_path / "runs/tiny/efficiency.json").read_text())["rows"]  # beside the records
+    assert {(r["method"], r["seq_len"]) for r in rows} == {(m, n) for m in ("sdpa", "full") for n in (16, 32)}
     assert (tmp_path / "runs/tiny/report/index.md").exists()
 
 
