@@ -349,8 +349,11 @@ def per_example_core_macs(
     Data-dependent cores contribute what they reported; the others `data_independent_core_macs`
     (their fvcore count, the same for every example) and `algorithmic_macs(n)` per call.
     """
-    was_training = model.training
+    was_training, threads = model.training, torch.get_num_threads()
     model.eval()
+    # One thread: batch-1 forwards are too small to share, and two threads spent 80 s of CPU
+    # where one spent 12 s (TF on 400 ListOps-tiny examples, shared 2-core machine).
+    torch.set_num_threads(1)
     executed, algorithmic = [], []
     try:
         with torch.no_grad():
@@ -360,4 +363,5 @@ def per_example_core_macs(
                 algorithmic.append(_algorithmic(calls)[0])
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
     return np.asarray(executed, dtype=np.float64), np.asarray(algorithmic, dtype=np.float64)
