@@ -1,6 +1,6 @@
 """`run_benchmark.py` subcommands. Thin: parses flags and calls the harness.
 
-    run_benchmark.py                      the quick suite, then its report
+    run_benchmark.py                      the quick suite, a short efficiency sweep, then one report
     run_benchmark.py list                 methods, tasks, suites
     run_benchmark.py run --suite S ...    train and evaluate; one record per run
     run_benchmark.py efficiency ...       time and memory vs sequence length
@@ -75,6 +75,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
     "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
     "retry_failed": False,
+    "match_macs": None,
 }
 
 
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "ones; a replaced record's status is kept in the new one's previous_attempts")
     common.add_argument("--retry-failed", action="store_true",
                         help="also rerun runs whose record says diverged or unsupported (same config)")
+    common.add_argument("--match-macs", metavar="METHOD",
+                        help="choose Linformer's k and Performer's features per task so their attention-core "
+                             "MACs match METHOD's, measured on the task (e.g. treeformer-tf)")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -146,7 +150,7 @@ def sweep_request(args: argparse.Namespace):
     return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
                         config_file=args.config, sets=args.set, device=resolve_device(args.device),
                         data_dir=check_directory_flag("--data-dir", args.data_dir or default_data_dir()),
-                        out=out_dir(args), plugins=args.plugin)
+                        out=out_dir(args), plugins=args.plugin, match_macs=args.match_macs)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -210,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
-    from harness.measure.efficiency import run_efficiency
+    from harness.measure.efficiency import failed_rows, run_efficiency
     from harness.config.suites import get_suite
 
     methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
@@ -225,8 +229,9 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
             options[key] = text
     out = check_directory_flag("--out", args.out or Path("runs") / "efficiency")
     path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
-    print(f"efficiency results: {path}")
-    return 0
+    errors = failed_rows(path)
+    print(f"efficiency results: {path}" + (f" ({len(errors)} cells raised an error)" if errors else ""))
+    return 1 if errors else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -261,9 +266,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_default(args: argparse.Namespace) -> int:
-    """Bare `run_benchmark.py`: the quick suite, then its report."""
+    """Bare `run_benchmark.py`: the quick suite, a short efficiency sweep of its methods into the
+    same directory, then one report of both."""
+    from harness.measure.efficiency import MAIN_JOB_OPTIONS, MAIN_JOB_SEQ_LENS, failed_rows, run_efficiency
+    from harness.config.suites import get_suite
+
     status = cmd_run(args)
-    return max(status, cmd_report(args))
+    methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
+    path = run_efficiency(methods, MAIN_JOB_SEQ_LENS, out_dir(args), resolve_device(args.device), args.plugin,
+                          MAIN_JOB_OPTIONS)
+    print(f"efficiency results: {path}")
+    return max(status, cmd_report(args), 1 if failed_rows(path) else 0)
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "efficiency": cmd_efficiency, "report": cmd_report,

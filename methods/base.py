@@ -77,6 +77,13 @@ class AttentionMethod(nn.Module):
         """MACs the algorithm needs; differs from `macs` when the fast path does extra work."""
         return self.macs(seq_len)
 
+    def last_forward_macs(self) -> Optional[tuple[float, float]]:
+        """(executed, algorithmic) MACs of the last forward call, summed over its batch, for a
+        method whose cost depends on the data (a learned tree); None for one whose cost is
+        `macs(n)` and `algorithmic_macs(n)` whatever the input. The harness counts a test split
+        per example from this, instead of tracing every example."""
+        return None
+
     def diagnostics(self) -> dict:
         """Method-specific measurements recorded at evaluation (e.g. tree leaf occupancy)."""
         return {}

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from harness.cli import main
+from methods import register_attention
+from methods.full import FullAttention
 from test_sweep_records import NAN_PLUGIN
 
 GOOD_PLUGIN = '''
@@ -108,9 +110,16 @@ def test_bare_invocation_runs_the_suite_and_renders_its_report(tmp_path, tiny_su
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "suite", "tiny")  # bare = the default suite + report
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "set", ["train.steps=5", "train.eval_every=5"])
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "device", "cpu")
+    import harness.measure.efficiency as efficiency
+
+    monkeypatch.setattr(efficiency, "MAIN_JOB_SEQ_LENS", [16, 32])  # the real one goes to n=4096
+    monkeypatch.setattr(efficiency, "MAIN_JOB_OPTIONS", {"num_heads": 1, "head_dim": 8, "scopes": ["core"],
+                                                         "passes": ["forward"], "min_reps": 2, "rep_budget_s": 0.0})
     monkeypatch.chdir(tmp_path)
     assert main([]) == 0
     assert (tmp_path / "runs/tiny/records/tiny-majority/full/seed0.json").exists()
+    rows = json.loads((tmp_path / "runs/tiny/efficiency.json").read_text())["rows"]  # beside the records
+    assert {(r["method"], r["seq_len"]) for r in rows} == {(m, n) for m in ("sdpa", "full") for n in (16, 32)}
     assert (tmp_path / "runs/tiny/report/index.md").exists()
 
 
@@ -137,3 +146,17 @@ def test_efficiency_option_errors_exit_2(tmp_path, capsys):
 def test_generate_prepares_each_task_once(tmp_path, tiny_suite, capsys):
     assert main(["generate", "--suite", "tiny", "--data-dir", str(tmp_path), "--set", "data.num_examples=64"]) == 0
     assert capsys.readouterr().out.strip() == f"tiny-majority: train 64, val 32, test 32 (in {tmp_path})"
+
+
+def test_efficiency_exits_1_when_a_cell_errors(tmp_path, restore_attention_registry, capsys):
+    @register_attention("test-efficiency-broken")
+    class Broken(FullAttention):
+        def forward(self, q, k, v, key_padding_mask=None):
+            raise ValueError("broken")
+
+    assert main(["efficiency", "--methods", "test-efficiency-broken", "--seq-lens", "16", "--device", "cpu",
+                 "--out", str(tmp_path), "--set", "num_heads=1", "--set", "head_dim=8", "--set", "scopes=[\"core\"]",
+                 "--set", "passes=[\"forward\"]", "--set", "min_reps=2", "--set", "rep_budget_s=0.01"]) == 1
+    rows = json.loads((tmp_path / "efficiency.json").read_text())["rows"]
+    assert {r["method"]: r["status"] for r in rows} == {"sdpa": "ok", "full": "ok", "test-efficiency-broken": "error"}
+    assert "1 cells raised an error" in capsys.readouterr().out

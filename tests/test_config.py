@@ -34,7 +34,7 @@ def test_layers_apply_in_order_defaults_task_suite_file_set(tmp_path, tiny_suite
     assert c["train"]["steps"] == 22 and c["model"]["num_layers"] == 2  # file over suite
     assert c["train"]["eval_every"] == 7  # --set over file
     assert c["data"] == {"num_examples": 256}
-    assert (c["task"], c["method"], c["attention"], c["seed"], c["version"]) == ("tiny-majority", "full", "full", 0, 1)
+    assert (c["task"], c["method"], c["attention"], c["seed"], c["version"]) == ("tiny-majority", "full", "full", 0, cfg.CONFIG_VERSION)
 
 
 def test_set_parses_by_field_type(tmp_path, tiny_suite):

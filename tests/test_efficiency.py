@@ -7,7 +7,8 @@ import torch
 
 from bench_common import BenchError
 from harness.measure.efficiency import History, run_efficiency
-from harness.measure.timing import peak_memory_mb
+from harness.measure.balanced_tree import balance_through_medians
+from harness.measure.timing import paired_ratio, peak_memory_mb
 from methods import create_attention, register_attention
 from methods.full import FullAttention
 
@@ -132,3 +133,79 @@ def test_extrapolation_is_linear_to_quadratic():
     history.points.append((200, 2.0, 10.0))
     assert history.extrapolate(400, column=1) == pytest.approx(4.0)  # measured linear growth
     assert history.extrapolate(400, column=2) == pytest.approx(20.0)  # flat memory clamps to linear
+
+
+# --------------------------------------------------------------------------- paired ratios
+
+
+def test_paired_ratio_is_the_geometric_mean_with_a_t_interval_of_log_ratios():
+    # Per-repetition ratios 1, 2, 8: log2 = 0, 1, 3. Worked by hand: geometric mean 2^(4/3);
+    # sd of the logs sqrt(7/3) ln 2, t(0.975, 2 df) = 4.302652729911275, half-width t*sd/sqrt(3).
+    # A median of ratios (2), an arithmetic mean (3.67) or a quotient of medians (2/1) all fail.
+    ratio, (low, high) = paired_ratio([1.0, 2.0, 8.0], [1.0, 1.0, 1.0])
+    assert ratio == pytest.approx(2.519842099789746, rel=1e-12)
+    assert (low, high) == (pytest.approx(0.18158919917532246, rel=1e-9), pytest.approx(34.96686056609744, rel=1e-9))
+
+
+def test_paired_ratio_pairs_repetitions_by_index():
+    # Load that doubles both timings of a repetition cancels in its ratio: exactly 2, no spread.
+    # Unpaired (e.g. median / median, or any shuffled pairing) would see the load as spread.
+    ratio, interval = paired_ratio([2.0, 4.0, 8.0, 16.0], [1.0, 2.0, 4.0, 8.0])
+    assert ratio == pytest.approx(2.0, rel=1e-12) and interval == (pytest.approx(2.0), pytest.approx(2.0))
+    assert paired_ratio([3.0], [1.5]) == (pytest.approx(2.0), None)  # one pair: no interval
+
+
+def test_repetitions_stop_at_the_target_interval_or_are_marked_time_capped(tmp_path):
+    reached = sweep(tmp_path / "a", ["full"], [16], scopes=["core"], passes=["forward"], min_reps=3, max_reps=40,
+                    rep_budget_s=600.0, ci_target=100.0)["rows"]
+    row = cell(reached, "full", 16)
+    assert row["reps"] == 3 and row["time_capped"] is False  # any interval is within +-10000%
+    low, high = row["ratio_to_sdpa_ci95"]
+    assert low <= row["ratio_to_sdpa"] <= high
+    assert cell(reached, "sdpa", 16)["ratio_to_sdpa_ci95"] == [1.0, 1.0]
+    assert row["ratio_to_full"] == 1.0 and cell(reached, "sdpa", 16)["ratio_to_full"] > 0
+    capped = sweep(tmp_path / "b", ["full"], [16], scopes=["core"], passes=["forward"], min_reps=2, max_reps=4,
+                   rep_budget_s=600.0, ci_target=1e-12)["rows"]
+    assert cell(capped, "full", 16)["reps"] == 4 and cell(capped, "full", 16)["time_capped"] is True
+
+
+# --------------------------------------------------------------------------- executed MACs and trees
+
+
+@pytest.mark.parametrize("scope", ["core", "layer"])
+def test_tree_methods_are_timed_with_a_random_and_a_balanced_tree(tmp_path, scope):
+    n, height = 256, 3
+    options = {"attention_options": {"treeformer-tf": {"height": height}}}
+    rows = sweep(tmp_path, ["treeformer-tf"], [n], scopes=[scope], passes=["forward"], **options)["rows"]
+    tf_rows = {r["tree"]: r for r in rows if r["method"] == "treeformer-tf"}
+    assert set(tf_rows) == {"random", "balanced"} and cell(rows, "full", n, scope)["tree"] is None
+    projections = 4 * n * 16 * 16 if scope == "layer" else 0
+    formula = create_attention("treeformer-tf", num_heads=2, head_dim=8, max_seq_len=n, height=height).macs(n)
+    # The balanced tree executes exactly the balanced-tree formula (n/2^h = 32 per leaf, a power
+    # of two); the random one executes what its leaves cost, not the formula.
+    assert tf_rows["balanced"]["macs"] == formula + projections
+    assert tf_rows["random"]["macs"] != formula + projections
+
+
+def test_balancing_puts_equal_numbers_of_tokens_in_every_leaf():
+    torch.manual_seed(3)
+    core = create_attention("treeformer-tf", num_heads=2, head_dim=8, max_seq_len=512, height=4)
+    tokens = torch.randn(1, 2, 512, 8) * torch.linspace(0.1, 3.0, 8)  # anisotropic: a random tree is unbalanced
+    before = core.tree.route(tokens, None).leaf
+    assert any(torch.bincount(before[0, h], minlength=16).max() > 32 for h in range(2))
+    balance_through_medians(core.tree, tokens)
+    after = core.tree.route(tokens, None).leaf  # the core's own routing, not the balancing code's
+    for head in range(2):
+        assert torch.bincount(after[0, head], minlength=16).tolist() == [32] * 16
+
+
+# --------------------------------------------------------------------------- limits and progress
+
+
+def test_a_huge_first_length_is_predicted_from_probes_not_run(tmp_path, capsys):
+    rows = sweep(tmp_path, ["full"], [1_000_000], scopes=["core"], passes=["forward"])["rows"]
+    for method in ("sdpa", "full"):
+        row = cell(rows, method, 1_000_000)
+        assert row["status"] in ("timeout", "oom") and "extrapolated" in row["reason"], row
+    err = capsys.readouterr().err
+    assert "probing full at n=256 to predict n=1000000" in err and "efficiency n=1000000 core forward" in err

@@ -8,7 +8,10 @@ from harness.config.suites import SUITES, MethodVariant, Suite, register_suite
 from harness.sweep.driver import SweepRequest, resolve_specs
 
 
-@pytest.mark.parametrize("name", SUITES.names())
+# A suite that matches MACs measures its reference on generated task data while resolving (a minute
+# on 2 cores): heavy; tests/test_matching.py covers the matching on a tiny task.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.heavy) if SUITES.get(name).match_macs else name
+                                  for name in SUITES.names()])
 def test_every_suite_resolves(tmp_path, name):
     specs = resolve_specs(SweepRequest(suite=name, out=tmp_path, data_dir=tmp_path))
     suite = SUITES.get(name)

@@ -54,7 +54,7 @@ def test_sweep_writes_one_valid_record_per_run(tmp_path, tiny_suite):
     summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert summary["runs"] == summary["ran"] == 2 and summary["statuses"] == {"ok": 2} and summary["wall_seconds"] > 0
     config_file = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config_file["version"] == 1 and set(config_file["runs"]) == {s.key for s in specs}
+    assert config_file["version"] == records.CONFIG_VERSION and set(config_file["runs"]) == {s.key for s in specs}
     assert not list((tmp_path / "out").rglob("*.pt"))  # finished runs leave no checkpoint behind
 
 

@@ -35,7 +35,7 @@ from harness.training.train_config import TrainConfig, resolve_precision
 
 # Bump when the meaning of a config key or of a record field changes: an output directory written
 # under another version is refused instead of being silently mixed with new results.
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: eval_every null = steps // 10; measured MACs, baselines in records
 
 FAMILIES = ("lra", "uniform")
 SCHEDULES = ("rsqrt", "cosine", "onecycle", "constant")
@@ -273,7 +273,8 @@ def default_layer(device: str) -> dict[str, Any]:
     return {
         "family": "lra",
         "device": device,
-        "train": check_layer({"train": dataclasses.asdict(TrainConfig())}, "defaults")["train"],
+        # eval_every stays null here: it follows the budget (steps) that later layers choose.
+        "train": {**check_layer({"train": dataclasses.asdict(TrainConfig())}, "defaults")["train"], "eval_every": None},
         "model": check_layer({"model": dataclasses.asdict(_model_config_class()())}, "defaults")["model"],
         "data": {},
         "bootstrap": None,

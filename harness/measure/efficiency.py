@@ -2,16 +2,28 @@
 
 For every length, scope ("core": the attention core alone; "layer": Q/K/V projections + core +
 output projection, `harness.training.model.AttentionLayer`) and pass ("forward": inference, no autograd;
-"forward_backward": a training step's forward and backward), the methods are timed in
-interleaved repetitions, so a burst of noise from other processes hits all of them alike, and
-each method's ratio to `sdpa` is the median of per-repetition ratios. One extra, profiled call
-per cell measures peak memory (see harness/measure/timing.py) and checks the time budget.
+"forward_backward": a training step's forward and backward), the methods and the references
+(`sdpa`, and `full` where it runs) are timed in interleaved repetitions, so a burst of noise from
+other processes hits all of them alike. Each repetition gives one paired ratio per method and
+reference; the row's `ratio_to_sdpa` / `ratio_to_full` is their geometric mean with the 95%
+t interval of the mean log-ratio (harness/measure/timing.py `paired_ratio`). Repetitions go on
+until every interval lies within +-`ci_target` (5%) of its ratio, or the group's time cap
+(`rep_budget_s`) or `max_reps` ends them first: then the rows say `time_capped`. One extra,
+profiled call per cell measures peak memory (see harness/measure/timing.py) and checks the time
+budget.
+
+`macs` is what the timed call executed, one forward pass: the formula of a data-independent
+method, the count a data-dependent core reports for the timed input (`last_forward_macs`). Tree
+methods (Treeformer TF/TC) appear twice, labelled by `tree`: "random" (the tree as initialised)
+and "balanced" (hyperplanes through the medians of the keys, queries equal to the keys, so every
+leaf holds n / 2^h of each; harness/measure/balanced_tree.py).
 
 Failures are rows: a method that cannot run a setting is "unsupported" with the reason, one that
 runs out of memory is "oom", one whose call exceeds the per-cell time budget is "timeout", and the
 method is not tried at greater lengths in that scope and pass (their rows say why). On the CPU a
 real out-of-memory kills the process instead of raising, so a cell whose peak memory, extrapolated
-from the shorter lengths, would exceed the memory limit is recorded as "oom" without running.
+from shorter lengths, would exceed the memory limit is recorded as "oom" without running; when no
+shorter length was swept, short probe lengths are measured first to extrapolate from.
 """
 
 from __future__ import annotations
@@ -21,9 +33,9 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from statistics import median
 from typing import Callable, Optional
 
 import torch
@@ -31,12 +43,20 @@ import torch
 from bench_common import BenchError, check_option_keys
 from harness.measure.env import environment
 from harness.training.model import AttentionLayer, ModelConfig
-from harness.measure.timing import peak_memory_mb, summarize, time_block
+from harness.measure.balanced_tree import balance_through_medians
+from harness.measure.timing import paired_ratio, peak_memory_mb, summarize, time_block
 from methods import create_attention, get_attention_class, load_plugin
 from methods.base import unsupported_reason
+from methods.treeformer.core import TreeAttention
 
 DEFAULT_SEQ_LENS = [256 * 2**i for i in range(7)]  # 256 ... 16384
+# The main job's short sweep (bare `run_benchmark.py`): the core alone, forward, to n=4096, about two
+# minutes on 2 CPU cores beside the quick suite.
+MAIN_JOB_SEQ_LENS = [256 * 2**i for i in range(5)]  # 256 ... 4096
+MAIN_JOB_OPTIONS = {"scopes": ["core"], "passes": ["forward"], "rep_budget_s": 2.0, "cell_budget_s": 10.0}
 BASELINE = "sdpa"  # every sweep times it: ratio_to_sdpa is part of each row
+REFERENCES = (BASELINE, "full")  # full joins too, for ratio_to_full, at the lengths where it runs
+TREES = ("random", "balanced")  # the two trees a tree method is timed with
 SCOPES = ("core", "layer")
 PASSES = ("forward", "forward_backward")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -52,9 +72,11 @@ class EfficiencyOptions:
     dtype: str = "float32"
     scopes: list = field(default_factory=lambda: list(SCOPES))
     passes: list = field(default_factory=lambda: list(PASSES))
-    min_reps: int = 3  # at least this many interleaved repetitions per cell, for a median
-    max_reps: int = 10
-    rep_budget_s: float = 4.0  # the repetitions of one (length, scope, pass) aim at this long
+    min_reps: int = 3  # at least this many interleaved repetitions per cell (an interval needs 2)
+    max_reps: int = 50
+    rep_budget_s: float = 6.0  # time cap of the repetitions of one (length, scope, pass)
+    ci_target: float = 0.05  # repeat until every ratio's 95% interval is within +-5% of it
+    probe_len: int = 256  # with no shorter length swept, limits are predicted from probes at 256 and 1024
     block_s: float = 0.05  # calls faster than this are timed in blocks of about this long
     cell_budget_s: float = 20.0  # one call slower than this (measured or extrapolated): timeout
     memory_limit_mb: Optional[float] = None  # CPU: extrapolated peaks above it are "oom"; None = 1/4 of free RAM
@@ -84,9 +106,11 @@ def parse_options(options: dict) -> EfficiencyOptions:
             raise BenchError(f"efficiency option '{key}': expected a non-empty subset of {list(allowed)}, got {getattr(result, key)!r}")
     if result.dtype not in DTYPES:
         raise BenchError(f"efficiency option 'dtype': expected one of {list(DTYPES)}, got {result.dtype!r}")
-    for key in ("num_heads", "head_dim", "min_reps", "max_reps", "num_threads"):
+    for key in ("num_heads", "head_dim", "min_reps", "max_reps", "num_threads", "probe_len"):
         if getattr(result, key) is not None and getattr(result, key) < 1:
             raise BenchError(f"efficiency option '{key}': expected a positive integer, got {getattr(result, key)}")
+    if not result.ci_target > 0:
+        raise BenchError(f"efficiency option 'ci_target': expected a positive fraction, got {result.ci_target}")
     if result.max_reps < result.min_reps:
         raise BenchError(f"efficiency option 'max_reps' ({result.max_reps}) is below 'min_reps' ({result.min_reps})")
     return result
@@ -98,28 +122,48 @@ class Case:
 
     method: str
     run: Callable[[], None]
-    macs: int  # forward MACs, one example (the method's formula, plus projections for a layer)
+    core: torch.nn.Module
+    seq_len: int
+    projection_macs: int  # Q, K, V and output projections (layer scope), else 0
+
+    def macs(self) -> float:
+        """Forward MACs the timed input executes, one example; read after a call of `run`.
+
+        A data-dependent core reports what its last forward executed (the same in a training
+        forward: the estimator's extra work is backward-only); the others cost `macs(n)`.
+        """
+        reported = self.core.last_forward_macs()
+        return self.projection_macs + (reported[0] if reported is not None else self.core.macs(self.seq_len))
 
 
-def build_case(method: str, seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions, device: str) -> Case:
+def is_tree_method(method: str) -> bool:
+    return issubclass(get_attention_class(method), TreeAttention)
+
+
+def build_case(
+    method: str, seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions, device: str, tree: Optional[str] = None
+) -> Case:
+    """The timed call; `tree` "balanced" first balances a tree method's routing on these inputs."""
     torch.manual_seed(0)
     heads, head_dim, width = opts.num_heads, opts.head_dim, opts.num_heads * opts.head_dim
     dtype = DTYPES[opts.dtype]
     core = create_attention(
         method, num_heads=heads, head_dim=head_dim, max_seq_len=seq_len, **opts.attention_options.get(method, {})
     )
-    macs = core.macs(seq_len)
     if scope == "core":
         module: torch.nn.Module = core
         inputs: tuple = tuple(torch.randn(3, 1, heads, seq_len, head_dim, device=device, dtype=dtype).unbind(0))
         out_shape = (1, heads, seq_len, head_dim)
+        projections = 0
     else:
         config = ModelConfig(emb_dim=width, qkv_dim=width, num_heads=heads, max_seq_len=seq_len, attention=method)
         module = AttentionLayer(config, core)
         inputs = (torch.randn(1, seq_len, width, device=device, dtype=dtype), None)  # (x, key_padding_mask)
         out_shape = (1, seq_len, width)
-        macs += 4 * seq_len * width * width  # Q, K, V and output projections
+        projections = 4 * seq_len * width * width  # Q, K, V and output projections
     module = module.to(device=device, dtype=dtype)
+    if tree == "balanced":
+        inputs = _balance(module, core, scope, inputs)
 
     if pass_ == "forward":
         module.eval()
@@ -128,7 +172,7 @@ def build_case(method: str, seq_len: int, scope: str, pass_: str, opts: Efficien
             with torch.no_grad():
                 module(*inputs)
 
-        return Case(method, run, macs)
+        return Case(method, run, core, seq_len, projections)
 
     module.train()
     leaves = [t.requires_grad_() for t in inputs if t is not None] + list(module.parameters())
@@ -139,7 +183,28 @@ def build_case(method: str, seq_len: int, scope: str, pass_: str, opts: Efficien
             leaf.grad = None
         module(*inputs).backward(grad_out)
 
-    return Case(method, run, macs)
+    return Case(method, run, core, seq_len, projections)
+
+
+@torch.no_grad()
+def _balance(module: torch.nn.Module, core: TreeAttention, scope: str, inputs: tuple) -> tuple:
+    """Queries equal to keys (core: k = q; layer: the key projection copies the query one), and
+    the tree's hyperplanes through their medians: every leaf gets n / 2^h queries and keys."""
+    if scope == "core":
+        q, _, v = inputs
+        inputs = (q, q.clone(), v)
+        keys = q
+    else:
+        qkv = module.qkv.weight  # rows: queries, keys, values
+        width = qkv.shape[0] // 3
+        qkv[width : 2 * width] = qkv[:width]
+        seen: list[torch.Tensor] = []
+        hook = core.register_forward_pre_hook(lambda _, args: seen.append(args[1]))  # args: q, k, v
+        module.eval()(*inputs)
+        hook.remove()
+        keys = seen[0]
+    balance_through_medians(core.tree, keys)
+    return inputs
 
 
 @dataclass
@@ -163,6 +228,19 @@ class History:
         return value1 * (seq_len / n1) ** exponent
 
 
+Entry = tuple[str, Optional[str]]  # (method, tree): tree "random"/"balanced" for tree methods, else None
+
+
+def entries_of(methods: list[str]) -> list[Entry]:
+    """The timed entries: each method once, a tree method once per tree."""
+    return [(m, tree) for m in methods for tree in (TREES if is_tree_method(m) else (None,))]
+
+
+def label(entry: Entry) -> str:
+    method, tree = entry
+    return f"{method}[{tree}]" if tree else method
+
+
 def run_efficiency(
     methods: list[str], seq_lens: list[int], out_dir: Path, device: str, plugins: list[str], options: dict
 ) -> Path:
@@ -172,7 +250,7 @@ def run_efficiency(
         load_plugin(plugin)
     opts = parse_options(dict(options))
     device = _check_device(device)
-    methods = [BASELINE] + [m for m in dict.fromkeys(methods) if m != BASELINE]
+    methods = list(REFERENCES) + [m for m in dict.fromkeys(methods) if m not in REFERENCES]
     for method in methods:
         get_attention_class(method)  # unknown names fail before anything runs
     check_option_keys("efficiency option 'attention_options'", opts.attention_options, methods)
@@ -191,6 +269,11 @@ def run_efficiency(
         torch.set_num_threads(threads_before)
 
 
+def failed_rows(path: Path) -> list[dict]:
+    """Rows of an efficiency.json whose cell raised an error (oom, timeout, unsupported are results)."""
+    return [row for row in json.loads(Path(path).read_text())["rows"] if row["status"] == "error"]
+
+
 def _sweep(
     methods: list[str], seq_lens: list[int], out_dir: Path, device: str, opts: EfficiencyOptions,
     memory_limit: Optional[float],
@@ -198,13 +281,17 @@ def _sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "efficiency.json"
     settings = {**{f.name: getattr(opts, f.name) for f in fields(opts)}, "memory_limit_mb": memory_limit,
-                "seq_lens": list(seq_lens), "methods": methods}
+                "seq_lens": list(seq_lens), "methods": methods,
+                "ratio": "geometric mean of per-repetition ratios; ci95: Student t interval of the mean log-ratio"}
     result = {"env": environment(device), "settings": settings, "rows": []}
-    histories = {(m, s, p): History() for m in methods for s in opts.scopes for p in opts.passes}
+    entries = entries_of(methods)
+    histories = {(e, s, p): History() for e in entries for s in opts.scopes for p in opts.passes}
     for seq_len in sorted(seq_lens):
         for scope in opts.scopes:
             for pass_ in opts.passes:
-                group = {m: histories[(m, scope, pass_)] for m in methods}
+                print(f"efficiency n={seq_len} {scope} {pass_}: timing {', '.join(map(label, entries))}",
+                      file=sys.stderr, flush=True)
+                group = {e: histories[(e, scope, pass_)] for e in entries}
                 rows = _measure_group(group, seq_len, scope, pass_, opts, device, memory_limit)
                 result["rows"].extend(rows)
                 _log_group(seq_len, scope, pass_, rows)
@@ -213,23 +300,24 @@ def _sweep(
 
 
 def _measure_group(
-    histories: dict[str, History], seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions,
+    histories: dict[Entry, History], seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions,
     device: str, memory_limit: Optional[float],
 ) -> list[dict]:
-    """All methods at one (length, scope, pass): first calls, then interleaved repetitions."""
-    rows: dict[str, dict] = {}
-    cases: dict[str, Case] = {}
-    first_seconds: dict[str, float] = {}
-    for method, history in histories.items():
-        row = rows[method] = _row(method, seq_len, scope, pass_)
-        skip = _skip_reason(method, history, seq_len, opts, device, memory_limit)
+    """All entries at one (length, scope, pass): first calls, then interleaved repetitions."""
+    rows: dict[Entry, dict] = {}
+    cases: dict[Entry, Case] = {}
+    first_seconds: dict[Entry, float] = {}
+    for entry, history in histories.items():
+        method, tree = entry
+        row = rows[entry] = _row(method, tree, seq_len, scope, pass_)
+        skip = _skip_reason(entry, history, seq_len, scope, pass_, opts, device, memory_limit)
         if skip:
             row["status"], row["reason"] = skip
             continue
         try:
-            case = build_case(method, seq_len, scope, pass_, opts, device)
-            row["macs"] = case.macs
+            case = build_case(method, seq_len, scope, pass_, opts, device, tree)
             row["peak_memory_mb"], seconds = peak_memory_mb(case.run, device)
+            row["macs"] = case.macs()
         except Exception as err:  # a failing method becomes a row; the sweep goes on
             row["status"], row["reason"] = _failure(err)
             if row["status"] == "oom":
@@ -241,52 +329,88 @@ def _measure_group(
             row["reason"] = f"one call took {seconds:.1f} s, over the cell budget of {opts.cell_budget_s:g} s"
             history.stopped = ("timeout", f"skipped: timed out at length {seq_len}")
             continue
-        cases[method], first_seconds[method] = case, seconds
+        cases[entry], first_seconds[entry] = case, seconds
 
-    numbers = {m: int(min(100, max(1, round(opts.block_s / max(s, 1e-9))))) for m, s in first_seconds.items()}
-    reps = int(min(opts.max_reps, max(opts.min_reps, opts.rep_budget_s // max(sum(first_seconds.values()), 1e-9))))
-    times: dict[str, list[float]] = {m: [] for m in cases}
+    numbers = {e: int(min(100, max(1, round(opts.block_s / max(s, 1e-9))))) for e, s in first_seconds.items()}
+    times: dict[Entry, list[float]] = {e: [] for e in cases}
     order = list(cases)
-    for rep in range(reps if order else 0):
-        shift = rep % len(order)  # rotate who goes first, so no method always follows another
-        for method in order[shift:] + order[:shift]:
-            if method not in cases:
+    started, reps, capped = time.perf_counter(), 0, False
+    while order:
+        shift = reps % len(order)  # rotate who goes first, so no method always follows another
+        for entry in order[shift:] + order[:shift]:
+            if entry not in cases:
                 continue
             try:
-                times[method].append(time_block(cases[method].run, numbers[method]))
+                times[entry].append(time_block(cases[entry].run, numbers[entry]))
             except Exception as err:
-                rows[method]["status"], rows[method]["reason"] = _failure(err)
-                del cases[method]
+                rows[entry]["status"], rows[entry]["reason"] = _failure(err)
+                del cases[entry]
+        reps += 1
+        if reps >= opts.min_reps and _intervals_within(times, rows, opts.ci_target):
+            break
+        if reps >= opts.min_reps and (reps >= opts.max_reps or time.perf_counter() - started > opts.rep_budget_s):
+            capped = True
+            break
     del cases
     _free_memory(device)
 
-    baseline = times.get(BASELINE) if rows[BASELINE]["status"] == "ok" else None
-    for method, samples in times.items():
-        row = rows[method]
+    references = {ref: _reference_times(times, rows, ref) for ref in REFERENCES}
+    for entry, samples in times.items():
+        row = rows[entry]
         if row["status"] != "ok" or not samples:
             continue
-        measurement = summarize(f"{method} n={seq_len} {scope} {pass_}", samples, numbers[method])
+        measurement = summarize(f"{label(entry)} n={seq_len} {scope} {pass_}", samples, numbers[entry])
         row["time_ms"] = measurement.median * 1e3
         row["time_iqr_ms"] = measurement.iqr * 1e3
         row["reps"] = len(samples)
-        if baseline and len(baseline) == len(samples):
-            row["ratio_to_sdpa"] = median(t / b for t, b in zip(samples, baseline))
-        histories[method].points.append((seq_len, measurement.median, row["peak_memory_mb"]))
+        row["time_capped"] = capped
+        for ref, reference in references.items():
+            if reference is not None:
+                ratio, interval = paired_ratio(samples, reference)
+                row[f"ratio_to_{ref}"] = ratio
+                row[f"ratio_to_{ref}_ci95"] = list(interval) if interval else None
+        histories[entry].points.append((seq_len, measurement.median, row["peak_memory_mb"]))
     return list(rows.values())
 
 
-def _row(method: str, seq_len: int, scope: str, pass_: str) -> dict:
-    return {"method": method, "seq_len": seq_len, "scope": scope, "pass": pass_, "status": "ok",
-            "time_ms": None, "ratio_to_sdpa": None, "peak_memory_mb": None, "macs": None, "reason": None}
+def _reference_times(times: dict[Entry, list[float]], rows: dict[Entry, dict], reference: str) -> Optional[list[float]]:
+    entry = (reference, None)
+    return times.get(entry) if entry in rows and rows[entry]["status"] == "ok" and times.get(entry) else None
+
+
+def _intervals_within(times: dict[Entry, list[float]], rows: dict[Entry, dict], target: float) -> bool:
+    """Whether every entry's 95% interval of its ratio to each reference lies within +-target."""
+    for ref in REFERENCES:
+        reference = _reference_times(times, rows, ref)
+        if reference is None:
+            continue
+        for entry, samples in times.items():
+            if entry == (ref, None) or rows[entry]["status"] != "ok":
+                continue
+            ratio, interval = paired_ratio(samples, reference)
+            if interval is None or interval[1] > ratio * (1 + target) or interval[0] < ratio * (1 - target):
+                return False
+    return True
+
+
+def _row(method: str, tree: Optional[str], seq_len: int, scope: str, pass_: str) -> dict:
+    return {"method": method, "tree": tree, "seq_len": seq_len, "scope": scope, "pass": pass_, "status": "ok",
+            "time_ms": None, "reps": None, "time_capped": None,
+            "ratio_to_sdpa": None, "ratio_to_sdpa_ci95": None, "ratio_to_full": None, "ratio_to_full_ci95": None,
+            "peak_memory_mb": None, "macs": None, "reason": None}
 
 
 def _skip_reason(
-    method: str, history: History, seq_len: int, opts: EfficiencyOptions, device: str, memory_limit: Optional[float]
+    entry: Entry, history: History, seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions, device: str,
+    memory_limit: Optional[float],
 ) -> Optional[tuple[str, str]]:
-    """(status, reason) when this cell must not run, from capabilities and earlier lengths."""
+    """(status, reason) when this cell must not run, from capabilities and shorter lengths (or probes)."""
+    method, tree = entry
     reason = unsupported_reason(get_attention_class(method), seq_len, seq_len, device, has_padding=False)
     if reason:
         return "unsupported", reason
+    if not history.points and not history.stopped:
+        _probe(entry, history, seq_len, scope, pass_, opts, device)
     if history.stopped:
         return history.stopped
     predicted_seconds = history.extrapolate(seq_len, column=1)
@@ -300,6 +424,27 @@ def _skip_reason(
                                   f"the memory limit of {memory_limit:.0f} MiB (a CPU out-of-memory kills the process)")
         return history.stopped
     return None
+
+
+def _probe(entry: Entry, history: History, seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions,
+           device: str) -> None:
+    """Seeds an empty history with one call at the probe lengths (probe_len and 4x, those at most
+    half of seq_len), so a first length far beyond what runs is predicted instead of tried."""
+    method, tree = entry
+    for probe_len in (opts.probe_len, 4 * opts.probe_len):
+        if 2 * probe_len > seq_len:
+            return
+        print(f"efficiency: probing {label(entry)} at n={probe_len} to predict n={seq_len}", file=sys.stderr, flush=True)
+        try:
+            case = build_case(method, probe_len, scope, pass_, opts, device, tree)
+            mb, seconds = peak_memory_mb(case.run, device)
+        except Exception as err:
+            status, reason = _failure(err)
+            history.stopped = (status, f"skipped: the probe at length {probe_len} failed: {reason}")
+            return
+        finally:
+            _free_memory(device)
+        history.points.append((probe_len, seconds, mb))
 
 
 def _failure(err: Exception) -> tuple[str, str]:
@@ -348,9 +493,15 @@ def _write_json(path: Path, data: dict) -> None:
 def _log_group(seq_len: int, scope: str, pass_: str, rows: list[dict]) -> None:
     cells = []
     for row in rows:
+        name = label((row["method"], row["tree"]))
         if row["status"] != "ok":
-            cells.append(f"{row['method']} {row['status'].upper()}")
-        else:
-            ratio = f" ({row['ratio_to_sdpa']:.2f}x)" if row["ratio_to_sdpa"] is not None else ""
-            cells.append(f"{row['method']} {row['time_ms']:.1f} ms{ratio}")
-    print(f"efficiency n={seq_len} {scope} {pass_}: " + ", ".join(cells), file=sys.stderr, flush=True)
+            cells.append(f"{name} {row['status'].upper()}")
+            continue
+        ratio = ""
+        if row["ratio_to_sdpa_ci95"] is not None:
+            low, high = row["ratio_to_sdpa_ci95"]
+            ratio = f" ({row['ratio_to_sdpa']:.2f}x sdpa, 95% {low:.2f}-{high:.2f})"
+        cells.append(f"{name} {row['time_ms']:.1f} ms{ratio}")
+    capped = any(row["time_capped"] for row in rows)
+    print(f"efficiency n={seq_len} {scope} {pass_}{' (time-capped)' if capped else ''}: " + ", ".join(cells),
+          file=sys.stderr, flush=True)

@@ -25,11 +25,14 @@ from __future__ import annotations
 import math
 import re
 import string
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
+from harness.training.batches import eval_batches, one_example
 from harness.training.model import AttentionLayer, EncoderClassifier
 
 Handle = Callable[[list, list], int]
@@ -222,46 +225,143 @@ def count_macs(model: EncoderClassifier, inputs: torch.Tensor) -> dict:
     """Per-example forward MACs of `model` on `inputs` (a batch, normally of one example).
 
     Attention-core MACs sum fvcore's count over the model's attention cores; attention-layer MACs
-    add their Q/K/V and output projections; algorithmic MACs ask each core for
-    `algorithmic_macs(n)` at the length it actually sees (the dual head runs each core twice).
+    add their Q/K/V and output projections. Algorithmic MACs are what the algorithm needed on
+    this input: a data-dependent core (a learned tree) reports its own for each call
+    (`last_forward_macs`), the others `algorithmic_macs(n)` at the length they see (the dual head
+    runs each core twice). `attention_balanced_macs` is the sum of `algorithmic_macs(n)`, the
+    balanced-tree formula, when some core is data-dependent, else None.
     Counted in eval mode, so dropout and training-only paths are left out.
     """
+    return _count(model, inputs).totals
+
+
+@dataclass
+class _Count:
+    """count_macs' totals (per example) and what counting a whole split needs besides."""
+
+    totals: dict
+    data_independent_core_macs: int  # fvcore's count over the cores whose cost ignores the data
+    data_dependent: bool  # some core reported its own counts
+
+
+@dataclass
+class _CoreCall:
+    core: nn.Module
+    seq_len: int
+    batch: int
+    reported: Optional[tuple[float, float]]  # last_forward_macs() after the call
+
+
+def _count(model: EncoderClassifier, inputs: torch.Tensor) -> _Count:
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            algorithmic = _algorithmic_macs(model, inputs)
+            calls = _core_calls(model, inputs)
             analysis = analyze(model, inputs)
             by_module = analysis.by_module()
     finally:
         model.train(was_training)
     names = {module: name for name, module in model.named_modules()}
-    cores = [names[core] for core in model.attention_cores()]
+    dependent = {id(call.core) for call in calls if call.reported is not None}
     layers = [name for name, module in model.named_modules() if isinstance(module, AttentionLayer)]
     batch = inputs.shape[0]
-    return {
+    core_macs = sum(by_module[names[core]] for core in model.attention_cores())
+    independent = sum(by_module[names[core]] for core in model.attention_cores() if id(core) not in dependent)
+    algorithmic, balanced = _algorithmic(calls)
+    totals = {
         "unit": "MACs",
-        "attention_core_macs": sum(by_module[name] for name in cores) // batch,
-        "attention_algorithmic_macs": algorithmic // batch,
+        "attention_core_macs": core_macs // batch,
+        "attention_algorithmic_macs": algorithmic / batch if dependent else int(algorithmic) // batch,
+        "attention_balanced_macs": balanced // batch if dependent else None,
         "attention_layer_macs": sum(by_module[name] for name in layers) // batch,
         "total_macs": by_module[""] // batch,
         "unsupported_ops": dict(sorted(analysis.unsupported_ops().items())),
     }
+    return _Count(totals, independent // batch, bool(dependent))
 
 
-def _algorithmic_macs(model: EncoderClassifier, inputs: torch.Tensor) -> int:
-    """Sum of `core.algorithmic_macs(n) * batch` over every core call of one forward pass."""
-    total = 0
+def _core_calls(model: EncoderClassifier, inputs: torch.Tensor) -> list[_CoreCall]:
+    """Every attention-core call of one forward pass, with what each core reported after it."""
+    calls: list[_CoreCall] = []
 
-    def record(core, args, kwargs):
-        nonlocal total
-        q = args[0] if args else kwargs["q"]
-        total += core.algorithmic_macs(q.shape[2]) * q.shape[0]  # q: (B, H, n, d)
+    def record(core, args, kwargs, output):
+        q = args[0] if args else kwargs["q"]  # (B, H, n, d)
+        calls.append(_CoreCall(core, q.shape[2], q.shape[0], core.last_forward_macs()))
 
-    hooks = [core.register_forward_pre_hook(record, with_kwargs=True) for core in model.attention_cores()]
+    hooks = [core.register_forward_hook(record, with_kwargs=True) for core in model.attention_cores()]
     try:
         model(inputs)
     finally:
         for hook in hooks:
             hook.remove()
-    return total
+    return calls
+
+
+def _algorithmic(calls: list[_CoreCall]) -> tuple[float, int]:
+    """(algorithmic MACs measured on this input, the formula's count) summed over the calls."""
+    measured = formula = 0
+    for call in calls:
+        needed = call.core.algorithmic_macs(call.seq_len) * call.batch
+        formula += needed
+        measured += call.reported[1] if call.reported is not None else needed
+    return measured, formula
+
+
+def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device,
+                     max_examples: Optional[int] = None) -> dict:
+    """The record's `flops`: count_macs on the split's first example, with the attention-core and
+    algorithmic counts replaced by their mean over every example of the split, plus the core
+    count's min and max.
+
+    Data-independent cores cost the same on every example (fvcore's count of the first, so min =
+    max = mean). Data-dependent cores report what each call executed (`last_forward_macs`): the
+    split runs through the model one example at a time (the executed count of a tree depends on
+    its batch mates' leaves), costing one evaluation pass at batch size 1 rather than one fvcore
+    trace per example. Attention-layer and total MACs move by the same difference as the core
+    count (the projections do not depend on the data). `max_examples` limits the count to the
+    split's first examples.
+    """
+    first = _count(model, one_example(split, device))
+    flops = dict(first.totals)
+    if not first.data_dependent:
+        flops["attention_core_macs_min"] = flops["attention_core_macs_max"] = flops["attention_core_macs"]
+        return flops
+    executed, algorithmic = per_example_core_macs(model, split, device, first.data_independent_core_macs, max_examples)
+    shift = executed.mean() - flops["attention_core_macs"]
+    flops.update(
+        attention_core_macs=float(executed.mean()),
+        attention_core_macs_min=float(executed.min()),
+        attention_core_macs_max=float(executed.max()),
+        attention_algorithmic_macs=float(algorithmic.mean()),
+        attention_layer_macs=float(flops["attention_layer_macs"] + shift),
+        total_macs=float(flops["total_macs"] + shift),
+    )
+    return flops
+
+
+def per_example_core_macs(
+    model: EncoderClassifier, split: Any, device: torch.device, data_independent_core_macs: int = 0,
+    max_examples: Optional[int] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(executed, algorithmic) attention-core MACs of each example of `split`, run one at a time.
+
+    Data-dependent cores contribute what they reported; the others `data_independent_core_macs`
+    (their fvcore count, the same for every example) and `algorithmic_macs(n)` per call.
+    """
+    was_training, threads = model.training, torch.get_num_threads()
+    model.eval()
+    # One thread: batch-1 forwards are too small to share, and two threads spent 80 s of CPU
+    # where one spent 12 s (TF on 400 ListOps-tiny examples, shared 2-core machine).
+    torch.set_num_threads(1)
+    executed, algorithmic = [], []
+    try:
+        with torch.no_grad():
+            for inputs, _ in eval_batches(split, 1, max_examples, device):
+                calls = _core_calls(model, inputs)
+                executed.append(data_independent_core_macs + sum(c.reported[0] for c in calls if c.reported is not None))
+                algorithmic.append(_algorithmic(calls)[0])
+    finally:
+        model.train(was_training)
+        torch.set_num_threads(threads)
+    return np.asarray(executed, dtype=np.float64), np.asarray(algorithmic, dtype=np.float64)

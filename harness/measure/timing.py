@@ -14,9 +14,10 @@ when it started (inputs, weights), in MiB:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch.utils import benchmark
@@ -98,3 +99,24 @@ def _native_stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def paired_ratio(samples: list[float], reference: list[float]) -> tuple[float, Optional[tuple[float, float]]]:
+    """Ratio of two interleaved timings and its 95% interval, from repetitions paired by index.
+
+    Each repetition i gives one ratio samples[i] / reference[i] (taken moments apart, so a burst
+    of load from other processes hits both). The ratio is the geometric mean of those ratios and
+    the interval is Student's t interval of the mean of their logarithms, mapped back by exp:
+    log-ratios are symmetric where ratios are not (2x slower and 2x faster are +-log 2). None as
+    the interval with fewer than two pairs.
+    """
+    pairs = min(len(samples), len(reference))
+    logs = [math.log(s / r) for s, r in zip(samples[:pairs], reference[:pairs])]
+    mean = sum(logs) / pairs
+    if pairs < 2:
+        return math.exp(mean), None
+    from scipy.stats import t
+
+    spread = math.sqrt(sum((x - mean) ** 2 for x in logs) / (pairs - 1))
+    half_width = float(t.ppf(0.975, pairs - 1)) * spread / math.sqrt(pairs)
+    return math.exp(mean), (math.exp(mean - half_width), math.exp(mean + half_width))

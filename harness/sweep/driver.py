@@ -52,6 +52,7 @@ class SweepRequest:
     data_dir: Path = field(default_factory=default_data_dir)
     out: Path = Path("runs")
     plugins: list[str] = field(default_factory=list)
+    match_macs: Optional[str] = None  # --match-macs: match Linformer/Performer to this method's MACs
 
 
 def select_methods(suite: Suite, names: Optional[list[str]]) -> list[MethodVariant]:
@@ -162,8 +163,16 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
     seeds = request.seeds if request.seeds is not None else list(suite.seeds)
     variants = select_methods(suite, request.methods)
     sources: dict[str, dict[str, Any]] = {}
-    return [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
-            for task in tasks for variant in variants for seed in seeds]
+    specs = [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
+             for task in tasks for variant in variants for seed in seeds]
+    reference = request.match_macs or suite.match_macs
+    if reference:
+        from harness.sweep.matching import match_specs
+
+        (variant,) = select_methods(suite, [reference])
+        specs = match_specs(specs, reference, request.data_dir, lambda task: resolve_run(
+            request, suite, task, variant, seeds[0], file_layer, set_layers, sources))
+    return specs
 
 
 def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:

@@ -32,6 +32,9 @@ RECORD_KEYS = ("schema", "method", "attention", "task", "task_version", "seed", 
 LATER_KEYS = ("data",)
 METRIC_KEYS = ("val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds",
                "steps_per_second", "tokens_per_second", "peak_memory_mb", "history")
+# Written in every record since config version 2, absent in older ones (readers show them as unknown):
+# baselines {"majority", "chance"} of the test split's scored targets; still_learning (loop.py).
+OPTIONAL_METRIC_KEYS = ("baselines", "still_learning")
 
 
 Record = dict[str, Any]
@@ -53,7 +56,7 @@ class RunSpec:
 
 
 def empty_metrics() -> dict[str, Any]:
-    return {key: ([] if key == "history" else None) for key in METRIC_KEYS}
+    return {key: ([] if key == "history" else None) for key in METRIC_KEYS + OPTIONAL_METRIC_KEYS}
 
 
 def new_record(spec: RunSpec) -> dict[str, Any]:
@@ -158,6 +161,14 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
         value = metrics[key]
         if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
             raise BenchError(f"{where}: metrics.{key} must be a fraction in [0, 1] or null, got {value!r}")
+    baselines = metrics.get("baselines")
+    if baselines is not None and not (
+        isinstance(baselines, dict)
+        and all(isinstance(baselines.get(k), (int, float)) and 0.0 <= baselines[k] <= 1.0 for k in ("majority", "chance"))
+    ):
+        raise BenchError(f"{where}: metrics.baselines must be {{'majority': fraction, 'chance': fraction}} or null")
+    if metrics.get("still_learning") not in (None, True, False):
+        raise BenchError(f"{where}: metrics.still_learning must be true, false or null")
     if not isinstance(record["config"], dict):
         raise BenchError(f"{where}: config must be an object")
     return record

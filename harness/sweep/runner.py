@@ -23,7 +23,8 @@ import torch
 
 from bench_common import BenchError
 from harness.config.layered import CONFIG_VERSION, model_config, train_config
-from harness.training.batches import check_split, one_example
+from harness.measure.baselines import class_baselines
+from harness.training.batches import check_split
 from harness.training.distributed import init_from_env, rank_device
 from harness.sweep.records import RunSpec, new_record
 from harness.training.failures import is_out_of_memory
@@ -103,6 +104,8 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     splits = prepared.splits
     for name in ("train", "val", "test"):
         check_split(name, splits[name], task.head)
+    baselines = class_baselines(splits["test"].targets, model_config(config).num_classes)
+    record["metrics"]["baselines"] = baselines
 
     seed_everything(spec.seed)
     from harness.training.model import EncoderClassifier
@@ -122,9 +125,9 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
         checkpoint_key=spec.config_hash, dist=dist, label=spec.key,
     )
     record["status"], record["reason"] = result.status, result.reason
-    record["metrics"], record["bootstrap"] = result.metrics, result.events
+    record["metrics"], record["bootstrap"] = {**result.metrics, "baselines": baselines}, result.events
     record["diagnostics"] = _diagnostics(model)
-    record["flops"] = _flops(model, one_example(splits["test"], device), record)
+    record["flops"] = _flops(model, splits["test"], device, record)
     if path is not None and dist.is_primary:
         path.unlink(missing_ok=True)  # finished: the record now carries what the checkpoint held
 
@@ -169,13 +172,14 @@ def keep_measured(spec: RunSpec, record: dict[str, Any]) -> None:
     record["reason"] = f"{record['reason']}; metrics up to step {step} read from its checkpoint"
 
 
-def _flops(model: torch.nn.Module, example: torch.Tensor, record: dict[str, Any]) -> Optional[dict]:
-    """Per-example forward MACs of the final model; a counting failure is noted, not fatal."""
+def _flops(model: torch.nn.Module, test_split: Any, device: torch.device, record: dict[str, Any]) -> Optional[dict]:
+    """Per-example forward MACs of the final model over the test split (mean, min, max of what
+    the attention cores executed); a counting failure is noted, not fatal."""
     try:
-        from harness.measure.flops import count_macs
+        from harness.measure.flops import count_split_macs
 
         model.eval()
-        return count_macs(model, example)
+        return count_split_macs(model, test_split, device)
     except Exception as err:
         record["diagnostics"]["flops_error"] = f"{type(err).__name__}: {_first_line(err)}"
         return None

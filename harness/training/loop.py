@@ -146,6 +146,26 @@ def state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
+STILL_LEARNING_WINDOW = 0.3  # the last 30% of the steps run
+STILL_LEARNING_RISE = 0.02  # more than 2 accuracy points
+
+
+def still_learning(history: list[dict], steps: int) -> Optional[bool]:
+    """Whether validation accuracy rose by more than 2 points over the last 30% of `steps`.
+
+    The rise is the last evaluation's accuracy minus that of the last evaluation at or before
+    step 0.7 * steps (the window's start). True means the budget ended the run while it was still
+    improving, so its accuracy understates the method. None when the history cannot tell (no
+    evaluation before the window, or none inside it).
+    """
+    start = steps * (1.0 - STILL_LEARNING_WINDOW)
+    before = [point for point in history if point["step"] <= start]
+    if not before or history[-1]["step"] <= start:
+        return None
+    rise = history[-1]["val_accuracy"] - before[-1]["val_accuracy"]
+    return rise > STILL_LEARNING_RISE + 1e-9  # 0.52 - 0.50 is 0.0200...02 in floats: not "more than"
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -317,5 +337,6 @@ def train(
         "tokens_per_second": step * (tokens_per_step or 0) / seconds if seconds else None,
         "peak_memory_mb": peak_memory_mb(device),
         "history": history,
+        "still_learning": still_learning(history, step),
     }
     return TrainResult(status=status, reason=reason, metrics=metrics, events=events)

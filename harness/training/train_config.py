@@ -8,6 +8,11 @@ from typing import Literal, Optional
 from bench_common import BenchError
 
 
+def default_eval_every(steps: int) -> int:
+    """Ten evaluations per run: a learning curve with a shape, and enough points for `still_learning`."""
+    return max(1, steps // 10)
+
+
 @dataclass
 class TrainConfig:
     """Optimiser, schedule and budget of one run (defaults: a small CPU-sized run)."""
@@ -19,7 +24,7 @@ class TrainConfig:
     schedule: Literal["rsqrt", "cosine", "onecycle", "constant"] = "cosine"
     warmup_steps: int = 100
     grad_clip: Optional[float] = None
-    eval_every: int = 100
+    eval_every: Optional[int] = None  # None = from the budget: max(1, steps // 10), >= 10 evaluations
     eval_batches: Optional[int] = None  # None = the whole validation split
     early_stop_patience: Optional[int] = None  # evaluations without improvement; None = never stop
     betas: tuple[float, float] = (0.9, 0.98)  # LRA's Adam betas
@@ -31,6 +36,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        if self.eval_every is None:  # resolved here, so the resolved config shows the value used
+            self.eval_every = default_eval_every(self.steps)
         positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                     "eval_every": self.eval_every, "eps": self.eps}
         for name, value in positive.items():

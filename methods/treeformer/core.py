@@ -43,6 +43,7 @@ class TreeAttention(AttentionMethod):
             raise BenchError(f"{what} option 'and_bias' must be true or false, got {and_bias!r}")
         self.height = height
         self.tree = RoutingTree(num_heads, head_dim, height, overparam_layers, ste=ste, and_bias=and_bias)
+        self._last_macs: Optional[tuple[float, float]] = None  # see last_forward_macs
         self.reset_diagnostics()
 
     @property
@@ -111,6 +112,11 @@ class TreeAttention(AttentionMethod):
         self._diag_queries += int(query_real.sum())
         self._diag_macs += float(macs_spent)
         self._diag_algorithmic_macs += float(algorithmic_macs_spent)
+        self._last_macs = (float(macs_spent), float(algorithmic_macs_spent))
+
+    def last_forward_macs(self) -> Optional[tuple[float, float]]:
+        """What the last forward call executed and needed (the counts `_record` received)."""
+        return self._last_macs
 
     def diagnostics(self) -> dict:
         """Leaf occupancy and spent MACs averaged over the forward calls since the last call; resets."""

@@ -1,0 +1,80 @@
+"""Matched cost: Linformer's k and Performer's feature count solved against a reference's measured MACs."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench_common import BenchError
+from harness.cli import COMMON_DEFAULTS, build_parser, sweep_request
+from harness.config import layered as cfg
+from harness.config.suites import SUITES, MethodVariant, Suite, plain, register_suite
+from harness.measure.flops import count_macs, per_example_core_macs
+from harness.sweep import runner
+from harness.sweep.driver import SweepRequest, resolve_specs
+from harness.sweep.matching import solve_option
+from harness.training.model import EncoderClassifier
+
+
+def config_for(attention: str, **options) -> dict:
+    config = cfg.default_layer("cpu")
+    config["task"] = "hand"
+    config["model"].update(vocab_size=8, num_classes=2, max_seq_len=64, emb_dim=32, qkv_dim=32, num_heads=2,
+                           num_layers=1, attention=attention, attention_options=options)
+    return config
+
+
+def test_solved_options_against_hand_counts():
+    # Linformer per head: E k and F v (k n d each), scores and weighted sum (n k d each), softmax n k:
+    # 2 heads x k x (4 x 64 x 16 + 64) = 8320 k. Target 10.4 k-units: k = 10 is closest.
+    assert solve_option(config_for("linformer"), 8320 * 10.4) == (10, 8320 * 10)
+    # Performer per head: projections 2 n m d, exps 2 n m, products 2 n m (d + 1): 2 x m x 4352 = 8704 m.
+    assert solve_option(config_for("performer"), 8704 * 37.6) == (38, 8704 * 38)
+
+
+def test_an_unreachable_target_is_refused():
+    # Linformer's k stops at n = 64: 8320 x 64 MACs at most, far below the target.
+    with pytest.raises(BenchError, match="cannot match .* within 15%"):
+        solve_option(config_for("linformer"), 8320 * 1000)
+
+
+@pytest.fixture
+def matched_suite(tiny_tasks):
+    suite = register_suite(Suite(
+        name="tiny-matched", description="tests", tasks=("tiny-majority",), family="lra",
+        methods=(MethodVariant("tf", "treeformer-tf", {"height": 2}), plain("linformer"), plain("performer"), plain("full")),
+        match_macs="tf"))
+    yield suite
+    SUITES.remove("tiny-matched")
+
+
+def test_matched_suite_records_the_target_and_solves_each_method(tmp_path, matched_suite, tiny_tasks):
+    request = SweepRequest(suite="tiny-matched", out=tmp_path, data_dir=tmp_path)
+    specs = {spec.method: spec for spec in resolve_specs(request)}
+    # The target: TF's model at initialisation (the run's seed), its executed core MACs averaged
+    # over the test examples (per_example_core_macs agrees with fvcore example by example:
+    # tests/test_executed_macs.py).
+    runner.seed_everything(0)
+    tf_model = EncoderClassifier(cfg.model_config(specs["tf"].config))
+    test = tiny_tasks["tiny-majority"].prepare(tmp_path, {})["test"]
+    executed, _ = per_example_core_macs(tf_model, test, torch.device("cpu"))
+    assert len(set(executed.tolist())) > 1, "a data-dependent target"
+    for method, option in (("linformer", "k"), ("performer", "num_features")):
+        config = specs[method].config
+        assert config["runtime"]["match_macs"]["reference"] == "tf"
+        assert config["runtime"]["match_macs"]["target_macs"] == pytest.approx(float(np.mean(executed)))
+        # What the matched model executes, traced by fvcore (not the method's formula):
+        model = EncoderClassifier(cfg.model_config(config))
+        traced = count_macs(model, torch.randint(1, 3, (1, 16)))["attention_core_macs"]
+        assert abs(traced - np.mean(executed)) <= 0.15 * np.mean(executed), (method, config["model"]["attention_options"])
+        assert isinstance(config["model"]["attention_options"][option], int)
+        assert specs[method].config_hash == cfg.config_hash(config)  # the solved option keys resume
+    for method in ("tf", "full"):
+        assert "match_macs" not in specs[method].config["runtime"]
+
+
+def test_match_macs_flag_reaches_the_sweep_request(tmp_path):
+    args = build_parser().parse_args(["run", "--match-macs", "treeformer-tf", "--device", "cpu"])
+    for key, value in COMMON_DEFAULTS.items():  # as main() fills them
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    assert sweep_request(args).match_macs == "treeformer-tf"
