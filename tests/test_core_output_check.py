@@ -58,12 +58,13 @@ def test_the_check_runs_once_per_core(monkeypatch):
     assert len(seen) == 3 and seen[-1] is model.attention_cores()[1]  # a swapped-in core is checked again
 
 
-def test_efficiency_layer_scope_gets_the_check(tmp_path, restore_attention_registry):
+@pytest.mark.parametrize("scope", ["layer", "core"])
+def test_efficiency_gets_the_check_in_both_scopes(tmp_path, restore_attention_registry, scope):
     from harness.measure.efficiency import run_efficiency
 
     register_bad("transposed")
     options = {"num_heads": 2, "head_dim": 8, "min_reps": 1, "max_reps": 1, "rep_budget_s": 0.0, "block_s": 0.0,
-               "scopes": ["layer"], "passes": ["forward", "forward_backward"]}
+               "scopes": [scope], "passes": ["forward", "forward_backward"]}
     path = run_efficiency(["bad-transposed"], [16], tmp_path, "cpu", [], options)
     rows = [r for r in json.loads(path.read_text())["rows"] if r["method"] == "bad-transposed"]
     assert len(rows) == 2

@@ -42,10 +42,10 @@ import torch
 
 from bench_common import BenchError, check_option_keys
 from harness.measure.env import environment
-from harness.training.model import AttentionLayer, ModelConfig
+from harness.training.model import AttentionLayer, ModelConfig, check_core_output
 from harness.measure.balanced_tree import balance_through_medians
 from harness.measure.timing import paired_ratio, peak_memory_mb, summarize, time_block
-from methods import create_attention, get_attention_class, load_plugin
+from methods import AttentionMethod, create_attention, get_attention_class, load_plugin
 from methods.base import unsupported_reason
 from methods.treeformer.core import TreeAttention
 
@@ -151,7 +151,7 @@ def build_case(
         method, num_heads=heads, head_dim=head_dim, max_seq_len=seq_len, **opts.attention_options.get(method, {})
     )
     if scope == "core":
-        module: torch.nn.Module = core
+        module: torch.nn.Module = CheckedCore(core)
         inputs: tuple = tuple(torch.randn(3, 1, heads, seq_len, head_dim, device=device, dtype=dtype).unbind(0))
         out_shape = (1, heads, seq_len, head_dim)
         projections = 0
@@ -184,6 +184,23 @@ def build_case(
         module(*inputs).backward(grad_out)
 
     return Case(method, run, core, seq_len, projections)
+
+
+class CheckedCore(torch.nn.Module):
+    """The core called alone, its first output checked as the model checks it (a transposed or
+    wrongly sized plugin output is an error row, never a timed "ok")."""
+
+    def __init__(self, core: AttentionMethod):
+        super().__init__()
+        self.core = core
+        self.checked = False
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = self.core(q, k, v)
+        if not self.checked:
+            check_core_output(self.core, out, v)
+            self.checked = True
+        return out
 
 
 @torch.no_grad()
