@@ -172,7 +172,7 @@ for _name, _layout in (("mqar", "single"), ("mqar-classic", "classic")):
         else "classic: key ids and value ids on adjacent positions, queried keys",
         seq_len=_params["seq_len"], vocab_size=mqar_vocab(_params), num_classes=_params["num_values"],
         head="token", pad_id=0, loader=MqarLoader(), params=_params,
-        lra=(_MQAR_MODEL, _MQAR_TRAIN), uniform=(uniform_model(), uniform_train(2000, batch=64, eval_every=200)),
+        lra=(_MQAR_MODEL, _MQAR_TRAIN), uniform=(uniform_model(), uniform_train(2000, batch=64)),
     )
 
 # ------------------------------------------------------------------ GLUE and IMDb subword

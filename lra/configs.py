@@ -41,8 +41,9 @@ def uniform_model(pooling: str = "mean") -> dict[str, Any]:
     }
 
 
-def uniform_train(steps: int, batch: int = 32, eval_every: int = 500) -> dict[str, Any]:
-    """AdamW 1e-4 with a linear one-cycle schedule, as the PyTorch ports; steps vary per task."""
+def uniform_train(steps: int, batch: int = 32, eval_every: Optional[int] = None) -> dict[str, Any]:
+    """AdamW 1e-4 with a linear one-cycle schedule, as the PyTorch ports; steps vary per task.
+    `eval_every` None = from the budget (10 evaluations per run), so curves show how a run ends."""
     return {
         "batch_size": batch, "lr": 1e-4, "weight_decay": 0.01, "schedule": "onecycle",
         "warmup_steps": max(1, steps // 10), "steps": steps, "grad_clip": None, "eval_every": eval_every,

@@ -53,6 +53,16 @@ def test_configs_use_harness_field_names(name):
     assert task.train_configs["uniform"]["lr"] == 1e-4 and task.train_configs["uniform"]["schedule"] == "onecycle"
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_task_config_evaluates_at_least_ten_times(name):
+    """Learning curves need points: eval_every is the official frequency (lra) or from the budget (None)."""
+    task = get_task(name)
+    for family in ("lra", "uniform"):
+        train = task.train_configs[family]
+        every = train.get("eval_every")
+        assert every is None or train["steps"] // every >= 10, f"{name} ({family}): {train['steps']} steps, every {every}"
+
+
 #: The official configs (google-research/long-range-arena: lra_benchmarks/<task>/configs/base_*_config.py,
 #: transformer_base.py, and the Transformer's defaults dropout_rate = attention_dropout_rate = 0.1,
 #: learn_pos_emb = False). eval_every = eval_frequency: 50; 100; 100; 45000 // 256 = 175;
