@@ -142,16 +142,16 @@ def verdict(entry: dict[str, Any]) -> dict[str, Any]:
         "above_majority_by_10": margin >= 0.10,
         "seed_std_points": None if first["std"] is None else round(100 * first["std"], 2),
         "std_at_most_3": None if first["std"] is None else first["std"] <= 0.03,
-        f"share_of_{last_key}": round(first["mean"] / last["mean"], 3) if last["mean"] else None,
-        "near_plateau": bool(last["mean"]) and first["mean"] >= 0.9 * last["mean"],
+        f"share_of_{last_key}": round(first["mean"] / last["mean"], 3) if last["mean"] and len(runs) > 1 else None,
+        "near_plateau": None if len(runs) == 1 else bool(last["mean"]) and first["mean"] >= 0.9 * last["mean"],
     }
     return checks
 
 
 def render(directories: list[Path]) -> str:
     """A markdown table of calibration.json files: test accuracy mean ± std per multiplier."""
-    lines = ["| candidate | task | majority | x1 | x2 | x4 | seeds | over majority | std | share of top | steps/s (1 thread) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| candidate | task | majority | x1 | x2 | x4 | x1 over majority | x1 seed std | x1 / top | steps/s (1 thread, shared) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for directory in directories:
         summary = json.loads((directory / "calibration.json").read_text())
         for task, entry in summary["tasks"].items():
@@ -163,13 +163,14 @@ def render(directories: list[Path]) -> str:
                     continue
                 acc = run["test_accuracy"]
                 std = "" if acc["std"] is None else f" ± {100 * acc['std']:.1f}"
-                cells.append(f"{100 * acc['mean']:.1f}{std} ({run['steps']})")
-            check = entry["verdict"]
+                seed0 = acc["values"][run["seeds"].index(0)] if 0 in run["seeds"] else None
+                paired = "" if seed0 is None or len(acc["values"]) == 1 else f"; seed 0: {100 * seed0:.1f}"
+                cells.append(f"{100 * acc['mean']:.1f}{std} ({run['steps']} steps, {len(acc['values'])} seeds{paired})")
+            check = verdict(entry)
             share = [v for k, v in check.items() if k.startswith("share_of_")][0]
             speed = entry["runs"]["x1"]["steps_per_second"]["mean"]
-            seeds = ",".join(map(str, entry["runs"]["x1"]["seeds"]))
             lines.append(f"| {directory.name} | {task} | {100 * entry['baseline']['majority']:.1f} | "
-                         f"{' | '.join(cells)} | {seeds} | {check['points_over_majority']:+.1f} | "
+                         f"{' | '.join(cells)} | {check['points_over_majority']:+.1f} | "
                          f"{check['seed_std_points']} | {share} | {speed:.1f} |")
     return "\n".join(lines)
 
