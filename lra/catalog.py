@@ -54,10 +54,11 @@ LISTOPS_TOKENS = "whitespace tokens after ']'->'X' and dropping '(' ')'; 0 pad, 
 LISTOPS_LRA = (lra_model(4, 8, 512, 512, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 1000, 5000, eval_every=50))
 
 
-def _listops_params(count: int, held_out: float, min_length: int, max_length: int) -> dict[str, Any]:
+def _listops_params(count: int, held_out: float, min_length: int, max_length: int, max_depth: int = 10,
+                    max_args: int = 10) -> dict[str, Any]:
     return {
         "num_examples": count, "val_fraction": held_out, "test_fraction": held_out,
-        "min_length": min_length, "max_length": max_length, "max_depth": 10, "max_args": 10, "seed": 0,
+        "min_length": min_length, "max_length": max_length, "max_depth": max_depth, "max_args": max_args, "seed": 0,
     }
 
 
@@ -87,6 +88,29 @@ declare(
     head="sequence", pad_id=0, loader=ListOpsLoader(),
     params=_listops_params(10_000, 0.1, 100, 256),
     lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(3000)),
+)
+
+# Calibrated variants (results/calibration/README.md): the official generator with other limits.
+declare(
+    "listops-shallow", version=1,
+    description="ListOps of depth <= 3 (2-10 arguments), 33-127 tokens at n=128 (not the official task): "
+                "a small model learns it within minutes (quick suite)",
+    source="faithful generator with max_depth=3, 10k trees, 80/10/10",
+    tokenisation=LISTOPS_TOKENS, seq_len=128, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
+    head="sequence", pad_id=0, loader=ListOpsLoader(),
+    params=_listops_params(10_000, 0.1, 32, 128, max_depth=3),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(3000)),
+)
+declare(
+    "listops-1k", version=1,
+    description="ListOps of depth <= 3 with 2-64 arguments, 513-1023 tokens at n=1024 (not the official task): "
+                "the long suite's ListOps; the root operator at position 0 decides much of the answer (MAX of "
+                "many values is mostly 9, MIN mostly 0), so attending to it across the sequence is the first thing learned",
+    source="faithful generator with max_depth=3, max_args=64, 6k trees, 80/10/10",
+    tokenisation=LISTOPS_TOKENS, seq_len=1024, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
+    head="sequence", pad_id=0, loader=ListOpsLoader(),
+    params=_listops_params(6000, 0.1, 512, 1024, max_depth=3, max_args=64),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(5000)),
 )
 
 # ------------------------------------------------------------------ Text (IMDb bytes)
@@ -159,21 +183,37 @@ _MQAR_TRAIN = {
     "batch_size": 64, "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 100,
     "steps": 2000, "grad_clip": 1.0, "eval_every": 200,
 }
-for _name, _layout in (("mqar", "single"), ("mqar-classic", "classic")):
-    _params = {
-        "layout": _layout, "num_keys": 64, "num_values": 64, "num_pairs": 48, "seq_len": 256,
-        "num_examples": 20_000, "seed": 0,
-    }
+
+
+def _declare_mqar(name: str, description: str, layout: str, keys: int, values: int, pairs: int, seq_len: int,
+                  examples: int) -> None:
+    params = {"layout": layout, "num_keys": keys, "num_values": values, "num_pairs": pairs, "seq_len": seq_len,
+              "num_examples": examples, "seed": 0}
     declare(
-        _name, version=1,
-        description=f"Multi-query associative recall, {_layout} layout: 48 key-value pairs at n=256, every key queried",
+        name, version=1, description=description,
         source="generated (Zoology MQAR, adapted to a bidirectional encoder)",
-        tokenisation="single: joint (key, value) ids and query-key ids" if _layout == "single"
+        tokenisation="single: joint (key, value) ids and query-key ids" if layout == "single"
         else "classic: key ids and value ids on adjacent positions, queried keys",
-        seq_len=_params["seq_len"], vocab_size=mqar_vocab(_params), num_classes=_params["num_values"],
-        head="token", pad_id=0, loader=MqarLoader(), params=_params,
+        seq_len=seq_len, vocab_size=mqar_vocab(params), num_classes=values,
+        head="token", pad_id=0, loader=MqarLoader(), params=params,
         lra=(_MQAR_MODEL, _MQAR_TRAIN), uniform=(uniform_model(), uniform_train(2000, batch=64)),
     )
+
+
+for _name, _layout in (("mqar", "single"), ("mqar-classic", "classic")):
+    _declare_mqar(_name, f"Multi-query associative recall, {_layout} layout: 48 key-value pairs at n=256, every key queried",
+                  _layout, 64, 64, 48, 256, 20_000)
+# The calibrated recall tasks (results/calibration/README.md): few and many key identities side
+# by side (as Zoology varies the vocabulary), so that a method cannot win by giving each of a few
+# keys its own leaf or feature. Same layout, values, pairs and length; only the key count differs.
+_declare_mqar("mqar-few-keys", "MQAR, classic layout, 8 keys x 8 values, 8 pairs at n=128 (quick suite): few key identities",
+              "classic", 8, 8, 8, 128, 8000)
+_declare_mqar("mqar-many-keys", "MQAR, classic layout, 64 keys x 8 values, 8 pairs at n=128 (quick suite): many key "
+              "identities, more than a height-5 tree has leaves", "classic", 64, 8, 8, 128, 8000)
+# Long-range recall (long suite): the single layout with 4 keys and 4 values is the setting full
+# attention learned at n=1024 within a few hundred CPU steps; more keys stayed at chance there.
+_declare_mqar("mqar-4k", "MQAR, single layout, 4 keys x 4 values, 4 pairs at n=4096 (long suite): recall at long range",
+              "single", 4, 4, 4, 4096, 4000)
 
 # ------------------------------------------------------------------ GLUE and IMDb subword
 _SUBWORD = "sentencepiece unigram trained on the training split, cached; 0 pad, 1 unk, 2 <sep>"

@@ -62,3 +62,34 @@ def test_smoke_suite_runs_end_to_end(tmp_path):
 
     assert main(["run", "--suite", "smoke", "--device", "cpu", "--out", str(tmp_path / "out"),
                  "--data-dir", str(tmp_path / "data")]) == 0
+
+
+def test_quick_reports_few_and_many_key_recall_beside_listops():
+    tasks = SUITES.get("quick").tasks
+    assert {"mqar-few-keys", "mqar-many-keys"} <= set(tasks) and any(t.startswith("listops") for t in tasks)
+
+
+def test_long_suite_is_long_and_uses_sdpa_as_its_exact_reference(tmp_path):
+    from lra import get_task
+
+    suite = SUITES.get("long")
+    lengths = {name: get_task(name).seq_len for name in suite.tasks}
+    assert any(name.startswith("mqar") and n >= 4096 for name, n in lengths.items())
+    assert any(name.startswith("listops") and n >= 1024 for name, n in lengths.items())
+    attentions = {m.attention for m in suite.methods}
+    # `full` computes what `sdpa` computes at ~2.7x its time at n=4096: one exact reference only.
+    assert "sdpa" in attentions and "full" not in attentions
+    assert {"linformer", "performer", "treeformer-tf", "treeformer-tc"} <= attentions
+    for spec in resolve_specs(SweepRequest(suite="long", out=tmp_path, data_dir=tmp_path)):
+        assert spec.config["model"]["max_seq_len"] == lengths[spec.task]
+
+
+def test_ablation_shares_quick_tasks_and_budget_and_switches_within_it(tmp_path):
+    quick, ablation = SUITES.get("quick"), SUITES.get("treeformer-ablation")
+    assert ablation.tasks == quick.tasks
+    assert ablation.overrides == quick.overrides and ablation.task_overrides == quick.task_overrides
+    steps = quick.overrides["train"]["steps"]
+    for variant in ablation.methods:
+        if variant.bootstrap:
+            switches = [stage["at_step"] for stage in variant.bootstrap["stages"]]
+            assert switches == sorted(switches) and 0 < switches[0] and switches[-1] < steps

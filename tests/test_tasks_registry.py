@@ -19,6 +19,7 @@ SCHEDULES = {"rsqrt", "cosine", "onecycle", "constant"}
 EXPECTED = {
     "listops", "listops-short", "listops-tiny", "text", "text-4k", "retrieval", "image", "pathfinder",
     "pathfinder-easy", "pathfinder-intermediate", "pathx", "mqar", "mqar-classic", "sst2", "mnli", "imdb-subword",
+    "listops-shallow", "listops-1k", "mqar-few-keys", "mqar-many-keys", "mqar-4k",
 }
 
 
@@ -221,3 +222,26 @@ def test_listing_tasks_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
     assert result.stdout.strip() == "[]"
+
+
+def test_few_and_many_key_recall_differ_only_in_the_key_count():
+    """The quick suite reports them side by side: any other difference would confound the comparison."""
+    few, many = get_task("mqar-few-keys"), get_task("mqar-many-keys")
+    assert few.params["num_keys"] < many.params["num_keys"]
+    assert {k: v for k, v in few.params.items() if k != "num_keys"} == {
+        k: v for k, v in many.params.items() if k != "num_keys"}
+    assert few.num_classes == many.num_classes and few.seq_len == many.seq_len
+    assert many.params["num_keys"] > 2 ** 5  # more keys than the default tree (height 5) has leaves
+
+
+def test_calibrated_variants_keep_their_lengths():
+    """Generated examples fit the declared length (nothing is cut), and the long variants are long."""
+    from lra.listops import generate_examples, tokenize
+
+    shallow = get_task("listops-shallow")
+    p = shallow.params
+    for text, _ in generate_examples(200, 0, p["min_length"], p["max_length"], p["max_depth"], p["max_args"]):
+        assert p["min_length"] < len(tokenize(Path("x"), 1, text)) < shallow.seq_len
+    long = get_task("listops-1k")
+    assert long.seq_len >= 1024 and get_task("mqar-4k").seq_len >= 4096
+    assert long.params["min_length"] >= long.seq_len // 2  # long trees, not short ones padded to 1024
