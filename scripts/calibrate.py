@@ -7,10 +7,10 @@ budget, reads the records back, computes the majority-class baseline from the te
 writes a summary. Runs use one torch thread (OMP_NUM_THREADS=1): results are deterministic per seed
 and thread count; wall times on a shared machine are inflated.
 
-    python scripts/calibrate.py run --suite quick --tasks mqar-few --multipliers 1,2,4 --seeds 0,1,2 \
-        --out results/calibration/quick/mqar-few [--set data.seq_len=128 ...]
-    python scripts/calibrate.py speed --suite quick --tasks mqar-few --steps 40 --out results/calibration/quick/speed
-    python scripts/calibrate.py summarize results/calibration/quick/mqar-few [...]
+    python scripts/calibrate.py run --suite quick --tasks mqar-few-keys --multipliers 1,2,4 --seeds 0,1,2 \
+        --out results/calibration/quick [--set data.seq_len=128 ...]
+    python scripts/calibrate.py speed --suite quick --tasks mqar-few-keys --steps 40 --out results/calibration/quick/speed
+    python scripts/calibrate.py summarize results/calibration/quick [...]
 
 `run` writes <out>/x<m>/records/<task>/<method>/seed<k>.json (the CLI's records; checkpoints are
 deleted by the harness when a run finishes) and <out>/calibration.json (figures per multiplier).
