@@ -5,7 +5,7 @@ A block is the text between `<!-- results:DIR/PART -->` and `<!-- /results:DIR/P
 DIR is a folder of results/ and PART one of:
 
     accuracy, significance, ranking, macs, macs-detail, matched, cost     tables of the report
-    time-SCOPE-PASS, memory-SCOPE-PASS                                    efficiency tables (e.g. time-layer-forward_backward)
+    time-SCOPE-PASS, memory-SCOPE-PASS, macs-SCOPE-PASS                   efficiency tables (e.g. time-layer-forward_backward)
     figure-NAME                                                           the report's NAME.png
 
 Tables are computed from the records by the same functions as `run_benchmark.py report`.
@@ -84,8 +84,11 @@ def _efficiency_block(name: str, results: Path, part: str, cache: dict) -> str:
             raise BenchError(f"block {name!r}: {problem or f'{results}/efficiency.json is missing'}")
         cache[key] = (data, efficiency_tables(efficiency_frame(data["rows"])))
     data, by_title = cache[key]
-    title = (f"{scope} {pass_}: time ms (x sdpa [95% CI], x full [95% CI])" if kind == "time"
-             else f"{scope} {pass_}: peak memory MiB")
+    title = {"time": f"{scope} {pass_}: time ms (x sdpa [95% CI], x full [95% CI])",
+             "memory": f"{scope} {pass_}: peak memory MiB",
+             "macs": f"{scope} {pass_}: executed MACs (x full)"}.get(kind)
+    if title is None:
+        raise BenchError(f"block {name!r}: expected time-, memory- or macs-SCOPE-PASS")
     if title not in by_title:
         raise BenchError(f"block {name!r}: no {scope!r} {pass_!r} rows in {results}/efficiency.json")
     text = markdown_table(by_title[title]) + "\n"

@@ -143,3 +143,24 @@ def test_budget_conflicts_name_the_key_and_the_runs():
     assert len(conflicts) == 1
     assert conflicts[0].startswith("t: train.steps differs between runs: 300 (full/seed0, tree/seed0); 200 (tree/seed1)")
     assert budget_conflicts(records[:2]) == []
+
+
+def test_efficiency_macs_table_shows_what_executed_against_full():
+    """By hand: full and sdpa executed 1000 MACs at n=256, the balanced tree 40 (0.040x), the random
+    tree 125 (0.13x); at n=512 full did not run, so the ratio is to sdpa's count (the same function)."""
+    base = {"scope": "core", "pass": "forward", "status": "ok", "time_ms": 1.0, "ratio_to_sdpa": 1.0}
+    rows = [
+        {**base, "method": "full", "seq_len": 256, "macs": 1000, "tree": None},
+        {**base, "method": "sdpa", "seq_len": 256, "macs": 1000, "tree": None},
+        {**base, "method": "treeformer-tf", "seq_len": 256, "macs": 40, "tree": "balanced"},
+        {**base, "method": "treeformer-tf", "seq_len": 256, "macs": 125, "tree": "random"},
+        {**base, "method": "full", "seq_len": 512, "macs": None, "tree": None, "status": "oom"},
+        {**base, "method": "sdpa", "seq_len": 512, "macs": 4000, "tree": None},
+        {**base, "method": "treeformer-tf", "seq_len": 512, "macs": 100, "tree": "balanced"},
+    ]
+    macs = efficiency_tables(efficiency_frame(rows))["core forward: executed MACs (x full)"]
+    assert macs.loc["treeformer-tf (balanced tree)", 256] == "40 (0.040x)"
+    assert macs.loc["treeformer-tf (random tree)", 256] == "125 (0.12x)"
+    assert macs.loc["treeformer-tf (balanced tree)", 512] == "100 (0.025x)"
+    assert macs.loc["sdpa", 256] == "1 k (1.0x)"
+    assert macs.loc["full", 512] == "OOM"

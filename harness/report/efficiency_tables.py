@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from harness.report.cells import STATUS_LABELS
-from harness.report.tables import MISSING
+from harness.report.tables import MISSING, format_count
 
 ROW_COLUMNS = ("method", "seq_len", "scope", "pass", "status", "time_ms", "ratio_to_sdpa", "ratio_to_sdpa_ci95",
                "ratio_to_full", "ratio_to_full_ci95", "peak_memory_mb", "macs", "reps", "time_capped", "tree",
@@ -44,7 +44,20 @@ def efficiency_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for (scope, pass_), group in frame.groupby(["scope", "pass"], sort=False):
         tables[f"{scope} {pass_}: time ms (x sdpa [95% CI], x full [95% CI])"] = _wide(group, time_cell)
         tables[f"{scope} {pass_}: peak memory MiB"] = _wide(group, lambda r: sig2(r["peak_memory_mb"]))
+        tables[f"{scope} {pass_}: executed MACs (x full)"] = _wide(group, lambda r: macs_cell(r, group))
     return tables
+
+
+def macs_cell(row: pd.Series, group: pd.DataFrame) -> str:
+    """'340 M (0.039x)': what the timed call executed, and its ratio to full's executed MACs at
+    that length (the same count for sdpa where full was not run)."""
+    if not _number(row.get("macs")):
+        return MISSING
+    exact = group[(group["seq_len"] == row["seq_len"]) & group["method"].isin(["full", "sdpa"])
+                  & (group["status"] == "ok")]["macs"]
+    exact = [float(v) for v in exact if _number(v)]
+    ratio = f" ({sig2(float(row['macs']) / exact[0])}x)" if exact and exact[0] > 0 else ""
+    return f"{format_count(float(row['macs']))}{ratio}"
 
 
 def _wide(group: pd.DataFrame, render) -> pd.DataFrame:
