@@ -198,7 +198,7 @@ def two_level_bootstrap(full_until: int, tc_until: int, height: int) -> dict[str
 
 register_suite(Suite(
     name="treeformer-ablation",
-    description="Treeformer choices one at a time: tree height, TF vs TC, mean vs sum, bootstrap on/off",
+    description="Treeformer choices one at a time: tree height, TF vs TC, mean vs sum, DGT vs scaled STE, bootstrap on/off",
     tasks=QUICK_TASKS,
     methods=(
         plain("full"),
@@ -209,6 +209,7 @@ register_suite(Suite(
         _tree("tc-h3-sum", "treeformer-tc", height=3, aggregate="sum"),
         _tree("tf-h3", "treeformer-tf", height=3),
         _tree("tf-h5", "treeformer-tf", height=5),
+        _tree("tf-h5-ste-scaled", "treeformer-tf", height=5, ste="scaled"),  # the STE scaled by mean|z| (not DGT's)
         # Full attention for the first 20% of the quick budget, TC for the next 20%, then TF.
         _tree("tf-h3-bootstrap", "treeformer-tf", bootstrap=two_level_bootstrap(QUICK_STEPS // 5, 2 * QUICK_STEPS // 5, 3), height=3),
         _tree("tf-h5-bootstrap", "treeformer-tf", bootstrap=two_level_bootstrap(QUICK_STEPS // 5, 2 * QUICK_STEPS // 5, 5), height=5),
