@@ -53,7 +53,7 @@ def block_text(name: str, cache: dict) -> str:
     if part.startswith("figure-"):
         stem = part[len("figure-"):]
         return f"![{FIGURE_CAPTIONS.get(stem, stem)}](results/{directory}/report/{stem}.png)\n"
-    if part.startswith(("time-", "memory-")):
+    if part.startswith(("time-", "memory-", "macs-core-", "macs-layer-")):
         return _efficiency_block(name, results, part, cache)
     if directory not in cache:
         records, left_out = load_records(results)
