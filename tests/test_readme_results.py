@@ -1,5 +1,6 @@
 """The README's result blocks are what scripts/update_readme.py gives from results/ (no drift)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,11 @@ def test_check_fails_on_an_edited_block_and_a_missing_figure(tmp_path):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "<!-- results:quick/accuracy -->" in readme
     edited = tmp_path / "README.md"
-    # Mutation: one accuracy cell hand-edited (the drift the check exists for).
-    edited.write_text(readme.replace("| full          | 30.00 ±", "| full          | 31.00 ±", 1), encoding="utf-8")
+    # Mutation: one accuracy cell hand-edited (the drift the check exists for): full's first figure + 1.
+    cell = re.search(r"(\| full +\| )(\d+)\.(\d\d) ±", readme)
+    drifted = readme[:cell.start(2)] + str(int(cell[2]) + 1) + readme[cell.end(2):]
+    assert drifted != readme
+    edited.write_text(drifted, encoding="utf-8")
     result = run("--check", "--readme", str(edited))
     assert result.returncode == 1
     assert "block quick/accuracy differs" in result.stderr
