@@ -37,6 +37,7 @@ import torch  # noqa: E402
 import torch.utils.benchmark as benchmark  # noqa: E402
 from torch import nn  # noqa: E402
 
+from harness.measure.env import cpu_model  # noqa: E402
 from harness.training.model import AttentionLayer, ModelConfig  # noqa: E402
 from methods import create_attention, list_attentions  # noqa: E402
 
@@ -220,14 +221,7 @@ def environment(command: str, threads: int) -> dict:
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "machine": f"{platform.node()} {platform.machine()} {cpu}, {os.cpu_count()} cores",
         "threads": threads,

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from harness.measure.env import cpu_model  # noqa: E402
 from methods import create_attention  # noqa: E402
 from methods.treeformer import tc_measured  # noqa: E402
 
@@ -108,15 +109,7 @@ def measure(n: int, height: int, repeats: int, device: str) -> dict:
 def describe_machine(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_model(platform.processor() or platform.machine())}, {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -35,6 +35,17 @@ def device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
+def cpu_model(default: str = "unknown") -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else `default`: benchmark files name the machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return default
+
+
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str | None:
     """HEAD of the checkout the code runs from, with '-dirty' when tracked files changed."""
