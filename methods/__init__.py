@@ -7,7 +7,7 @@ Importing this package registers the built-in methods; third-party ones arrive t
 (xformers, triton) are imported only when a method that needs them runs.
 """
 
-from methods.base import AttentionMethod, Capabilities
+from methods.base import AttentionMethod, Capabilities, CostOption
 from methods.plugins import load_plugin
 from methods.registry import (
     ATTENTION,
@@ -25,6 +25,7 @@ __all__ = [
     "ATTENTION",
     "AttentionMethod",
     "Capabilities",
+    "CostOption",
     "attention_options",
     "create_attention",
     "get_attention_class",

@@ -29,6 +29,23 @@ class Capabilities:
     attention_dropout: bool = False
 
 
+@dataclass(frozen=True)
+class CostOption:
+    """The option that sets a method's attention cost, declared so cost matching needs no harness edit.
+
+    The cost must grow with the option's value (bisection relies on it). Values run from `minimum`
+    to `maximum_per_token` times the sequence length (Linformer's k: at most n).
+    """
+
+    name: str
+    minimum: int = 1
+    maximum_per_token: float = 1.0
+
+    def maximum(self, seq_len: int) -> int:
+        """Largest value worth trying at this length."""
+        return max(self.minimum, int(self.maximum_per_token * seq_len))
+
+
 class AttentionMethod(nn.Module):
     """Base class of every attention core.
 
@@ -44,6 +61,8 @@ class AttentionMethod(nn.Module):
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # the option that sets this method's cost, for matching at equal MACs; None: its cost is fixed
+    cost_option: ClassVar[Optional[CostOption]] = None
     registry_name: ClassVar[str] = ""  # set by register_attention
 
     def __init__(self, num_heads: int = 0, head_dim: int = 0, max_seq_len: int = 0):

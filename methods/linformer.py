@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from bench_common import BenchError
-from methods.base import AttentionMethod, Capabilities, check_qkv
+from methods.base import AttentionMethod, Capabilities, CostOption, check_qkv
 from methods.registry import register_attention
 
 Sharing = Literal["none", "headwise", "key-value", "layer"]
@@ -59,6 +59,7 @@ class LinformerAttention(AttentionMethod):
     """Linformer (Wang et al. 2020): keys and values projected along the sequence to length k."""
 
     capabilities = Capabilities(fixed_length=True, attention_dropout=True)  # on the n x k weights
+    cost_option = CostOption("k", maximum_per_token=1.0)  # k rows beyond n add cost and no information
 
     def __init__(
         self,

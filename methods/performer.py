@@ -32,7 +32,7 @@ from typing import Literal, Optional
 import torch
 
 from bench_common import BenchError
-from methods.base import AttentionMethod, check_qkv
+from methods.base import AttentionMethod, CostOption, check_qkv
 from methods.registry import register_attention
 
 SOFTMAX_EPS = 1e-4
@@ -59,6 +59,8 @@ def orthogonal_random_features(num_features: int, dim: int) -> torch.Tensor:
 @register_attention("performer")
 class PerformerAttention(AttentionMethod):
     """Performer FAVOR+ (Choromanski et al. 2021): linear attention with positive orthogonal random features."""
+
+    cost_option = CostOption("num_features", maximum_per_token=64.0)
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Matched cost: Linformer's k and Performer's feature count solved against a reference's measured MACs."""
+"""Matched cost: each method's declared cost option (Linformer's k, Performer's features) solved against a reference's measured MACs."""
 
 import numpy as np
 import pytest
@@ -78,3 +78,30 @@ def test_match_macs_flag_reaches_the_sweep_request(tmp_path):
         if not hasattr(args, key):
             setattr(args, key, value)
     assert sweep_request(args).match_macs == "treeformer-tf"
+
+
+def test_a_plugin_declares_its_cost_option_and_is_matched_without_a_harness_edit():
+    from methods import ATTENTION, AttentionMethod, CostOption, register_attention
+
+    @register_attention("test-window")
+    class Window(AttentionMethod):
+        cost_option = CostOption("window", minimum=2, maximum_per_token=0.5)
+
+        def __init__(self, num_heads, head_dim, max_seq_len, window: int = 4):
+            super().__init__(num_heads, head_dim, max_seq_len)
+            self.window = window
+
+        def forward(self, q, k, v, key_padding_mask=None):
+            return v
+
+        def macs(self, seq_len):
+            return 100 * self.window * seq_len
+
+    try:
+        # one core call per example: 6400 MACs per unit of window; the cap is 0.5 x 64 = 32
+        assert solve_option(config_for("test-window"), 6400 * 7.2) == (7, 6400 * 7)
+        assert solve_option(config_for("test-window"), 6400 * 32) == (32, 6400 * 32)
+        with pytest.raises(BenchError, match="window=32"):
+            solve_option(config_for("test-window"), 6400 * 40)
+    finally:
+        ATTENTION.remove("test-window")

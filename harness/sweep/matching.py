@@ -1,5 +1,6 @@
-"""Matched cost (the paper's claim 2, "at similar FLOPs"): Linformer's k and Performer's number of
-random features chosen per task so that their attention-core MACs equal a reference method's.
+"""Matched cost (the paper's claim 2, "at similar FLOPs"): each method's declared cost option
+(`AttentionMethod.cost_option`: Linformer's k, Performer's number of random features, ...) chosen per
+task so that its attention-core MACs equal a reference method's.
 
 The reference (Treeformer TF by default in the `matched` suite) is measured, not taken from its
 formula: the run config's model is built with the reference run's seed, at initialisation, and its
@@ -20,15 +21,15 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
 from bench_common import BenchError
 from harness.config import layered as cfg
 from harness.sweep.records import RunSpec
+from methods.base import CostOption
 
-MATCHED_OPTIONS = {"linformer": "k", "performer": "num_features"}  # method -> the option that sets its cost
 TOLERANCE = 0.15
 MEASURED_EXAMPLES = 64  # test examples the reference is averaged over (the record counts them all)
 
@@ -57,7 +58,8 @@ def solve_option(config: dict[str, Any], target_macs: float) -> tuple[int, float
     from methods import create_attention
 
     model = cfg.model_config(config)
-    name, key = model.attention, MATCHED_OPTIONS[model.attention]
+    name, cost = model.attention, cost_option(model.attention)
+    key = cost.name
     n, calls = model.encoded_length, core_calls_per_example(config)
 
     def macs(value: int) -> float:
@@ -65,7 +67,7 @@ def solve_option(config: dict[str, Any], target_macs: float) -> tuple[int, float
         core = create_attention(name, num_heads=model.num_heads, head_dim=model.head_dim, max_seq_len=n, **options)
         return calls * core.macs(n)
 
-    low, high = 1, n if name == "linformer" else 64 * n  # Linformer's k is capped at the length
+    low, high = cost.minimum, cost.maximum(n)
     while high - low > 1:  # invariant: macs(low) <= target or low == 1; macs(high) >= target or high is the cap
         middle = (low + high) // 2
         low, high = (middle, high) if macs(middle) <= target_macs else (low, middle)
@@ -79,24 +81,33 @@ def solve_option(config: dict[str, Any], target_macs: float) -> tuple[int, float
     return value, achieved
 
 
+def cost_option(method: str) -> Optional[CostOption]:
+    """The option a registered method declares as setting its cost, or None."""
+    from methods import get_attention_class
+
+    return get_attention_class(method).cost_option
+
+
 def match_specs(specs: list[RunSpec], reference: str, data_dir: Path,
                 reference_spec: Callable[[str], RunSpec]) -> list[RunSpec]:
-    """The specs with Linformer's and Performer's options solved per task against `reference`'s
-    measured MACs; other methods unchanged. `reference_spec(task)` resolves the reference run."""
+    """The specs with each method's declared cost option solved per task against `reference`'s
+    measured MACs; the reference and methods without a cost option unchanged. `reference_spec(task)`
+    resolves the reference run."""
     targets: dict[str, float] = {}
     matched = []
     for spec in specs:
-        if spec.config["model"]["attention"] not in MATCHED_OPTIONS:
+        cost = cost_option(spec.config["model"]["attention"])
+        if cost is None or spec.method == reference:
             matched.append(spec)
             continue
         if spec.task not in targets:
             targets[spec.task] = measure_reference_macs(reference_spec(spec.task), data_dir)
         config = copy.deepcopy(spec.config)
         value, achieved = solve_option(config, targets[spec.task])
-        config["model"]["attention_options"][MATCHED_OPTIONS[config["model"]["attention"]]] = value
+        config["model"]["attention_options"][cost.name] = value
         config["runtime"]["match_macs"] = {"reference": reference, "target_macs": targets[spec.task],
                                            "matched_macs": achieved}
-        print(f"{spec.key}: {MATCHED_OPTIONS[config['model']['attention']]}={value} gives {achieved:.0f} "
+        print(f"{spec.key}: {cost.name}={value} gives {achieved:.0f} "
               f"attention-core MACs per example; {reference} measures {targets[spec.task]:.0f}", file=sys.stderr)
         matched.append(RunSpec(method=spec.method, task=spec.task, seed=spec.seed, config=config,
                                config_hash=cfg.config_hash(config)))
