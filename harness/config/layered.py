@@ -352,8 +352,16 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys added after CONFIG_VERSION 2, left out of the hash while they hold their default (the
+# behaviour before they existed), so records made before them keep their identity.
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "short_conv"): 0}
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """Stable digest of everything that can change a run's result (the runtime section is not)."""
     payload = {k: v for k, v in config.items() if k != "runtime"}
+    for (section, key), default in HASH_NEUTRAL_DEFAULTS.items():
+        if isinstance(payload.get(section), dict) and payload[section].get(key, default) == default:
+            payload[section] = {k: v for k, v in payload[section].items() if k != key}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

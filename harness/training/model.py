@@ -43,12 +43,19 @@ class ModelConfig:
     attention_options: dict[str, Any] = field(default_factory=dict)
     # Per-layer overrides, e.g. {0: {"name": "full"}} keeps layer 0 dense in a tree model.
     layer_attention: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Kernel size of a depthwise convolution over the sequence before each attention layer (0 = none).
+    # Recall needs a query to find the position holding its key *and* read the value beside it; a
+    # short convolution puts the key's neighbours into one state so attention needs one hop, not
+    # two (the recipe Zoology and Based put in front of every sequence mixer). Off in the `lra` family.
+    short_conv: int = 0
 
     def __post_init__(self) -> None:
         if self.qkv_dim % self.num_heads:
             raise BenchError(
                 f"model.num_heads={self.num_heads} must divide model.qkv_dim={self.qkv_dim}"
             )
+        if self.short_conv < 0 or (self.short_conv and self.short_conv % 2 == 0):
+            raise BenchError(f"model.short_conv must be 0 (off) or an odd kernel size, got {self.short_conv}")
         for name in ("dropout", "attention_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise BenchError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -123,12 +130,30 @@ def check_core_output(core: AttentionMethod, output: Any, v: torch.Tensor) -> No
                          f"shape {expected}")
 
 
+class ShortConvolution(nn.Module):
+    """Depthwise convolution along the sequence, centred (the encoder is bidirectional).
+
+    Padded positions are zeroed first, so a real token's state does not depend on how much padding
+    follows it.
+    """
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if key_padding_mask is not None:
+            x = x.masked_fill(~key_padding_mask[..., None], 0.0)
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
 class EncoderBlock(nn.Module):
-    """Pre-LN: x + Attn(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LN: x + Attn(Conv(LN(x))) (Conv only with model.short_conv), then x + MLP(LN(x))."""
 
     def __init__(self, config: ModelConfig, core: AttentionMethod):
         super().__init__()
         self.norm_attention = nn.LayerNorm(config.emb_dim)
+        self.short_conv = ShortConvolution(config.emb_dim, config.short_conv) if config.short_conv else None
         self.attention = AttentionLayer(config, core)
         self.norm_mlp = nn.LayerNorm(config.emb_dim)
         self.mlp = nn.Sequential(
@@ -140,7 +165,10 @@ class EncoderBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.norm_attention(x), key_padding_mask))
+        mixed = self.norm_attention(x)
+        if self.short_conv is not None:
+            mixed = self.short_conv(mixed, key_padding_mask)
+        x = x + self.dropout(self.attention(mixed, key_padding_mask))
         return x + self.dropout(self.mlp(self.norm_mlp(x)))
 
 
