@@ -73,6 +73,26 @@ def generate(params: dict[str, Any], count: int, seed: int) -> Split:
     return Split(inputs, targets)
 
 
+def context_values(split: Split, params: dict[str, Any]) -> np.ndarray:
+    """(N, num_pairs) value index of each context pair, read back from the tokens."""
+    pairs, keys_total, values_total = params["num_pairs"], params["num_keys"], params["num_values"]
+    if params["layout"] == "single":
+        return (np.asarray(split.inputs[:, :pairs]) - FIRST_ID) % values_total
+    return np.asarray(split.inputs[:, 1:context_length(params):2]) - FIRST_ID - keys_total
+
+
+def context_frequency_accuracy(split: Split, params: dict[str, Any]) -> float:
+    """Expected accuracy of answering every query with the value most frequent in its sequence's
+    context, ties broken uniformly at random: what a model scores that never looks at the query.
+    Values repeat within a context (drawn with replacement), so this is above chance."""
+    values = context_values(split, params)
+    counts = np.stack([(values == v).sum(axis=1) for v in range(params["num_values"])], axis=1)  # (N, V)
+    most = counts == counts.max(axis=1, keepdims=True)
+    rows, cols = np.nonzero(np.asarray(split.targets) != IGNORE_INDEX)
+    targets = np.asarray(split.targets)[rows, cols]
+    return float((most[rows, targets] / most[rows].sum(axis=1)).mean()) if rows.size else 0.0
+
+
 @dataclass(frozen=True)
 class MqarLoader(Loader):
     offline: bool = True
@@ -97,6 +117,9 @@ class MqarLoader(Loader):
 
     def source(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Source:
         return Source("generated", None)  # generated in memory by `build`, nothing on disk
+
+    def shortcut_baselines(self, split: Split, params: dict[str, Any]) -> dict[str, float]:
+        return {"context_frequency": context_frequency_accuracy(split, params)}
 
     def build(self, task: Task, data_dir: Path, params: dict[str, Any]) -> Built:
         total = params["num_examples"]

@@ -48,6 +48,11 @@ class Loader(ABC):
     def build(self, task: "Task", data_dir: Path, params: dict[str, Any]) -> "Built":
         """Reads (generating first if needed) and tokenises the raw data; fails fast if it is missing."""
 
+    def shortcut_baselines(self, split: Split, params: dict[str, Any]) -> dict[str, float]:
+        """Accuracies on `split` of rules that solve the task without its skill (recall: guess the
+        context's most frequent value); a method is read as having the skill only above them."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Built:
@@ -129,6 +134,10 @@ class Task:
         recipe = {"task": self.name, "version": self.version, "params": params}
         return {"source": source.kind, "root": None if source.root is None else str(source.root),
                 "fingerprint": fingerprint(source, recipe)}
+
+    def shortcut_baselines(self, split: Split, params: Optional[dict[str, Any]] = None) -> dict[str, float]:
+        """The loader's shortcut accuracies on `split` (see Loader.shortcut_baselines)."""
+        return self.loader.shortcut_baselines(split, self.check_params(params))
 
     def prepare(self, data_dir: Path, params: Optional[dict[str, Any]] = None) -> dict[str, Split]:
         """Splits "train", "val", "test", tokenised once and then read memory-mapped from the cache."""

@@ -65,6 +65,9 @@ class TinyTask:
         "uniform": {"steps": 30, "batch_size": 16, "lr": 3e-3, "eval_every": 10, "warmup_steps": 3, "schedule": "constant"},
     })
 
+    def shortcut_baselines(self, split, params: dict) -> dict:
+        return {}  # no shortcut rule for these tasks
+
     def check_params(self, params: dict) -> dict:
         unknown = set(params) - {"num_examples"}
         if unknown:

@@ -14,12 +14,14 @@ from harness.report.render import accuracy_tables
 T_975_DF2 = 4.302652729911275  # Student t quantile, 97.5%, 2 degrees of freedom
 
 
-def record(method, task, seed, accuracy, *, majority=None, still_learning=None, macs=1000, macs_range=None,
+def record(method, task, seed, accuracy, *, majority=None, shortcut=None, still_learning=None, macs=1000, macs_range=None,
            algorithmic=None, balanced=None, status="ok", config=None, match_macs=None, steps_per_second=10.0):
     metrics = {"test_accuracy": accuracy, "val_accuracy": accuracy, "steps_per_second": steps_per_second,
                "peak_memory_mb": 100.0, "train_seconds": 1.0, "tokens_per_second": 1.0, "history": []}
     if majority is not None:
         metrics["baselines"] = {"majority": majority, "chance": 0.1}
+        if shortcut is not None:
+            metrics["baselines"]["context_frequency"] = shortcut
     if still_learning is not None:
         metrics["still_learning"] = still_learning
     flops = {"attention_core_macs": macs, "attention_algorithmic_macs": algorithmic,
@@ -33,21 +35,43 @@ def record(method, task, seed, accuracy, *, majority=None, still_learning=None, 
             "config": config}
 
 
-def test_majority_row_and_a_cell_at_the_majority_baseline():
+def test_majority_row_and_seeds_at_the_majority_baseline_counted_one_by_one():
     # Task "t": majority 0.50 in full's records, 0.52 in tree's -> mean over the task's records 51.00%.
-    # full: 80, 81, 82 (interval 81 ± 2.48: above). tree: 50, 52, 54: mean 52, half width
-    # 4.3027 * 2 / sqrt(3) = 4.97, low 47.03 <= 51: "≈ majority". just-above: 55, 56, 57: low 53.5 > 51.
+    # full: 80, 81, 82: no seed at or below 51. tree: 50, 52, 54: one seed (50) at or below.
+    # bimodal: 10, 99, 98: mean 69 with a half width of 4.30 x 50.8 / sqrt 3 = 126, an interval that
+    # reaches 51 although two seeds are far above it: one seed is counted, not the interval.
     records = []
-    for seed, (f, t, a) in enumerate([(0.80, 0.50, 0.55), (0.81, 0.52, 0.56), (0.82, 0.54, 0.57)]):
+    for seed, (f, t, b) in enumerate([(0.80, 0.50, 0.10), (0.81, 0.52, 0.99), (0.82, 0.54, 0.98)]):
         records += [record("full", "t", seed, f, majority=0.50), record("tree", "t", seed, t, majority=0.52),
-                    record("above", "t", seed, a, majority=0.51)]
+                    record("bimodal", "t", seed, b, majority=0.51)]
     table = accuracy_tables(records)
     assert table.accuracy.loc["majority", "t"] == "51.00"
     assert table.accuracy.loc["tree", "t"].startswith(f"52.00 ± {T_975_DF2 * 2 / math.sqrt(3):.2f}")
-    assert "≈ majority" in table.accuracy.loc["tree", "t"]
-    assert "≈ majority" not in table.accuracy.loc["above", "t"]
-    assert "≈ majority" not in table.accuracy.loc["full", "t"]
+    assert table.accuracy.loc["tree", "t"].endswith("≤ majority 1/3")
+    assert table.accuracy.loc["bimodal", "t"].endswith("≤ majority 1/3")
+    assert "≤" not in table.accuracy.loc["full", "t"]
+    assert "shortcut" not in table.accuracy.index  # no record carries a shortcut rule
     assert "n = 3 seeds per cell" in table.notes
+
+
+def test_shortcut_row_and_seeds_at_the_shortcut_against_sdpa():
+    # recall task "r": majority 13%, shortcut 33%; sdpa 99, 98, 97; tree 30, 40, 33: two seeds <= 33.
+    # With no `full`, sdpa is the exact reference: tree - sdpa = -69, -58, -64 (mean -63.67, sd 5.51,
+    # half width 4.3027 x 5.51 / sqrt 3 = 13.68).
+    records = []
+    for seed, (exact, tree) in enumerate([(0.99, 0.30), (0.98, 0.40), (0.97, 0.33)]):
+        records += [record("sdpa", "r", seed, exact, majority=0.13, shortcut=0.33),
+                    record("tree", "r", seed, tree, majority=0.13, shortcut=0.33)]
+    table = accuracy_tables(records)
+    assert table.accuracy.loc["shortcut", "r"] == "33.00"
+    assert table.accuracy.loc["tree", "r"].endswith("↓ ≤ shortcut 2/3")
+    assert "≤ shortcut" not in table.accuracy.loc["sdpa", "r"]
+    assert "exact attention (`sdpa`)" in table.notes and "≤ shortcut k/n" in table.notes
+    from harness.report.tables import significance_table
+
+    row = significance_table(table.significance).set_index("method").loc["tree"]
+    assert row["vs"] == "sdpa" and row["difference (points)"] == "-63.67"
+    assert row["95% interval"] == f"[{-63.67 - 13.68:+.2f}, {-63.67 + 13.68:+.2f}]"
 
 
 def test_missing_baselines_and_flags_are_said_not_invented():

@@ -16,7 +16,7 @@ from harness.report.stats import Comparison, RankingStability, compare, ranking_
 STATUS_LABELS = {"error": "FAIL", "oom": "OOM", "timeout": "TIMEOUT", "diverged": "DIVERGED",
                  "unsupported": "UNSUPPORTED"}
 RUN_COLUMNS = ["method", "attention", "task", "seed", "status", "reason", "test_accuracy", "val_accuracy",
-               "majority", "chance", "still_learning", "train_seconds", "steps_per_second", "tokens_per_second",
+               "majority", "chance", "shortcut", "still_learning", "train_seconds", "steps_per_second", "tokens_per_second",
                "peak_memory_mb", "batch_size", "attention_core_macs", "attention_core_macs_min",
                "attention_core_macs_max", "attention_algorithmic_macs", "attention_balanced_macs",
                "attention_layer_macs", "total_macs", "unsupported_ops", "match_reference", "match_target_macs"]
@@ -38,6 +38,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "seed": record.get("seed"), "status": record["status"], "reason": record.get("reason"),
             "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
             "majority": baselines.get("majority"), "chance": baselines.get("chance"),
+            "shortcut": baselines.get("context_frequency"),
             "still_learning": metrics.get("still_learning"),
             "train_seconds": metrics.get("train_seconds"), "steps_per_second": metrics.get("steps_per_second"),
             "tokens_per_second": metrics.get("tokens_per_second"), "peak_memory_mb": metrics.get("peak_memory_mb"),
@@ -50,14 +51,16 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def task_baselines(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task: majority and chance (%, mean over the task's records that carry them), and how many lack them."""
+    """Per task: majority, chance and the task's shortcut rule (%, mean over the task's records that
+    carry them; the shortcut only for tasks that have one), and how many records lack the majority."""
     rows = []
     for task, group in runs.groupby("task", sort=False):
-        majority, chance = _present(group["majority"]), _present(group["chance"])
+        majority, chance, shortcut = (_present(group[key]) for key in ("majority", "chance", "shortcut"))
         rows.append({"task": task, "majority": 100 * _mean(majority) if majority else None,
                      "chance": 100 * _mean(chance) if chance else None,
+                     "shortcut": 100 * _mean(shortcut) if shortcut else None,
                      "records_without_majority": len(group) - len(majority)})
-    return pd.DataFrame(rows, columns=["task", "majority", "chance", "records_without_majority"])
+    return pd.DataFrame(rows, columns=["task", "majority", "chance", "shortcut", "records_without_majority"])
 
 
 def cell_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +72,7 @@ def cell_summary(runs: pd.DataFrame) -> pd.DataFrame:
         accuracies = [100 * float(v) for v in ok["test_accuracy"] if v is not None]
         all_ok = len(ok) == len(group) and len(accuracies) == len(group)
         interval = t_interval(accuracies) if all_ok else None
-        majority = baselines.loc[task, "majority"]
+        majority, shortcut = baselines.loc[task, "majority"], baselines.loc[task, "shortcut"]
         core = _present(group["attention_core_macs"])
         learning = _present(ok["still_learning"])
         rows.append({
@@ -80,8 +83,10 @@ def cell_summary(runs: pd.DataFrame) -> pd.DataFrame:
             "test_accuracy_ci95": interval.half_width if interval else None,
             "test_accuracy_std": _std(accuracies) if all_ok else None,
             "majority": majority,
-            # The interval reaches the majority line (or the mean is at or below it): nothing learned we can tell.
-            "at_majority": (interval.low <= majority) if interval and majority is not None else None,
+            # Seeds at or below a baseline, counted seed by seed: a t interval over a split of solved
+            # and unsolved seeds would reach the baseline although most seeds are far above it.
+            "seeds_at_majority": _at_or_below(accuracies, majority) if all_ok else None,
+            "seeds_at_shortcut": _at_or_below(accuracies, shortcut) if all_ok else None,
             "still_learning_runs": sum(bool(v) for v in learning), "still_learning_known": len(learning),
             "attention_core_macs": _mean(core) if core else None,
             "attention_core_macs_std": _std(core) if len(set(core)) > 1 else None,
@@ -114,8 +119,10 @@ def ok_accuracies(runs: pd.DataFrame, cells: pd.DataFrame, task: str) -> dict[st
     return by_method
 
 
-def comparisons(runs: pd.DataFrame, cells: pd.DataFrame, reference: str = "full") -> pd.DataFrame:
-    """Each ok cell against the reference method's ok cell on the same task (stats.compare)."""
+def comparisons(runs: pd.DataFrame, cells: pd.DataFrame, reference: Optional[str] = None) -> pd.DataFrame:
+    """Each ok cell against the reference method's ok cell on the same task (stats.compare); the
+    reference defaults to the exact attention present (`exact_reference`)."""
+    reference = reference or exact_reference(cells)
     rows = []
     for task in dict.fromkeys(cells["task"]):
         accuracy = ok_accuracies(runs, cells, task)
@@ -127,10 +134,11 @@ def comparisons(runs: pd.DataFrame, cells: pd.DataFrame, reference: str = "full"
             result: Optional[Comparison] = compare(by_seed, accuracy[reference])
             if result is not None:
                 rows.append({"task": task, "method": method, "reference": reference, "test": result.test,
-                             "n": result.n, "difference": result.difference, "statistic": result.statistic,
+                             "n": result.n, "difference": result.difference,
+                             "difference_ci95": result.difference_ci95, "statistic": result.statistic,
                              "df": result.df, "p_value": result.p_value, "significant": result.significant})
-    return pd.DataFrame(rows, columns=["task", "method", "reference", "test", "n", "difference", "statistic",
-                                       "df", "p_value", "significant"])
+    return pd.DataFrame(rows, columns=["task", "method", "reference", "test", "n", "difference", "difference_ci95",
+                                       "statistic", "df", "p_value", "significant"])
 
 
 def rankings(runs: pd.DataFrame, cells: pd.DataFrame) -> dict[str, Optional[RankingStability]]:
@@ -142,6 +150,17 @@ def average_tasks(cells: pd.DataFrame) -> list[str]:
     scored = cells[cells["method"].isin(cells.loc[cells["label"] == "ok", "method"])]
     tasks = list(dict.fromkeys(cells["task"]))
     return [t for t in tasks if (scored.loc[scored["task"] == t, "label"] == "ok").all() and t in set(scored["task"])]
+
+
+def _at_or_below(accuracies: list[float], baseline: Optional[float]) -> Optional[int]:
+    """How many of the seeds' accuracies (%) are at or below `baseline` (%); None without a baseline."""
+    return None if baseline is None else sum(a <= baseline for a in accuracies)
+
+
+def exact_reference(cells: pd.DataFrame) -> Optional[str]:
+    """The exact attention the others are tested against: `full`, else `sdpa` (the same function)."""
+    methods = set(cells["method"])
+    return next((name for name in ("full", "sdpa") if name in methods), None)
 
 
 def _failure_label(group: pd.DataFrame) -> str:

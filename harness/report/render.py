@@ -5,8 +5,10 @@ and writes `DIR/report/`; it never builds a model or imports `methods`, so a rep
 re-rendered anywhere, from copied result files. Written files:
 
 - accuracy.{md,tex,csv}: LRA-style method x task test accuracy (%, mean ± 95% interval over seeds,
-  Avg, the majority-class row, marks for significance against full, "≈ majority", still learning);
-- significance.md: each method against full attention per task (test, t, df, p);
+  Avg, the majority-class and shortcut rows, marks for significance against exact attention, seeds at
+  or below a baseline, still learning);
+- significance.md: each method against exact attention (full, else sdpa) per task (test, difference
+  with its 95% interval, t, df, p);
 - macs.{md,tex,csv}, macs_detail.md: attention-core MACs per example (forward), over seeds and the test split;
 - matched.md: accuracy at matched attention MACs (the `matched` suite);
 - cost.md, cells.csv, runs.csv: training cost, and every number above in long form;

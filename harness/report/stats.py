@@ -59,6 +59,8 @@ class Comparison:
     statistic: float
     df: float
     p_value: float
+    # half width of the 95% t interval of the difference: what the seeds allow it to be, beside the p value
+    difference_ci95: float = math.nan
 
     @property
     def significant(self) -> bool:
@@ -91,7 +93,8 @@ def _result(test: str, n: int, difference: float, numerator: float, standard_err
     else:
         statistic = numerator / standard_error
         p_value = float(2 * scipy_stats.t.sf(abs(statistic), df))
-    return Comparison(test, n, difference, statistic, df, p_value)
+    half_width = float(scipy_stats.t.ppf(1 - (1 - LEVEL) / 2, df)) * standard_error
+    return Comparison(test, n, difference, statistic, df, p_value, half_width)
 
 
 @dataclass(frozen=True)

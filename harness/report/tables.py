@@ -4,8 +4,9 @@ Conventions (LRA's tables): accuracy in percent, mean ± 95% t interval over see
 task) cell shows a number only when every run of it is ok, otherwise the failure (FAIL, OOM,
 TIMEOUT, DIVERGED, UNSUPPORTED); a failure is never averaged in as 0. The Avg column averages each
 method's task means over the tasks where every run of every method is ok, so every Avg in the
-column covers the same tasks. Marks: ↑/↓ significantly above/below full attention (stats.py),
-"≈ majority" when the interval reaches the majority-class baseline, † still learning at the end.
+column covers the same tasks. Marks: ↑/↓ significantly above/below exact attention (stats.py),
+"≤ majority k/n" and "≤ shortcut k/n" when k of the n seeds are at or below the majority-class or the
+task's shortcut baseline (counted seed by seed), † still learning at the end.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from harness.report.stats import ALPHA, RankingStability
 
 MISSING = "—"
 MARKS = {
-    False: {"pm": " ± ", "up": " ↑", "down": " ↓", "majority": " ≈ majority", "learning": " †"},
-    True: {"pm": " $\\pm$ ", "up": " $\\uparrow$", "down": " $\\downarrow$", "majority": " $\\approx$ majority",
+    False: {"pm": " ± ", "up": " ↑", "down": " ↓", "at": " ≤ ", "learning": " †"},
+    True: {"pm": " $\\pm$ ", "up": " $\\uparrow$", "down": " $\\downarrow$", "at": " $\\leq$ ",
            "learning": " $^\\dagger$"},
 }
 
@@ -34,7 +35,8 @@ def common_n(cells: pd.DataFrame) -> Optional[int]:
 
 def accuracy_table(cells: pd.DataFrame, baselines: pd.DataFrame, significance: pd.DataFrame,
                    latex: bool = False) -> pd.DataFrame:
-    """Wide method x task table of display strings, the Avg column and a `majority` row."""
+    """Wide method x task table of display strings, the Avg column, a `majority` row and, where a task
+    has one, a `shortcut` row."""
     tasks = list(dict.fromkeys(cells["task"]))
     avg_tasks = average_tasks(cells)
     avg_column = f"Avg ({len(avg_tasks)})"
@@ -55,6 +57,11 @@ def accuracy_table(cells: pd.DataFrame, baselines: pd.DataFrame, significance: p
     table["majority"] = {task: _number(majority.get(task)) for task in tasks}
     if avg_tasks:
         table["majority"][avg_column] = _number(sum(known) / len(known)) if None not in known else MISSING
+    shortcut = baselines.set_index("task")["shortcut"]
+    if shortcut.notna().any():
+        table["shortcut"] = {task: _number(shortcut.get(task)) for task in tasks}
+        if avg_tasks:
+            table["shortcut"][avg_column] = MISSING  # not every task has a shortcut rule
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame.index.name = "method"
     return frame
@@ -71,8 +78,10 @@ def _accuracy_cell(cell: pd.Series, n: Optional[int], direction: Optional[str], 
         text += f" (n={cell['n']})"
     if direction:
         text += marks[direction]
-    if cell["at_majority"]:
-        text += marks["majority"]
+    for baseline in ("majority", "shortcut"):
+        count = cell[f"seeds_at_{baseline}"]
+        if count:
+            text += f"{marks['at']}{baseline} {count}/{cell['n']}"
     if cell["still_learning_runs"]:
         text += marks["learning"]
     return text
@@ -84,12 +93,17 @@ def accuracy_notes(cells: pd.DataFrame, baselines: pd.DataFrame, significance: p
     notes = [f"Test accuracy (%): mean ± 95% Student-t interval over seeds ({f'n = {n} seeds per cell' if n else 'n per cell shown'})."]
     if not significance.empty:
         tests = " or ".join(sorted(set(significance["test"])))
-        notes.append(f"↑/↓: differs from full attention on that task ({tests}-test by seed, two-sided, "
+        reference = significance["reference"].iloc[0]
+        notes.append(f"↑/↓: differs from exact attention (`{reference}`) on that task ({tests}-test by seed, two-sided, "
                      f"alpha {ALPHA}, not corrected for multiple comparisons).")
-    elif not (cells["method"] == "full").any():
-        notes.append("No `full` runs here, so no cell is tested against full attention.")
-    notes.append("≈ majority: the interval reaches the majority-class baseline (the `majority` row, mean over "
-                 "the task's records), so the method learned nothing we can tell.")
+    elif not cells["method"].isin(["full", "sdpa"]).any():
+        notes.append("No `full` or `sdpa` runs here, so no cell is tested against exact attention.")
+    notes.append("≤ majority k/n: k of the cell's n seeds score at or below the majority-class baseline (the "
+                 "`majority` row, mean over the task's records): those seeds learned nothing we can tell.")
+    if baselines["shortcut"].notna().any():
+        notes.append("≤ shortcut k/n: k of n seeds score at or below the task's shortcut rule (the `shortcut` row; "
+                     "recall: answer every query with the most frequent value in its context), so those seeds "
+                     "need not have recalled anything.")
     lacking = baselines.loc[baselines["records_without_majority"] > 0]
     if len(lacking):
         notes.append("The majority baseline is missing from the records of " + ", ".join(
@@ -110,6 +124,8 @@ def significance_table(significance: pd.DataFrame) -> pd.DataFrame:
         "task": significance["task"], "method": significance["method"],
         "vs": significance["reference"], "test": significance["test"], "n": significance["n"],
         "difference (points)": significance["difference"].map(lambda v: f"{v:+.2f}"),
+        "95% interval": [f"[{d - h:+.2f}, {d + h:+.2f}]" for d, h in
+                         zip(significance["difference"], significance["difference_ci95"])],
         "t": significance["statistic"].map(lambda v: f"{v:.2f}"),
         "df": significance["df"].map(lambda v: f"{v:.1f}"),
         "p": significance["p_value"].map(lambda v: f"{v:.3g}"),

@@ -104,7 +104,8 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     splits = prepared.splits
     for name in ("train", "val", "test"):
         check_split(name, splits[name], task.head)
-    baselines = class_baselines(splits["test"].targets, model_config(config).num_classes)
+    baselines = {**class_baselines(splits["test"].targets, model_config(config).num_classes),
+                 **task.shortcut_baselines(splits["test"], dict(config["data"]))}
     record["metrics"]["baselines"] = baselines
 
     seed_everything(spec.seed)
