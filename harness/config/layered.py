@@ -49,6 +49,10 @@ TOP_LEVEL: dict[str, Any] = {
     "model": "ModelConfig",
     "data": dict,
     "bootstrap": Optional[dict],
+    # torch intra-op threads of the run; null = the planning process's count. Part of the run's
+    # identity: CPU kernels sum in another order with another count, so results differ in the last
+    # digits and, through training, in accuracy.
+    "threads": Optional[int],
 }
 
 
@@ -174,7 +178,7 @@ def _parse_assignment(assignment: str) -> dict[str, Any]:
     top = parts[0]
     if top == "device":
         raise BenchError(DEVICE_BY_FLAG.format(where=where))
-    if top == "family":
+    if top in ("family", "threads"):
         if len(parts) > 1:
             raise BenchError(f"{where}: '{top}' has no sub-keys")
         return {top: check_value(where, parse_text(where, text, TOP_LEVEL[top]), TOP_LEVEL[top])}
@@ -278,6 +282,7 @@ def default_layer(device: str) -> dict[str, Any]:
         "model": check_layer({"model": dataclasses.asdict(_model_config_class()())}, "defaults")["model"],
         "data": {},
         "bootstrap": None,
+        "threads": None,
     }
 
 
@@ -306,7 +311,19 @@ def finish(config: dict[str, Any]) -> dict[str, Any]:
     config["train"] = check_layer({"train": dataclasses.asdict(train)}, "train")["train"]
     # The concrete precision, not null, so the record (and the config hash) say what ran.
     config["train"]["precision"] = resolve_precision(train.precision, str(config["device"]).split(":")[0])
+    config["threads"] = resolve_threads(config.get("threads"))
     return config
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """The torch thread count a run uses: as given, or the planning process's (OMP_NUM_THREADS)."""
+    import torch
+
+    if threads is None:
+        return torch.get_num_threads()
+    if threads < 1:
+        raise BenchError(f"threads must be >= 1 (torch intra-op threads per run), got {threads}")
+    return threads
 
 
 # Model fields that count something (at least one) and the fields a task fixes as a minimum.

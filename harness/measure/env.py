@@ -10,7 +10,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "numpy", "fvcore", "tqdm", "pandas", "tensorflow-datasets", "xformers", "ray")
@@ -59,12 +59,17 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
-def environment(device: str) -> dict[str, Any]:
-    """The record's "env" block."""
+def command_line() -> str:
+    """This process's command line, as a user would type it."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def environment(device: str, command: Optional[str] = None) -> dict[str, Any]:
+    """The record's "env" block; `command` is the user's, where this process is a worker started for it."""
     return {
         "versions": versions(),
         "device": device_name(device),
         "machine": f"{platform.node()} {platform.platform()}",
         "git_commit": git_commit(),
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or command_line(),
     }

@@ -28,6 +28,7 @@ from bench_common import BenchError
 from lra import default_data_dir
 
 from harness.config import layered as cfg
+from harness.measure.env import command_line
 from harness.training.distributed import is_primary, shard_batch_size, world_from_env
 from harness.sweep.executors import Executor
 from harness.sweep.records import RunSpec
@@ -117,7 +118,8 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     source = data_source(task, request.data_dir, config["data"], {} if sources is None else sources)
     config["data_source"] = {"source": source["source"], "fingerprint": source["fingerprint"]}
     config["runtime"] = {"suite": suite.name, "data_dir": str(request.data_dir), "plugins": list(request.plugins),
-                         "checkpoint_dir": str(Path(request.out) / "checkpoints"), "data_root": source["root"]}
+                         "checkpoint_dir": str(Path(request.out) / "checkpoints"), "data_root": source["root"],
+                         "command": command_line()}  # workers of any executor record the user's command
     return RunSpec(method=variant.label, task=task_name, seed=seed, config=config,
                    config_hash=cfg.config_hash(config))
 

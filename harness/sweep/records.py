@@ -77,7 +77,7 @@ def new_record(spec: RunSpec) -> dict[str, Any]:
         "suite": config.get("runtime", {}).get("suite"),
         "config": config,
         "config_hash": spec.config_hash,
-        "env": environment(config.get("device", "cpu")),
+        "env": environment(config.get("device", "cpu"), config.get("runtime", {}).get("command")),
         "data": planned_data(config),
     }
 

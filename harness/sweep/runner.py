@@ -67,6 +67,8 @@ def seed_everything(seed: int) -> None:
 
 def execute_run(spec: RunSpec) -> dict[str, Any]:
     """Trains and evaluates one run; returns its record whatever happens."""
+    if spec.config.get("threads"):  # first, so the record's env names the count; older configs lack the key
+        torch.set_num_threads(spec.config["threads"])
     record = new_record(spec)
     try:
         _run(spec, record)
