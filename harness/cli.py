@@ -108,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--retry-failed", action="store_true",
                         help="also rerun runs whose record says diverged or unsupported (same config)")
     common.add_argument("--match-macs", metavar="METHOD",
-                        help="choose Linformer's k and Performer's features per task so their attention-core "
-                             "MACs match METHOD's, measured on the task (e.g. treeformer-tf)")
+                        help="run METHOD first, then choose each other method's cost option (Linformer's k, "
+                             "Performer's features, ...) so its attention-core MACs match what METHOD's trained "
+                             "model executed on the same task and seed (e.g. treeformer-tf)")
 
     parser = _Parser(prog="run_benchmark.py", description="Treeformer Bench", parents=[common])
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -191,26 +192,33 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.training.distributed import init_from_env, shutdown
     from harness.sweep.executors import executor_from_flags
-    from harness.sweep.driver import failed, resolve_specs, run_sweep
+    from harness.sweep.driver import failed, matching_reference, resolve_specs, run_matched, run_sweep
 
     executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb)
     request = sweep_request(args)
     specs = resolve_specs(request)
+    reference = matching_reference(request)
     if getattr(args, "dry_run", False):
         from harness.sweep.driver import plan
 
-        for line in plan(specs, request.out):
+        for line in plan(specs, request.out, reference):
             print(json.dumps(line, default=str))
         return 0
     dist = init_from_env(request.device)
+    unmatched: list = []
     try:
-        records = run_sweep(specs, request.out, executor, force=args.force, retry_failed=args.retry_failed)
+        if reference:
+            records, unmatched = run_matched(specs, reference, request.out, executor, force=args.force,
+                                             retry_failed=args.retry_failed)
+        else:
+            records = run_sweep(specs, request.out, executor, force=args.force, retry_failed=args.retry_failed)
     finally:
         shutdown(dist)
     bad = failed(records)
     if dist.is_primary:
-        print(f"{len(records)} runs in {request.out}: {len(records) - len(bad)} without failure, {len(bad)} failed")
-    return 1 if bad else 0
+        print(f"{len(records)} runs in {request.out}: {len(records) - len(bad)} without failure, {len(bad)} failed"
+              + (f"; {len(unmatched)} not run (their reference failed)" if unmatched else ""))
+    return 1 if bad or unmatched else 0
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
-"""Matched cost: each method's declared cost option (Linformer's k, Performer's features) solved against a reference's measured MACs."""
+"""Matched cost: each method's declared cost option (Linformer's k, Performer's features) solved against what
+the trained reference executed."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -8,8 +8,7 @@ from bench_common import BenchError
 from harness.cli import COMMON_DEFAULTS, build_parser, sweep_request
 from harness.config import layered as cfg
 from harness.config.suites import SUITES, MethodVariant, Suite, plain, register_suite
-from harness.measure.flops import count_macs, per_example_core_macs
-from harness.sweep import runner
+from harness.measure.flops import count_macs
 from harness.sweep.driver import SweepRequest, resolve_specs
 from harness.sweep.matching import solve_option
 from harness.training.model import EncoderClassifier
@@ -47,29 +46,46 @@ def matched_suite(tiny_tasks):
     SUITES.remove("tiny-matched")
 
 
-def test_matched_suite_records_the_target_and_solves_each_method(tmp_path, matched_suite, tiny_tasks):
-    request = SweepRequest(suite="tiny-matched", out=tmp_path, data_dir=tmp_path)
-    specs = {spec.method: spec for spec in resolve_specs(request)}
-    # The target: TF's model at initialisation (the run's seed), its executed core MACs averaged
-    # over the test examples (per_example_core_macs agrees with fvcore example by example:
-    # tests/test_executed_macs.py).
-    runner.seed_everything(0)
-    tf_model = EncoderClassifier(cfg.model_config(specs["tf"].config))
-    test = tiny_tasks["tiny-majority"].prepare(tmp_path, {})["test"]
-    executed, _ = per_example_core_macs(tf_model, test, torch.device("cpu"))
-    assert len(set(executed.tolist())) > 1, "a data-dependent target"
-    for method, option in (("linformer", "k"), ("performer", "num_features")):
-        config = specs[method].config
-        assert config["runtime"]["match_macs"]["reference"] == "tf"
-        assert config["runtime"]["match_macs"]["target_macs"] == pytest.approx(float(np.mean(executed)))
-        # What the matched model executes, traced by fvcore (not the method's formula):
-        model = EncoderClassifier(cfg.model_config(config))
-        traced = count_macs(model, torch.randint(1, 3, (1, 16)))["attention_core_macs"]
-        assert abs(traced - np.mean(executed)) <= 0.15 * np.mean(executed), (method, config["model"]["attention_options"])
-        assert isinstance(config["model"]["attention_options"][option], int)
-        assert specs[method].config_hash == cfg.config_hash(config)  # the solved option keys resume
-    for method in ("tf", "full"):
-        assert "match_macs" not in specs[method].config["runtime"]
+def test_matched_runs_are_solved_against_the_trained_reference_of_their_seed(tmp_path, matched_suite, tiny_tasks):
+    from harness.sweep.driver import plan, run_matched
+    from harness.sweep.executors import LocalExecutor
+    from harness.sweep.records import read_record, record_path, write_record
+
+    out = tmp_path / "out"
+    request = SweepRequest(suite="tiny-matched", out=out, data_dir=tmp_path / "data", seeds=[0, 1],
+                           methods=["linformer", "performer", "full"],  # the reference joins by itself
+                           sets=["train.steps=4", "train.eval_every=2"])
+    specs = resolve_specs(request)
+    assert sorted({s.method for s in specs}) == ["full", "linformer", "performer", "tf"]
+    before = {(line["method"], line["seed"]): line for line in plan(specs, out, "tf")}
+    assert before[("linformer", 0)]["config_hash"] is None
+    assert before[("linformer", 0)]["waits"] == "waits for the reference run tiny-majority/tf/seed0"
+    assert before[("full", 0)]["config_hash"] and "waits" not in before[("full", 0)]
+
+    records, unmatched = run_matched(specs, "tf", out, LocalExecutor())
+    assert unmatched == [] and all(r["status"] == "ok" for r in records)
+    for seed in (0, 1):
+        trained = read_record(record_path(out, "tiny-majority", "tf", seed))["flops"]["attention_core_macs"]
+        for method, option in (("linformer", "k"), ("performer", "num_features")):
+            record = read_record(record_path(out, "tiny-majority", method, seed))
+            match = record["config"]["runtime"]["match_macs"]
+            assert match["reference"] == "tf" and match["target_macs"] == trained
+            assert match["reference_record"].endswith(f"tiny-majority/tf/seed{seed}.json")
+            # what the matched model executes, traced by fvcore (not the method's formula)
+            model = EncoderClassifier(cfg.model_config(record["config"]))
+            traced = count_macs(model, torch.randint(1, 3, (1, 16)))["attention_core_macs"]
+            assert abs(traced - trained) <= 0.15 * trained, (method, record["config"]["model"]["attention_options"])
+            assert isinstance(record["config"]["model"]["attention_options"][option], int)
+    # a rerun resolves the same matched configs from the records: everything is done
+    after = plan(resolve_specs(request), out, "tf")
+    assert all(line["record_exists"] for line in after)
+
+    # a failed reference leaves its matched runs unrun, named with the reason
+    failed = read_record(record_path(out, "tiny-majority", "tf", 1))
+    write_record(out, {**failed, "status": "error", "reason": "planted"})
+    waiting = {(line["method"], line["seed"]): line.get("waits") for line in plan(resolve_specs(request), out, "tf")}
+    assert waiting[("performer", 1)] == "reference run tiny-majority/tf/seed1 ended 'error': nothing to match"
+    assert waiting[("performer", 0)] is None
 
 
 def test_match_macs_flag_reaches_the_sweep_request(tmp_path):

@@ -167,14 +167,38 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
     sources: dict[str, dict[str, Any]] = {}
     specs = [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
              for task in tasks for variant in variants for seed in seeds]
-    reference = request.match_macs or suite.match_macs
-    if reference:
-        from harness.sweep.matching import match_specs
-
+    reference = matching_reference(request)
+    if reference:  # matched runs need their reference's runs, selected or not
         (variant,) = select_methods(suite, [reference])
-        specs = match_specs(specs, reference, request.data_dir, lambda task: resolve_run(
-            request, suite, task, variant, seeds[0], file_layer, set_layers, sources))
+        if variant not in variants:
+            specs += [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
+                      for task in tasks for seed in seeds]
     return specs
+
+
+def matching_reference(request: SweepRequest) -> Optional[str]:
+    """The method whose trained MACs the others are matched to (--match-macs or the suite's), or None."""
+    return request.match_macs or get_suite(request.suite).match_macs
+
+
+def run_matched(specs: list[RunSpec], reference: str, out: Path, executor: Executor, force: bool = False,
+                retry_failed: bool = False) -> tuple[list[dict[str, Any]], list[tuple[RunSpec, str]]]:
+    """Two passes: the runs that need no matching (the reference among them), then the others with
+    their cost option solved against the reference run of their task and seed. Returns the records
+    and the runs that could not be matched, each with the reason (its reference failed)."""
+    from harness.sweep.matching import match_to_reference, needs_matching
+
+    later = [spec for spec in specs if needs_matching(spec, reference)]
+    records = run_sweep([spec for spec in specs if spec not in later], out, executor, force, retry_failed)
+    matched, unmatched = [], []
+    for spec in later:
+        solved, reason = match_to_reference(spec, reference, Path(out))
+        if solved is None:
+            unmatched.append((spec, reason))
+            print(f"{spec.key}: not run: {reason}", file=sys.stderr)
+        else:
+            matched.append(solved)
+    return records + (run_sweep(matched, out, executor, force, retry_failed) if matched else []), unmatched
 
 
 def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:
@@ -183,11 +207,22 @@ def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:
     return existing if existing is not None and existing["config_hash"] == spec.config_hash else None
 
 
-def plan(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
-    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing."""
-    return [{"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
-             "config_hash": spec.config_hash, "record_exists": finished_record(Path(out), spec) is not None}
-            for spec in specs]
+def plan(specs: list[RunSpec], out: Path, reference: Optional[str] = None) -> list[dict[str, Any]]:
+    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing. A
+    matched run whose reference has not run yet has no config hash: `waits` says why."""
+    from harness.sweep.matching import match_to_reference, needs_matching
+
+    lines = []
+    for spec in specs:
+        waits = None
+        if reference and needs_matching(spec, reference):
+            solved, reason = match_to_reference(spec, reference, Path(out))
+            spec, waits = (solved, None) if solved is not None else (spec, reason)
+        lines.append({"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
+                      "config_hash": None if waits else spec.config_hash,
+                      "record_exists": not waits and finished_record(Path(out), spec) is not None,
+                      **({"waits": waits} if waits else {})})
+    return lines
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:

@@ -1,19 +1,18 @@
 """Matched cost (the paper's claim 2, "at similar FLOPs"): each method's declared cost option
-(`AttentionMethod.cost_option`: Linformer's k, Performer's number of random features, ...) chosen per
-task so that its attention-core MACs equal a reference method's.
+(`AttentionMethod.cost_option`: Linformer's k, Performer's number of random features, ...) chosen so
+that its attention-core MACs equal what a reference method's *trained* model executed.
 
-The reference (Treeformer TF by default in the `matched` suite) is measured, not taken from its
-formula: the run config's model is built with the reference run's seed, at initialisation, and its
-attention cores' executed MACs are averaged over the task's test examples (as records count them,
-harness/measure/flops.py `count_split_macs`). At initialisation, because the matching must be
-known when runs are resolved: before any run starts, so every run is independent (any executor,
-any order, resume by config hash) and a bad setting is a usage error. The trained tree's cost
-differs (a learned tree is less balanced); the reference run's record shows it beside the
-target, so the drift is visible.
+Two passes. The reference runs first (Treeformer TF in the `matched` suite); its record carries the
+attention-core MACs its trained cores executed, averaged over the task's test split (a learned tree
+spends more than at initialisation, so matching at step 0 would handicap the others). Then each
+matched run of the same task and seed gets the option value whose MACs are closest to that figure,
+and runs. The solved value is part of the run's config and hash, and it follows from the reference
+record alone, so a rerun resolves the same runs and resumes them; the record says which reference
+run it matched (`runtime.match_macs`).
 
-The matched option is found by bisection on the method's own `macs(n)` (monotone in k and in
-the feature count) times the number of core calls per example; a match further than 15% from the
-target (k cannot exceed the sequence length) is refused with a one-line error.
+The option is found by bisection on the method's own `macs(n)` (monotone in the option) times the
+number of core calls per example; a match further than 15% from the target (k cannot exceed the
+sequence length) is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -21,30 +20,26 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import torch
+from typing import Any, Optional
 
 from bench_common import BenchError
 from harness.config import layered as cfg
-from harness.sweep.records import RunSpec
+from harness.sweep.records import RunSpec, read_record_if_valid, record_path
 from methods.base import CostOption
 
 TOLERANCE = 0.15
-MEASURED_EXAMPLES = 64  # test examples the reference is averaged over (the record counts them all)
 
 
-def measure_reference_macs(spec: RunSpec, data_dir: Path) -> float:
-    """Mean attention-core MACs per test example of `spec`'s model at initialisation (seeded as the run)."""
-    from harness.measure.flops import count_split_macs
-    from harness.sweep import runner
-    from harness.training.model import EncoderClassifier
+def cost_option(method: str) -> Optional[CostOption]:
+    """The option a registered method declares as setting its cost, or None."""
+    from methods import get_attention_class
 
-    task = runner.load_task(spec.task)
-    test = task.prepare(Path(data_dir), dict(spec.config["data"]))["test"]
-    runner.seed_everything(spec.seed)
-    model = EncoderClassifier(cfg.model_config(spec.config))
-    return float(count_split_macs(model, test, torch.device("cpu"), MEASURED_EXAMPLES)["attention_core_macs"])
+    return get_attention_class(method).cost_option
+
+
+def needs_matching(spec: RunSpec, reference: str) -> bool:
+    """Whether `spec` waits for the reference: a method with a cost option that is not the reference."""
+    return spec.method != reference and cost_option(spec.config["model"]["attention"]) is not None
 
 
 def core_calls_per_example(config: dict[str, Any]) -> int:
@@ -68,7 +63,7 @@ def solve_option(config: dict[str, Any], target_macs: float) -> tuple[int, float
         return calls * core.macs(n)
 
     low, high = cost.minimum, cost.maximum(n)
-    while high - low > 1:  # invariant: macs(low) <= target or low == 1; macs(high) >= target or high is the cap
+    while high - low > 1:  # invariant: macs(low) <= target or low == minimum; macs(high) >= target or high is the cap
         middle = (low + high) // 2
         low, high = (middle, high) if macs(middle) <= target_macs else (low, middle)
     value = min((low, high), key=lambda v: abs(macs(v) - target_macs))
@@ -81,34 +76,35 @@ def solve_option(config: dict[str, Any], target_macs: float) -> tuple[int, float
     return value, achieved
 
 
-def cost_option(method: str) -> Optional[CostOption]:
-    """The option a registered method declares as setting its cost, or None."""
-    from methods import get_attention_class
+def reference_target(out: Path, reference: str, task: str, seed: int) -> tuple[Optional[float], str]:
+    """(the trained reference's executed attention-core MACs per test example, where it was read),
+    or (None, why not yet): the reference has not run, failed, or its record lacks the count."""
+    path = record_path(out, task, reference, seed)
+    record = read_record_if_valid(path)
+    if record is None:
+        return None, f"waits for the reference run {task}/{reference}/seed{seed}"
+    macs = (record.get("flops") or {}).get("attention_core_macs")
+    if record["status"] != "ok" or macs is None:
+        return None, (f"reference run {task}/{reference}/seed{seed} ended '{record['status']}'"
+                      f"{'' if macs is not None else ' without a MAC count'}: nothing to match")
+    return float(macs), str(path)
 
-    return get_attention_class(method).cost_option
 
-
-def match_specs(specs: list[RunSpec], reference: str, data_dir: Path,
-                reference_spec: Callable[[str], RunSpec]) -> list[RunSpec]:
-    """The specs with each method's declared cost option solved per task against `reference`'s
-    measured MACs; the reference and methods without a cost option unchanged. `reference_spec(task)`
-    resolves the reference run."""
-    targets: dict[str, float] = {}
-    matched = []
-    for spec in specs:
-        cost = cost_option(spec.config["model"]["attention"])
-        if cost is None or spec.method == reference:
-            matched.append(spec)
-            continue
-        if spec.task not in targets:
-            targets[spec.task] = measure_reference_macs(reference_spec(spec.task), data_dir)
-        config = copy.deepcopy(spec.config)
-        value, achieved = solve_option(config, targets[spec.task])
-        config["model"]["attention_options"][cost.name] = value
-        config["runtime"]["match_macs"] = {"reference": reference, "target_macs": targets[spec.task],
-                                           "matched_macs": achieved}
-        print(f"{spec.key}: {cost.name}={value} gives {achieved:.0f} "
-              f"attention-core MACs per example; {reference} measures {targets[spec.task]:.0f}", file=sys.stderr)
-        matched.append(RunSpec(method=spec.method, task=spec.task, seed=spec.seed, config=config,
-                               config_hash=cfg.config_hash(config)))
-    return matched
+def match_to_reference(spec: RunSpec, reference: str, out: Path) -> tuple[Optional[RunSpec], str]:
+    """`spec` with its cost option solved against its reference run (same task and seed), or
+    (None, why it cannot be solved yet)."""
+    target, source = reference_target(out, reference, spec.task, spec.seed)
+    if target is None:
+        return None, source
+    config = copy.deepcopy(spec.config)
+    option = cost_option(config["model"]["attention"]).name
+    value, achieved = solve_option(config, target)
+    config["model"]["attention_options"][option] = value
+    config["runtime"]["match_macs"] = {
+        "reference": reference, "reference_record": source, "target_macs": target, "matched_macs": achieved,
+        "target": "attention-core MACs the trained reference executed, mean over the test split",
+    }
+    print(f"{spec.key}: {option}={value} gives {achieved:.0f} attention-core MACs per example; "
+          f"the trained {reference} (seed {spec.seed}) executed {target:.0f}", file=sys.stderr)
+    return RunSpec(method=spec.method, task=spec.task, seed=spec.seed, config=config,
+                   config_hash=cfg.config_hash(config)), source
