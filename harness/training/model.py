@@ -131,10 +131,12 @@ def check_core_output(core: AttentionMethod, output: Any, v: torch.Tensor) -> No
 
 
 class ShortConvolution(nn.Module):
-    """Depthwise convolution along the sequence, centred (the encoder is bidirectional).
+    """x + depthwise convolution of x along the sequence, centred (the encoder is bidirectional).
 
-    Padded positions are zeroed first, so a real token's state does not depend on how much padding
-    follows it.
+    Residual, so a token keeps its own state at initialisation and the convolution only adds its
+    neighbours' (without the residual, one calibration seed of 8-key recall was still at 50% after
+    200 steps; with it, 100% by step 100: results/calibration/). Padded positions are zeroed first,
+    so a real token's state does not depend on how much padding follows it.
     """
 
     def __init__(self, dim: int, kernel_size: int):
@@ -144,7 +146,7 @@ class ShortConvolution(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if key_padding_mask is not None:
             x = x.masked_fill(~key_padding_mask[..., None], 0.0)
-        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.conv(x.transpose(1, 2)).transpose(1, 2)
 
 
 class EncoderBlock(nn.Module):
