@@ -143,3 +143,16 @@ def test_options_are_validated():
         create_attention("bigbird", num_heads=2, head_dim=8, max_seq_len=16, block_size=2.5)
     with pytest.raises(BenchError, match="num_random_blocks must be >= 0"):
         create_attention("bigbird", num_heads=2, head_dim=8, max_seq_len=16, num_random_blocks=-1)
+
+
+def test_the_random_blocks_are_solved_by_the_matched_machinery():
+    from harness.config import layered as cfg
+    from harness.sweep.matching import solve_option
+
+    config = cfg.default_layer("cpu")
+    config["task"] = "hand"
+    config["model"].update(vocab_size=8, num_classes=2, max_seq_len=64, emb_dim=32, qkv_dim=32, num_heads=2,
+                           num_layers=1, attention="bigbird", attention_options={"block_size": 4})
+    target = create_attention("bigbird", num_heads=2, head_dim=16, max_seq_len=64, block_size=4,
+                              num_random_blocks=5).macs(64)
+    assert solve_option(config, target) == (5, target)

@@ -111,3 +111,15 @@ def test_options_are_validated():
         create_attention("local", num_heads=2, head_dim=8, max_seq_len=16, window=-1)
     with pytest.raises(BenchError, match="block_size must be a positive"):
         create_attention("local", num_heads=2, head_dim=8, max_seq_len=16, block_size=0)
+
+
+def test_the_window_is_solved_by_the_matched_machinery():
+    from harness.config import layered as cfg
+    from harness.sweep.matching import solve_option
+
+    config = cfg.default_layer("cpu")
+    config["task"] = "hand"
+    config["model"].update(vocab_size=8, num_classes=2, max_seq_len=64, emb_dim=32, qkv_dim=32, num_heads=2,
+                           num_layers=1, attention="local", attention_options={})
+    target = create_attention("local", num_heads=2, head_dim=16, max_seq_len=64, window=9).macs(64)
+    assert solve_option(config, target) == (9, target)
