@@ -69,8 +69,12 @@ class BigBirdAttention(AttentionMethod):
         """(block length, number of blocks, random blocks in use, whether the n x n path is cheaper)."""
         block = min(self.block_size, seq_len)
         blocks = math.ceil(seq_len / block)
-        r = max(0, min(self.num_random_blocks, blocks - FIXED_SLOTS))
+        r = self.random_blocks_in_use(blocks)
         return block, blocks, r, self.blocked_keys(block, blocks, r) >= seq_len * seq_len
+
+    def random_blocks_in_use(self, blocks: int) -> int:
+        """r: no more than the nb - 5 blocks a middle block does not see already."""
+        return max(0, min(self.num_random_blocks, blocks - FIXED_SLOTS))
 
     @staticmethod
     def blocked_keys(block: int, blocks: int, r: int) -> int:
@@ -90,8 +94,7 @@ class BigBirdAttention(AttentionMethod):
             seen = (cols == 0) | (cols == blocks - 1) | ((cols - rows).abs() <= 1)  # (blocks - 2, blocks)
             priority = priority[:, 1 : blocks - 1].masked_fill(seen, -1.0)
             # Eligible blocks have priority >= 0, and every row has at least r of them.
-            r = max(0, min(self.num_random_blocks, blocks - FIXED_SLOTS))
-            self._random_cache[key] = priority.topk(r, dim=-1).indices
+            self._random_cache[key] = priority.topk(self.random_blocks_in_use(blocks), dim=-1).indices
         return self._random_cache[key]
 
     def key_blocks(self, blocks: int, device) -> torch.Tensor:
