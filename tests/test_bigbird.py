@@ -156,3 +156,19 @@ def test_the_random_blocks_are_solved_by_the_matched_machinery():
     target = create_attention("bigbird", num_heads=2, head_dim=16, max_seq_len=64, block_size=4,
                               num_random_blocks=5).macs(64)
     assert solve_option(config, target) == (5, target)
+
+
+def test_gradients_equal_the_reference_gradients_on_the_blocked_path():
+    n = 96
+    method = bigbird(n, block_size=8, num_random_blocks=2)
+    table = method.random_blocks(12).tolist()
+    mask = ragged_mask(n)
+    weights = torch.randn(2, HEADS, n, DIM, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    weights = weights * mask[:, None, :, None]  # padded queries' outputs are not compared
+    grads = []
+    for attend in (method, lambda q, k, v, key_padding_mask: pattern_reference(q, k, v, 8, table, key_padding_mask)):
+        q, k, v = (x.requires_grad_() for x in qkv(n))
+        (attend(q, k, v, key_padding_mask=mask) * weights).sum().backward()
+        grads.append((q.grad, k.grad, v.grad))
+    for got, expected in zip(*grads):
+        torch.testing.assert_close(got, expected, **EXACT)

@@ -123,3 +123,18 @@ def test_the_window_is_solved_by_the_matched_machinery():
                            num_layers=1, attention="local", attention_options={})
     target = create_attention("local", num_heads=2, head_dim=16, max_seq_len=64, window=9).macs(64)
     assert solve_option(config, target) == (9, target)
+
+
+def test_gradients_equal_the_reference_gradients_on_the_blocked_path():
+    n, window = 61, 8  # wider than example 1's 7 pads: every reference row keeps a key (no NaN)
+    mask = ragged_mask(n)
+    weights = torch.randn(2, HEADS, n, DIM, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    weights = weights * mask[:, None, :, None]  # padded queries' outputs are not compared
+    grads = []
+    for attend in (local(n, window=window, block_size=8), lambda q, k, v, key_padding_mask: band_reference(
+            q, k, v, window, key_padding_mask)):
+        q, k, v = (x.requires_grad_() for x in qkv(n))
+        (attend(q, k, v, key_padding_mask=mask) * weights).sum().backward()
+        grads.append((q.grad, k.grad, v.grad))
+    for got, expected in zip(*grads):
+        torch.testing.assert_close(got, expected, **EXACT)
