@@ -93,3 +93,17 @@ def test_ablation_shares_quick_tasks_and_budget_and_switches_within_it(tmp_path)
         if variant.bootstrap:
             switches = [stage["at_step"] for stage in variant.bootstrap["stages"]]
             assert switches == sorted(switches) and 0 < switches[0] and switches[-1] < steps
+
+
+def test_peers_runs_every_built_in_method_on_quick_tasks_and_budget():
+    from methods import get_attention_class, list_attentions
+
+    quick, peers = SUITES.get("quick"), SUITES.get("peers")
+    assert peers.tasks == quick.tasks and peers.family == quick.family
+    assert peers.overrides == quick.overrides and peers.task_overrides == quick.task_overrides
+    assert len(peers.seeds) == 3
+    built_in = {name for name in list_attentions() if get_attention_class(name).__module__.startswith("methods.")
+                and not get_attention_class(name).capabilities.cuda_only}
+    # A method registered in methods/ but missing from the suite fails here: add it to PEERS.
+    assert {m.attention for m in peers.methods} == built_in
+    assert {m.attention for m in quick.methods} < built_in

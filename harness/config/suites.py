@@ -184,6 +184,25 @@ register_suite(Suite(
 ))
 
 
+# The peers suite: the quick tasks and budget with the core methods beside the efficient-attention
+# methods a reader compares Treeformer with (docs/methods.md), so every row shares quick's data,
+# model and steps. Every built-in method but the CUDA-only xformers belongs here
+# (tests/test_suites.py checks it): the last line lists the peers.
+PEERS = (plain("local"), plain("bigbird"), plain("linear"))
+
+register_suite(Suite(
+    name="peers",
+    description="the quick tasks and budget with every core method and the peers (sliding window, BigBird, "
+                "linear attention, ...), 3 seeds; about twice quick's time per seed",
+    tasks=QUICK_TASKS,
+    methods=CORE + PEERS,
+    seeds=(0, 1, 2),
+    family="uniform",
+    overrides=QUICK_OVERRIDES,
+    task_overrides=QUICK_TASK_OVERRIDES,
+))
+
+
 def _tree(label: str, name: str, bootstrap: Optional[dict] = None, **options: Any) -> MethodVariant:
     return MethodVariant(label=label, attention=name, options=options, bootstrap=bootstrap)
 
