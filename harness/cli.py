@@ -225,7 +225,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     from harness.measure.efficiency import failed_rows, run_efficiency
     from harness.config.suites import get_suite
 
-    methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
+    methods = args.methods or efficiency_methods(args.suite)
     options: dict[str, Any] = {}
     for item in args.set:
         key, sep, text = item.partition("=")
@@ -240,6 +240,14 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     errors = failed_rows(path)
     print(f"efficiency results: {path}" + (f" ({len(errors)} cells raised an error)" if errors else ""))
     return 1 if errors else 0
+
+
+def efficiency_methods(suite: str) -> list[str]:
+    """What an efficiency sweep times by default: the suite's cores, plus the naive `full` beside `sdpa`
+    (accuracy suites train only `sdpa`, the same function; the time of the textbook form is worth showing)."""
+    from harness.config.suites import get_suite
+
+    return sorted({m.attention for m in get_suite(suite).methods} | {"full"})
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -280,7 +288,7 @@ def cmd_default(args: argparse.Namespace) -> int:
     from harness.config.suites import get_suite
 
     status = cmd_run(args)
-    methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
+    methods = args.methods or efficiency_methods(args.suite)
     path = run_efficiency(methods, MAIN_JOB_SEQ_LENS, out_dir(args), resolve_device(args.device), args.plugin,
                           MAIN_JOB_OPTIONS)
     print(f"efficiency results: {path}")

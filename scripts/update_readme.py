@@ -5,6 +5,7 @@ A block is the text between `<!-- results:DIR/PART -->` and `<!-- /results:DIR/P
 DIR is a folder of results/ and PART one of:
 
     accuracy, significance, ranking, macs, macs-detail, matched, cost     tables of the report
+    provenance                                                            commits, threads and commands of the records
     time-SCOPE-PASS, memory-SCOPE-PASS, macs-SCOPE-PASS                   efficiency tables (e.g. time-layer-forward_backward)
     figure-NAME                                                           the report's NAME.png
 
@@ -60,6 +61,8 @@ def block_text(name: str, cache: dict) -> str:
         if left_out:
             raise BenchError(f"block {name!r}: {left_out[0]}")
         cache[directory] = accuracy_tables(records)
+    if part == "provenance":
+        return provenance(load_records(results)[0])
     t = cache[directory]
     if part == "accuracy":
         return markdown_table(t.accuracy) + "\n\n" + t.notes + "\n"
@@ -72,6 +75,21 @@ def block_text(name: str, cache: dict) -> str:
     if chosen[part] is None:
         return f"(results/{directory} has nothing for this table.)\n"
     return markdown_table(chosen[part]) + "\n"
+
+
+def provenance(records: list[dict]) -> str:
+    """Which commits, torch thread counts and commands made a folder's records, as the records say."""
+    import pandas as pd
+
+    rows: dict[tuple, int] = {}
+    for record in records:
+        env = record.get("env") or {}
+        key = (env.get("git_commit") or "unknown", record.get("config", {}).get("threads", "not recorded"),
+               env.get("command") or "unknown")
+        rows[key] = rows.get(key, 0) + 1
+    frame = pd.DataFrame([{"commit": f"`{c}`", "threads": t, "command": f"`{m}`", "runs": n}
+                          for (c, t, m), n in sorted(rows.items(), key=lambda item: str(item[0]))])
+    return markdown_table(frame.set_index("commit")) + "\n"
 
 
 def _efficiency_block(name: str, results: Path, part: str, cache: dict) -> str:

@@ -26,7 +26,7 @@ def test_quick_and_smoke_are_offline_with_every_core_method():
     for name in ("quick", "smoke"):
         suite = SUITES.get(name)
         assert all(get_task(task).offline for task in suite.tasks)
-        assert {"full", "sdpa", "linformer", "performer", "treeformer-tf", "treeformer-tc"} <= {
+        assert {"sdpa", "linformer", "performer", "treeformer-tf", "treeformer-tc"} <= {
             m.attention for m in suite.methods}
 
 
@@ -103,7 +103,7 @@ def test_peers_runs_every_built_in_method_on_quick_tasks_and_budget():
     assert peers.overrides == quick.overrides and peers.task_overrides == quick.task_overrides
     assert len(peers.seeds) == 3
     built_in = {name for name in list_attentions() if get_attention_class(name).__module__.startswith("methods.")
-                and not get_attention_class(name).capabilities.cuda_only}
+                and not get_attention_class(name).capabilities.cuda_only and name != "full"}
     # A method registered in methods/ but missing from the suite fails here: add it to PEERS.
     assert {m.attention for m in peers.methods} == built_in
     assert {m.attention for m in quick.methods} < built_in
