@@ -20,7 +20,7 @@ from methods.registry import (
 
 # Built-in methods: each module registers itself with @register_attention.
 from methods import full, linformer, performer, sdpa, treeformer, xformers_attention  # noqa: E402,F401  (registration)
-from methods import nystromformer, reformer  # noqa: E402,F401  (registration)
+from methods import nystromformer, reformer, routing  # noqa: E402,F401  (registration)
 
 __all__ = [
     "ATTENTION",
