@@ -2,11 +2,11 @@
 
 With m landmarks q~, k~ (means of m consecutive segments of the queries and keys), attention is
 
-    softmax(q k~^T) pinv(softmax(q~ k~^T)) softmax(q~ k^T) v        (paper eq. 14, scale d^-1/2 inside)
+    softmax(q k~^T) pinv(softmax(q~ k~^T)) softmax(q~ k^T) v        (scores scaled by d^-1/2)
 
 where pinv is the Moore-Penrose inverse approximated by a few steps of the iteration
-Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4 from Z0 = A^T / (max column sum * max row sum)
-(paper eq. 16). Cost: O(n m d + m^3) instead of O(n^2 d). An optional depthwise convolution of the
+Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4 from Z0 = A^T / (max column sum * max row sum),
+the paper's iteration. Cost: O(n m d + m^3) instead of O(n^2 d). An optional depthwise convolution of the
 values along the sequence (one kernel per head) is added to the output, as in the authors' LRA code.
 
 Conventions follow the `nystrom-attention` package so the two agree on the same inputs
@@ -23,7 +23,8 @@ With m >= n every token is its own landmark and the approximation is not needed:
 exact softmax attention, as the authors' LRA code does.
 
 Defaults from the authors' LRA configuration (github.com/mlpen/Nystromformer, LRA/code/lra_config.py,
-"nystrom-64"): 64 landmarks, convolution kernel 35; 6 pseudo-inverse iterations (paper section 3.3).
+"nystrom-64"): 64 landmarks, convolution kernel 35; 6 pseudo-inverse iterations, the paper's choice
+and both implementations' default.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class NystromformerAttention(AttentionMethod):
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
-        batch, _, n, d = q.shape
+        n, d = q.shape[2], q.shape[3]
         if key_padding_mask is not None:
             padded = ~key_padding_mask[:, None, :, None]  # (B, 1, n, 1)
             q, k, v = (x.masked_fill(padded, 0.0) for x in (q, k, v))

@@ -8,8 +8,8 @@ random rotation R (d x nb/2) hashes every token to the bucket argmax([x R, -x R]
 are concatenated, so the first chunk of a round looks back at the last of the previous round).
 Keys are the unit-normalised shared vectors; a token attends to itself only when nothing else is
 available (its score is set to -5e4). The rounds are combined by their softmax normalisers: each
-round's output is weighted by its share of the total exp-score mass, which is softmax attention
-over the union of the keys a query saw (duplicates counted once per round).
+round's output is weighted by its share of the total exp-score mass, which makes the result one
+softmax over all the keys a query saw in any round (a key seen in two rounds counts twice).
 
 Conventions follow the `reformer-pytorch` package's LSHAttention, so the two agree on the same
 rotations (tests/test_reformer.py). Generalisations: any length (nb = 2 ceil(n / (2 bucket_size))

@@ -21,7 +21,7 @@ cost option is `window` (cluster size) at a fixed number of clusters, in which t
 with C = n / window tied, it would fall and then rise.
 
 Defaults: C = round(sqrt(max_seq_len)) clusters and window = ceil(n / C), so the clusters hold n
-tokens in all: the paper's choice of about sqrt(n) clusters for O(n^1.5 d) attention (section 4).
+tokens in all: about sqrt(n) clusters, the paper's setting for O(n^1.5 d) attention.
 The LRA paper does not run the Routing Transformer, so there is no LRA configuration to follow.
 """
 
@@ -34,12 +34,8 @@ import torch.nn.functional as F
 
 from bench_common import BenchError
 from methods.base import AttentionMethod, Capabilities, CostOption, check_qkv
+from methods.reformer import unit_rows
 from methods.registry import register_attention
-
-
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """x / |x| along the last dim, written with operators the MAC counter knows to be free."""
-    return x / (x * x).sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
 
 
 @register_attention("routing")
