@@ -106,11 +106,11 @@ class RoutingAttention(AttentionMethod):
         """One moving-average step of spherical k-means on this batch's real queries and keys."""
         points = torch.cat([unit_q, unit_k], dim=2)  # (B, H, 2n, d)
         nearest = torch.cat([q_similarity, k_similarity], dim=2).argmax(dim=-1)  # (B, H, 2n)
-        members = F.one_hot(nearest, self.clusters).to(points.dtype)  # (B, H, 2n, C)
+        membership = F.one_hot(nearest, self.clusters).to(points.dtype)  # (B, H, 2n, C)
         if key_padding_mask is not None:
-            members = members * torch.cat([key_padding_mask, key_padding_mask], dim=1)[:, None, :, None]
-        sums = torch.einsum("bhnc,bhnd->hcd", members, points)
-        empty = members.sum(dim=(0, 2))[..., None] == 0  # (H, C, 1): a cluster nobody chose keeps its centroid
+            membership = membership * torch.cat([key_padding_mask, key_padding_mask], dim=1)[:, None, :, None]
+        sums = torch.einsum("bhnc,bhnd->hcd", membership, points)
+        empty = membership.sum(dim=(0, 2))[..., None] == 0  # (H, C, 1): a cluster nobody chose keeps its centroid
         target = torch.where(empty, self.centroids, unit_rows(sums).to(self.centroids.dtype))
         self.centroids.copy_(unit_rows(self.ema_decay * self.centroids + (1 - self.ema_decay) * target))
 
