@@ -139,16 +139,15 @@ class NystromformerAttention(AttentionMethod):
         lowest = torch.finfo(q.dtype).min
         key_real = real.bool()[:, None, None, :]  # (B, 1, 1, n)
         land_real = (counts > 0)[:, None, :]  # (B, 1, m)
+        land_pairs = land_real[..., :, None] & land_real[..., None, :]  # (B, 1, m, m)
         kernel_1 = torch.matmul(q, k_land.transpose(-1, -2)).masked_fill(~land_real[:, :, None, :], lowest)  # (B, H, n, m)
-        kernel_2 = torch.matmul(q_land, k_land.transpose(-1, -2)).masked_fill(
-            ~(land_real[..., :, None] & land_real[..., None, :]), lowest)  # (B, H, m, m)
+        kernel_2 = torch.matmul(q_land, k_land.transpose(-1, -2)).masked_fill(~land_pairs, lowest)  # (B, H, m, m)
         kernel_3 = torch.matmul(q_land, k.transpose(-1, -2)).masked_fill(
             ~(land_real[..., :, None] & key_real), lowest)  # (B, H, m, n)
         kernel_1, kernel_2, kernel_3 = (torch.softmax(x, dim=-1) for x in (kernel_1, kernel_2, kernel_3))
         # An empty landmark gets an identity row and column: the inverse keeps them apart, and
         # kernel_1's zero column for it drops it, as if the core had only the non-empty landmarks.
-        eye = identity(m, q)
-        kernel_2 = torch.where(land_real[..., :, None] & land_real[..., None, :], kernel_2, eye)
+        kernel_2 = torch.where(land_pairs, kernel_2, identity(m, q))
         pinv = iterative_pinv(kernel_2, self.pinv_iterations)
         # Right to left: (m x n)(n x d), (m x m)(m x d), (n x m)(m x d), never an n x m x m product.
         return torch.matmul(kernel_1, torch.matmul(pinv, torch.matmul(kernel_3, v)))

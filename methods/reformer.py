@@ -83,6 +83,8 @@ class ReformerAttention(AttentionMethod):
         length, rounds = chunk * buckets, self.rounds  # length: n filled up to whole chunks
         shared = (q + k) / 2
 
+        if buckets // 2 > self.rotations.shape[-1]:
+            raise BenchError(f"reformer was built for sequences of up to {self.max_seq_len} tokens; got {n}")
         rotations = self.rotations[:, :, : buckets // 2].to(q.dtype)
         rotated = torch.einsum("bhnd,dri->bhrni", shared, rotations)  # (B, H, r, n, nb/2)
         bucket = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (B, H, r, n)

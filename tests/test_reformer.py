@@ -117,3 +117,11 @@ def test_macs_match_fvcore(n, options):
 def test_cost_grows_with_rounds():
     costs = [reformer(256, rounds=r).macs(256) for r in (1, 2, 3, 8)]
     assert costs == sorted(costs) and len(set(costs)) == 4
+
+
+def test_a_sequence_longer_than_built_for_is_refused():
+    from bench_common import BenchError
+
+    q = torch.randn(1, HEADS, 64, HEAD_DIM)
+    with pytest.raises(BenchError, match="built for sequences of up to 16 tokens; got 64"):
+        create_attention("reformer", num_heads=HEADS, head_dim=HEAD_DIM, max_seq_len=16, bucket_size=4)(q, q, q)
