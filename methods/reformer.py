@@ -85,9 +85,10 @@ class ReformerAttention(AttentionMethod):
 
         if buckets // 2 > self.rotations.shape[-1]:
             raise BenchError(f"reformer was built for sequences of up to {self.max_seq_len} tokens; got {n}")
-        rotations = self.rotations[:, :, : buckets // 2].to(q.dtype)
-        rotated = torch.einsum("bhnd,dri->bhrni", shared, rotations)  # (B, H, r, n, nb/2)
-        bucket = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (B, H, r, n)
+        with torch.no_grad():  # hashing is a discrete choice: no gradient flows through it
+            rotations = self.rotations[:, :, : buckets // 2].to(q.dtype)
+            rotated = torch.einsum("bhnd,dri->bhrni", shared, rotations)  # (B, H, r, n, nb/2)
+            bucket = torch.cat([rotated, -rotated], dim=-1).argmax(dim=-1)  # (B, H, r, n)
         if key_padding_mask is not None:
             bucket = bucket.masked_fill(~key_padding_mask[:, None, None, :], buckets)
         bucket = torch.cat([bucket, bucket.new_full((batch, heads, rounds, length - n), buckets)], dim=-1)

@@ -71,10 +71,11 @@ class RoutingAttention(AttentionMethod):
         check_qkv(q, k, v, key_padding_mask)
         batch, heads, n, d = q.shape
         window, clusters = self.window_for(n), self.clusters
-        unit_q, unit_k = unit_rows(q), unit_rows(k)
-        centroids = self.centroids.to(q.dtype).transpose(-1, -2)  # (H, d, C)
-        q_similarity = torch.matmul(unit_q, centroids)  # (B, H, n, C)
-        k_similarity = torch.matmul(unit_k, centroids)
+        with torch.no_grad():  # routing is a discrete choice: no gradient flows through it
+            unit_q, unit_k = unit_rows(q), unit_rows(k)
+            centroids = self.centroids.to(q.dtype).transpose(-1, -2)  # (H, d, C)
+            q_similarity = torch.matmul(unit_q, centroids)  # (B, H, n, C)
+            k_similarity = torch.matmul(unit_k, centroids)
         if self.training:
             self.update_centroids(unit_q, unit_k, q_similarity, k_similarity, key_padding_mask)
         if key_padding_mask is not None:
