@@ -19,7 +19,10 @@ from methods.registry import (
 )
 
 # Built-in methods: each module registers itself with @register_attention.
-from methods import bigbird, full, linear, linformer, local, performer, sdpa, treeformer, xformers_attention  # noqa: E402,F401  (registration)
+from methods import (  # noqa: E402,F401  (registration)
+    bigbird, full, linear, linformer, local, nystromformer, performer, reformer, routing, sdpa, treeformer,
+    xformers_attention,
+)
 
 __all__ = [
     "ATTENTION",

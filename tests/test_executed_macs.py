@@ -88,6 +88,23 @@ def test_data_independent_methods_have_min_equal_max_and_no_balanced_count():
     assert flops["attention_balanced_macs"] is None
 
 
+@pytest.mark.parametrize("attention, options", [
+    pytest.param("nystromformer", {"landmarks": 8}, id="nystromformer"),
+    pytest.param("reformer", {"bucket_size": 4}, id="reformer"),
+    pytest.param("routing", {}, id="routing"),
+])
+def test_content_routed_methods_execute_the_same_macs_on_every_example(attention, options):
+    """LSH buckets and k-means clusters vary with the data, but these cores pad every bucket (chunk)
+    and cluster to one size, so what executes does not: fvcore's trace of each example agrees, and
+    the split's count is that of any example."""
+    model, split = model_and_split(attention, **options)
+    traced = fvcore_core_macs(model, split)
+    assert len(set(traced)) == 1, traced
+    flops = count_split_macs(model, split, CPU)
+    assert flops["attention_core_macs"] == flops["attention_core_macs_max"] == traced[0]
+    assert traced[0] == 2 * model.attention_cores()[0].macs(32)  # two layers, the formula
+
+
 def test_tf_algorithmic_count_on_a_tree_that_sends_every_token_to_one_leaf():
     """Hand count: every node's z = b = 1 >= 0 goes left, so all n tokens share leaf 0.
 

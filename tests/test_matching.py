@@ -12,6 +12,7 @@ from harness.measure.flops import count_macs
 from harness.sweep.driver import SweepRequest, resolve_specs
 from harness.sweep.matching import solve_option
 from harness.training.model import EncoderClassifier
+from methods import create_attention, get_attention_class, list_attentions
 
 
 def config_for(attention: str, **options) -> dict:
@@ -28,6 +29,23 @@ def test_solved_options_against_hand_counts():
     assert solve_option(config_for("linformer"), 8320 * 10.4) == (10, 8320 * 10)
     # Performer per head: projections 2 n m d, exps 2 n m, products 2 n m (d + 1): 2 x m x 4352 = 8704 m.
     assert solve_option(config_for("performer"), 8704 * 37.6) == (38, 8704 * 38)
+
+
+def methods_with_a_cost_option() -> list[str]:
+    return [name for name in list_attentions() if get_attention_class(name).cost_option is not None]
+
+
+@pytest.mark.parametrize("name", methods_with_a_cost_option())
+def test_every_declared_cost_option_grows_and_is_solved(name):
+    """Bisection needs MACs that never fall as the option grows; a target hit exactly is found."""
+    cost, n = get_attention_class(name).cost_option, 64
+    top = cost.maximum(n)
+    values = sorted({cost.minimum, top, *(cost.minimum + (top - cost.minimum) * i // 9 for i in range(10))})
+    macs = [create_attention(name, num_heads=2, head_dim=16, max_seq_len=n, **{cost.name: v}).macs(n) for v in values]
+    assert macs == sorted(macs), dict(zip(values, macs))
+    target = macs[len(values) // 2]
+    value, achieved = solve_option(config_for(name), target)
+    assert achieved == target and isinstance(value, int)
 
 
 def test_an_unreachable_target_is_refused():

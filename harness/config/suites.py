@@ -191,7 +191,8 @@ register_suite(Suite(
 # (tests/test_suites.py checks it) except `full`, the same function as `sdpa`: the last line lists the
 # peers. BigBird's LRA block of 64 leaves n=128 two blocks, both global: full attention; blocks of 16
 # keep its window, global and random blocks apart at this length.
-PEERS = (plain("local"), MethodVariant("bigbird", "bigbird", {"block_size": 16}), plain("linear"))
+PEERS = (plain("local"), MethodVariant("bigbird", "bigbird", {"block_size": 16}), plain("linear"),
+         plain("nystromformer"), plain("reformer"), plain("routing"))
 
 register_suite(Suite(
     name="peers",
