@@ -210,3 +210,17 @@ def test_a_huge_first_length_is_predicted_from_probes_not_run(tmp_path, capsys):
         assert row["status"] in ("timeout", "oom") and "extrapolated" in row["reason"], row
     err = capsys.readouterr().err
     assert "probing full at n=256 to predict n=1000000" in err and "efficiency n=1000000 core forward" in err
+
+
+def test_long_lengths_get_at_least_long_min_reps_paired_repetitions(tmp_path):
+    # A target any interval meets and no time budget: short cells stop at min_reps (2), the long
+    # ones (>= long_len) only at long_min_reps (5). Every method is paired with every other.
+    rows = sweep(tmp_path, ["linformer", "performer"], [16, 32], scopes=["core"], passes=["forward"],
+                 ci_target=1e6, max_reps=8, long_len=32, long_min_reps=5)["rows"]
+    assert {r["reps"] for r in rows if r["seq_len"] == 16} == {2}
+    assert {r["reps"] for r in rows if r["seq_len"] == 32} == {5}
+    for row in rows:
+        others = {r["method"] for r in rows if r["seq_len"] == row["seq_len"]} - {row["method"]}
+        assert set(row["paired"]) == others
+        low, high = row["paired"]["sdpa" if row["method"] != "sdpa" else "full"]["ci95"]
+        assert low <= row["paired"]["sdpa" if row["method"] != "sdpa" else "full"]["ratio"] <= high

@@ -11,11 +11,12 @@ keeps its finished rows, gains new ones, and refuses other settings (harness/mea
 
 The parts: efficiency_options (settings, timed methods), efficiency_cases (the timed calls),
 efficiency_limits (prediction, probes, failures), efficiency_scheduler (interleaved repetitions),
-efficiency_store (the results file).
+efficiency_store (the results file). How to read and run it: docs/efficiency.md.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -103,7 +104,7 @@ def failed_rows(path: Path) -> list[dict]:
 def _writable(out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".efficiency-write-check.{id(out_dir)}"
+        probe = out_dir / f".write-check.{os.getpid()}.tmp"  # the stale-file cleanup's pattern
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
