@@ -208,10 +208,8 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     """Times the suite's method variants (their own options) with `--set` applied as `run` applies
     it; `--set efficiency.KEY=VALUE` sets the sweep itself (harness/measure/efficiency_options.py)."""
     from harness.measure.efficiency import failed_rows, run_efficiency
-    from harness.measure.efficiency_options import DEFAULT_SEQ_LENS, TimedMethod
+    from harness.measure.efficiency_options import DEFAULT_SEQ_LENS
     from harness.config import layered
-    from harness.config.suites import get_suite
-    from harness.sweep.driver import select_methods
 
     given = [f"--{key.replace('_', '-')}" for key in EFFICIENCY_IGNORES if getattr(args, key) != COMMON_DEFAULTS[key]]
     if given:
@@ -229,14 +227,24 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
             raise BenchError(f"--set {key}: does not apply to efficiency, which takes model.attention_options.KEY "
                              f"(as run does) and efficiency.KEY (the sweep's settings)")
         attention_options = layered.merge(attention_options, layer["model"]["attention_options"])
-    methods = [TimedMethod.of(v.label, v.attention, {**v.options, **attention_options})
-               for v in select_methods(get_suite(args.suite), args.methods)]
+    methods = timed_variants(args, attention_options)
     out = check_directory_flag("--out", args.out or Path("runs") / "efficiency")
     path = run_efficiency(methods, args.seq_lens or DEFAULT_SEQ_LENS, out, resolve_device(args.device), args.plugin,
                           options)
     errors = failed_rows(path)
     print(f"efficiency results: {path}" + (f" ({len(errors)} cells raised an error)" if errors else ""))
     return 1 if errors else 0
+
+
+def timed_variants(args: argparse.Namespace, attention_options: dict[str, Any]) -> list:
+    """The suite's method variants (or the named ones) as the efficiency sweep times them: each
+    with its own options, plus `attention_options` from --set."""
+    from harness.measure.efficiency_options import TimedMethod
+    from harness.config.suites import get_suite
+    from harness.sweep.driver import select_methods
+
+    return [TimedMethod.of(v.label, v.attention, {**v.options, **attention_options})
+            for v in select_methods(get_suite(args.suite), args.methods)]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -275,12 +283,10 @@ def cmd_default(args: argparse.Namespace) -> int:
     same directory, then one report of both."""
     from harness.measure import efficiency_options
     from harness.measure.efficiency import failed_rows, run_efficiency
-    from harness.config.suites import get_suite
 
     status = cmd_run(args)
-    methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
-    path = run_efficiency(methods, efficiency_options.MAIN_JOB_SEQ_LENS, out_dir(args), resolve_device(args.device),
-                          args.plugin, efficiency_options.MAIN_JOB_OPTIONS)
+    path = run_efficiency(timed_variants(args, {}), efficiency_options.MAIN_JOB_SEQ_LENS, out_dir(args),
+                          resolve_device(args.device), args.plugin, efficiency_options.MAIN_JOB_OPTIONS)
     print(f"efficiency results: {path}")
     return max(status, cmd_report(args), 1 if failed_rows(path) else 0)
 

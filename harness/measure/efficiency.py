@@ -20,7 +20,7 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -113,7 +113,7 @@ def _writable(out_dir: Path) -> Path:
 
 
 def _sweep(methods: list[TimedMethod], seq_lens: list[int], path: Path, result: dict, opts: EfficiencyOptions,
-           device: str, memory_limit) -> None:
+           device: str, memory_limit: Optional[float]) -> None:
     threads = torch.get_num_threads()
     call = len(result["calls"]) - 1
     rows = {row_key(row): row for row in result["rows"]}
