@@ -54,11 +54,6 @@ class History:
         return value1 * (seq_len / n1) ** exponent
 
 
-def failure(err: Exception) -> Skip:
-    """(status, reason) of a cell that raised: "oom" or "error", as a failing run is classified."""
-    return classify_exception(err)
-
-
 def skip_reason(entry: Entry, history: History, seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions,
                 device: str, memory_limit: Optional[float]) -> Optional[Skip]:
     """(status, reason) when this cell must not run, from capabilities and shorter lengths (or probes)."""
@@ -102,7 +97,7 @@ def _probe(entry: Entry, history: History, seq_len: int, scope: str, pass_: str,
                 case = build_case(entry, probe_len, scope, pass_, opts, device)
                 megabytes, seconds = peak_memory_mb(case.run, device)
             except Exception as err:
-                status, reason = failure(err)
+                status, reason = classify_exception(err)
                 history.stopped = (status, f"skipped: the probe at length {probe_len} failed: {reason}")
                 return
             finally:

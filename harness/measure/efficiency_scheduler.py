@@ -18,9 +18,10 @@ from typing import Optional
 
 from bench_common import BenchError, first_line
 from harness.measure.efficiency_cases import Case, Entry, build_case
-from harness.measure.efficiency_limits import History, failure, free_memory, skip_reason
+from harness.measure.efficiency_limits import History, free_memory, skip_reason
 from harness.measure.efficiency_options import REFERENCES, EfficiencyOptions
 from harness.measure.timing import paired_ratio, peak_memory_mb, summarize, time_block
+from harness.training.failures import classify_exception
 
 
 def new_row(entry: Entry, seq_len: int, scope: str, pass_: str, threads: int) -> dict:
@@ -54,7 +55,7 @@ def measure_group(histories: dict[Entry, History], seq_len: int, scope: str, pas
             row["peak_memory_mb"], seconds = peak_memory_mb(case.run, device)
             row["macs"] = case.macs()
         except Exception as err:  # a failing method becomes a row; the sweep goes on
-            row["status"], row["reason"] = failure(err)
+            row["status"], row["reason"] = classify_exception(err)  # as a failing run is classified
             if row["status"] == "oom":
                 history.stopped = ("oom", f"skipped: out of memory at length {seq_len}")
             free_memory(device)
@@ -113,7 +114,7 @@ def _interleave(cases: dict[Entry, Case], numbers: dict[Entry, int], rows: dict[
             try:
                 times[entry].append(time_block(cases[entry].run, numbers[entry]))
             except Exception as err:
-                rows[entry]["status"], rows[entry]["reason"] = failure(err)
+                rows[entry]["status"], rows[entry]["reason"] = classify_exception(err)  # as a failing run is classified
                 del cases[entry]
         reps += 1
         if reps >= min_reps and _intervals_within(times, rows, opts.ci_target):

@@ -17,10 +17,9 @@ from bench_common import BenchError
 from harness.measure.efficiency_options import MEASUREMENT_SETTINGS
 
 RESULTS_FILE = "efficiency.json"
-RowKey = tuple
 
 
-def row_key(row: dict) -> RowKey:
+def row_key(row: dict) -> tuple:
     return (row["method"], json.dumps(row.get("options") or {}, sort_keys=True), row.get("tree"),
             row["seq_len"], row["scope"], row["pass"], row.get("threads"))
 
