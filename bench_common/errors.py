@@ -11,3 +11,10 @@ class BenchError(Exception):
     def __init__(self, message: str):
         # One line: a message with newlines would break the CLI's one-line contract.
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of an error's message (at most `limit` characters), or its type's
+    name when the message is empty: what a one-line row or message can show of it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(err).__name__

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from bench_common import BenchError
-
-DEFAULT_SEQ_LENS = [256, 512, 1024, 2048, 4096, 8192, 16384]
-
+from harness.measure.env import resolve_device
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises our one-line error instead of printing usage and exiting."""
@@ -120,24 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON line per planned run (task, method, seed, resolved config, config_hash, "
                           "record_exists) and train nothing")
     efficiency = commands.add_parser("efficiency", parents=[common], help="time and memory vs length")
-    efficiency.add_argument("--seq-lens", type=_ints, default=DEFAULT_SEQ_LENS, help="comma-separated lengths")
+    efficiency.add_argument("--seq-lens", type=_ints, default=None,
+                            help="comma-separated lengths (default 256,512,...,16384)")
     report = commands.add_parser("report", parents=[common], help="render tables and plots of a results dir")
     report.add_argument("run_dir", type=Path, nargs="?", default=None, help="results directory (default: --out)")
     commands.add_parser("generate", parents=[common], help="prepare the data of a suite's tasks")
     return parser
-
-
-def resolve_device(requested: str) -> str:
-    """cpu or cuda; cuda without a GPU is a usage error before any run starts."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested not in ("cpu", "cuda"):
-        raise BenchError(f"--device: expected cpu, cuda or auto, got {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
-    return requested
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -221,33 +207,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if bad or unmatched else 0
 
 
-def cmd_efficiency(args: argparse.Namespace) -> int:
-    from harness.measure.efficiency import failed_rows, run_efficiency
-    from harness.config.suites import get_suite
+# Flags `efficiency` has no use for: given, they are refused rather than silently ignored.
+EFFICIENCY_IGNORES = ("config", "tasks", "seeds", "data_dir", "executor", "ray_address", "run_timeout",
+                      "run_memory_gb", "force", "retry_failed", "match_macs")
 
-    methods = args.methods or efficiency_methods(args.suite)
+
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    """Times the suite's method variants (their own options) with `--set` applied as `run` applies
+    it; `--set efficiency.KEY=VALUE` sets the sweep itself (harness/measure/efficiency_options.py)."""
+    from harness.measure.efficiency import failed_rows, run_efficiency
+    from harness.measure.efficiency_options import DEFAULT_SEQ_LENS
+    from harness.config import layered
+
+    given = [f"--{key.replace('_', '-')}" for key in EFFICIENCY_IGNORES if getattr(args, key) != COMMON_DEFAULTS[key]]
+    if given:
+        raise BenchError(f"efficiency: {', '.join(given)} does not apply to efficiency (it times methods, "
+                         f"it trains nothing); leave it out")
     options: dict[str, Any] = {}
+    attention_options: dict[str, Any] = {}
     for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise BenchError(f"--set {item!r}: expected key=value")
-        try:
-            options[key] = json.loads(text)
-        except ValueError:
-            options[key] = text
+        key, _, text = item.partition("=")
+        if key.startswith("efficiency."):
+            options[key.split(".", 1)[1]] = layered.parse_text(f"--set {key}", text, Any)
+            continue
+        layer = layered.parse_set(item)
+        if set(layer) != {"model"} or set(layer["model"]) != {"attention_options"}:
+            raise BenchError(f"--set {key}: does not apply to efficiency, which takes model.attention_options.KEY "
+                             f"(as run does) and efficiency.KEY (the sweep's settings)")
+        attention_options = layered.merge(attention_options, layer["model"]["attention_options"])
+    methods = timed_variants(args, attention_options)
     out = check_directory_flag("--out", args.out or Path("runs") / "efficiency")
-    path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
+    path = run_efficiency(methods, args.seq_lens or DEFAULT_SEQ_LENS, out, resolve_device(args.device), args.plugin,
+                          options)
     errors = failed_rows(path)
     print(f"efficiency results: {path}" + (f" ({len(errors)} cells raised an error)" if errors else ""))
     return 1 if errors else 0
 
 
-def efficiency_methods(suite: str) -> list[str]:
-    """What an efficiency sweep times by default: the suite's cores, plus the naive `full` beside `sdpa`
-    (accuracy suites train only `sdpa`, the same function; the time of the textbook form is worth showing)."""
-    from harness.config.suites import get_suite
+def timed_variants(args: argparse.Namespace, attention_options: dict[str, Any]) -> list:
+    """The suite's method variants (or the named ones) as the efficiency sweep times them: each
+    with its own options, plus `attention_options` from --set. Unless methods are named, the naive
+    `full` is timed beside `sdpa`: accuracy suites train only `sdpa`, the same function, and the
+    textbook form's cost is worth showing."""
+    from harness.measure.efficiency_options import TimedMethod
+    from harness.config.suites import get_suite, plain
+    from harness.sweep.driver import select_methods
 
-    return sorted({m.attention for m in get_suite(suite).methods} | {"full"})
+    variants = select_methods(get_suite(args.suite), args.methods)
+    if args.methods is None and "full" not in {v.label for v in variants}:
+        variants = [*variants, plain("full")]
+    return [TimedMethod.of(v.label, v.attention, {**v.options, **attention_options}) for v in variants]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -284,13 +293,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_default(args: argparse.Namespace) -> int:
     """Bare `run_benchmark.py`: the quick suite, a short efficiency sweep of its methods into the
     same directory, then one report of both."""
-    from harness.measure.efficiency import MAIN_JOB_OPTIONS, MAIN_JOB_SEQ_LENS, failed_rows, run_efficiency
-    from harness.config.suites import get_suite
+    from harness.measure import efficiency_options
+    from harness.measure.efficiency import failed_rows, run_efficiency
 
     status = cmd_run(args)
-    methods = args.methods or efficiency_methods(args.suite)
-    path = run_efficiency(methods, MAIN_JOB_SEQ_LENS, out_dir(args), resolve_device(args.device), args.plugin,
-                          MAIN_JOB_OPTIONS)
+    path = run_efficiency(timed_variants(args, {}), efficiency_options.MAIN_JOB_SEQ_LENS, out_dir(args),
+                          resolve_device(args.device), args.plugin, efficiency_options.MAIN_JOB_OPTIONS)
     print(f"efficiency results: {path}")
     return max(status, cmd_report(args), 1 if failed_rows(path) else 0)
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from bench_common import BenchError
+from bench_common import BenchError, first_line
 from lra.fingerprint import Source, files_under
 
 TFDS_SUBDIR = "tensorflow_datasets"
@@ -80,7 +80,7 @@ def open_split(task: str, dataset: str, split: str, directory: Path, alternative
         return tfds.builder_from_directory(str(location)).as_data_source(split=split)
     except Exception as err:  # damaged dataset_info.json / features.json / array_record files
         raise BenchError(f"task '{task}': TFDS dataset '{dataset}' at {location} is unreadable "
-                         f"({_first_line(err)}); prepare it again: {prepare_command(dataset, directory)}") from None
+                         f"({type(err).__name__}: {first_line(err)}); prepare it again: {prepare_command(dataset, directory)}") from None
 
 
 def records(source: Any, fields: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -92,18 +92,13 @@ def records(source: Any, fields: tuple[str, ...] = ()) -> Iterator[dict[str, Any
         try:
             record = source[index]
         except Exception as err:
-            raise BenchError(f"{where}: record {index} of split '{split}' is unreadable ({_first_line(err)}); "
+            raise BenchError(f"{where}: record {index} of split '{split}' is unreadable ({type(err).__name__}: {first_line(err)}); "
                              f"prepare the dataset again") from None
         missing = [name for name in fields if name not in record]
         if missing:
             raise BenchError(f"{where}: record {index} of split '{split}' lacks field(s) {', '.join(missing)}; "
                              f"it has {', '.join(sorted(record))}")
         yield record
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def as_bytes(value: Any) -> bytes:

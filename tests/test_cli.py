@@ -110,7 +110,7 @@ def test_bare_invocation_runs_the_suite_and_renders_its_report(tmp_path, tiny_su
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "suite", "tiny")  # bare = the default suite + report
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "set", ["train.steps=5", "train.eval_every=5"])
     monkeypatch.setitem(cli_module.COMMON_DEFAULTS, "device", "cpu")
-    import harness.measure.efficiency as efficiency
+    import harness.measure.efficiency_options as efficiency
 
     monkeypatch.setattr(efficiency, "MAIN_JOB_SEQ_LENS", [16, 32])  # the real one goes to n=4096
     monkeypatch.setattr(efficiency, "MAIN_JOB_OPTIONS", {"num_heads": 1, "head_dim": 8, "scopes": ["core"],
@@ -130,16 +130,16 @@ def test_report_of_a_missing_directory_exits_2(tmp_path, capsys):
 
 def test_efficiency_glue_passes_flags_and_typed_options(tmp_path):
     assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
-                 "--set", "num_heads=1", "--set", "head_dim=8", "--set", "scopes=[\"core\"]",
-                 "--set", "passes=[\"forward\"]", "--set", "min_reps=1", "--set", "max_reps=1",
-                 "--set", "rep_budget_s=0.01"]) == 0
+                 "--set", "efficiency.num_heads=1", "--set", "efficiency.head_dim=8", "--set", "efficiency.scopes=[\"core\"]",
+                 "--set", "efficiency.passes=[\"forward\"]", "--set", "efficiency.min_reps=1", "--set", "efficiency.max_reps=1",
+                 "--set", "efficiency.rep_budget_s=0.01"]) == 0
     rows = json.loads((tmp_path / "efficiency.json").read_text())["rows"]
     assert {(r["method"], r["seq_len"], r["scope"], r["pass"]) for r in rows} >= {("sdpa", 32, "core", "forward")}
 
 
 def test_efficiency_option_errors_exit_2(tmp_path, capsys):
     assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
-                 "--set", "num_hedas=1"]) == 2
+                 "--set", "efficiency.num_hedas=1"]) == 2
     assert "num_hedas" in one_line_error(capsys)
 
 
@@ -155,8 +155,8 @@ def test_efficiency_exits_1_when_a_cell_errors(tmp_path, restore_attention_regis
             raise ValueError("broken")
 
     assert main(["efficiency", "--methods", "test-efficiency-broken", "--seq-lens", "16", "--device", "cpu",
-                 "--out", str(tmp_path), "--set", "num_heads=1", "--set", "head_dim=8", "--set", "scopes=[\"core\"]",
-                 "--set", "passes=[\"forward\"]", "--set", "min_reps=2", "--set", "rep_budget_s=0.01"]) == 1
+                 "--out", str(tmp_path), "--set", "efficiency.num_heads=1", "--set", "efficiency.head_dim=8", "--set", "efficiency.scopes=[\"core\"]",
+                 "--set", "efficiency.passes=[\"forward\"]", "--set", "efficiency.min_reps=2", "--set", "efficiency.rep_budget_s=0.01"]) == 1
     rows = json.loads((tmp_path / "efficiency.json").read_text())["rows"]
     assert {r["method"]: r["status"] for r in rows} == {"sdpa": "ok", "full": "ok", "test-efficiency-broken": "error"}
     assert "1 cells raised an error" in capsys.readouterr().out

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from bench_common import BenchError
-from harness.measure.efficiency import History, run_efficiency
+from harness.measure.efficiency import run_efficiency
+from harness.measure.efficiency_limits import History
+from harness.measure.efficiency_options import TimedMethod
 from harness.measure.balanced_tree import balance_through_medians
 from harness.measure.timing import paired_ratio, peak_memory_mb
 from methods import create_attention, register_attention
 from methods.full import FullAttention
 
-TINY = {"num_heads": 2, "head_dim": 8, "min_reps": 2, "max_reps": 2, "rep_budget_s": 0.0, "block_s": 0.0}
+TINY = {"num_heads": 2, "head_dim": 8, "min_reps": 2, "long_min_reps": 2, "max_reps": 2, "rep_budget_s": 0.0, "block_s": 0.0}
 ROW_KEYS = {"method", "seq_len", "scope", "pass", "status", "time_ms", "ratio_to_sdpa", "peak_memory_mb", "macs", "reason"}
 
 
@@ -89,7 +91,7 @@ def test_failing_methods_become_rows_and_the_sweep_goes_on(tmp_path, restore_att
     assert cell(rows, "test-alloc-fails", 16)["status"] == "oom"
     assert cell(rows, "test-alloc-fails", 32)["reason"].startswith("skipped: out of memory")
     broken = cell(rows, "test-broken", 32)
-    assert broken["status"] == "error" and broken["reason"] == "ValueError: shape mismatch"
+    assert broken["status"] == "error" and broken["reason"].startswith("ValueError: shape mismatch (at ")
     assert cell(rows, "full", 32)["status"] == "ok"
 
 
@@ -113,7 +115,6 @@ def test_cpu_peak_memory_sees_tensor_allocations():
         ({"scopes": ["everything"]}, "'scopes'"),
         ({"dtype": "float64"}, "'dtype'"),
         ({"num_threads": 0}, "'num_threads'"),
-        ({"attention_options": {"performer": {}}}, "unknown option 'performer'"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, options, message):
@@ -175,8 +176,8 @@ def test_repetitions_stop_at_the_target_interval_or_are_marked_time_capped(tmp_p
 @pytest.mark.parametrize("scope", ["core", "layer"])
 def test_tree_methods_are_timed_with_a_random_and_a_balanced_tree(tmp_path, scope):
     n, height = 256, 3
-    options = {"attention_options": {"treeformer-tf": {"height": height}}}
-    rows = sweep(tmp_path, ["treeformer-tf"], [n], scopes=[scope], passes=["forward"], **options)["rows"]
+    tf = TimedMethod.of("treeformer-tf", options={"height": height})
+    rows = sweep(tmp_path, [tf], [n], scopes=[scope], passes=["forward"])["rows"]
     tf_rows = {r["tree"]: r for r in rows if r["method"] == "treeformer-tf"}
     assert set(tf_rows) == {"random", "balanced"} and cell(rows, "full", n, scope)["tree"] is None
     projections = 4 * n * 16 * 16 if scope == "layer" else 0
@@ -209,3 +210,17 @@ def test_a_huge_first_length_is_predicted_from_probes_not_run(tmp_path, capsys):
         assert row["status"] in ("timeout", "oom") and "extrapolated" in row["reason"], row
     err = capsys.readouterr().err
     assert "probing full at n=256 to predict n=1000000" in err and "efficiency n=1000000 core forward" in err
+
+
+def test_long_lengths_get_at_least_long_min_reps_paired_repetitions(tmp_path):
+    # A target any interval meets and no time budget: short cells stop at min_reps (2), the long
+    # ones (>= long_len) only at long_min_reps (5). Every method is paired with every other.
+    rows = sweep(tmp_path, ["linformer", "performer"], [16, 32], scopes=["core"], passes=["forward"],
+                 ci_target=1e6, max_reps=8, long_len=32, long_min_reps=5)["rows"]
+    assert {r["reps"] for r in rows if r["seq_len"] == 16} == {2}
+    assert {r["reps"] for r in rows if r["seq_len"] == 32} == {5}
+    for row in rows:
+        others = {r["method"] for r in rows if r["seq_len"] == row["seq_len"]} - {row["method"]}
+        assert set(row["paired"]) == others
+        low, high = row["paired"]["sdpa" if row["method"] != "sdpa" else "full"]["ci95"]
+        assert low <= row["paired"]["sdpa" if row["method"] != "sdpa" else "full"]["ratio"] <= high

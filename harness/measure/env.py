@@ -1,4 +1,5 @@
-"""Where and how a run was made: package versions, device, machine, git commit, command line."""
+"""Where and how a run was made: package versions, device, machine, git commit, command line; and
+the one check of a requested device."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return found
+
+
+def resolve_device(requested: str) -> str:
+    """cpu or cuda from a --device value (auto: cuda when available); cuda without a GPU, or any
+    other value, is a one-line usage error before anything runs."""
+    import torch
+
+    from bench_common import BenchError
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested not in ("cpu", "cuda"):
+        raise BenchError(f"--device: expected cpu, cuda or auto, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
+    return requested
 
 
 def device_name(device: str) -> str:

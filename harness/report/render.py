@@ -127,6 +127,9 @@ def load_efficiency(run_dir: Path) -> tuple[Optional[dict], Optional[str]]:
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) \
             or not all(isinstance(row, dict) for row in data["rows"]):
         return None, f"left out: {path}: expected an object with a 'rows' list of objects"
+    problem = efficiency_tables.row_problem(data["rows"])
+    if problem:
+        return None, f"left out: {path}: {problem}"
     return data, None
 
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from bench_common import BenchError
+from bench_common import BenchError, first_line
 from harness.sweep.executors import OnRecord, RunFn
 from harness.sweep.records import Record, RunSpec, failure_record
 from harness.training.failures import classify_exception
@@ -90,7 +90,7 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False)
         except ConnectionError as err:
             where = self.address or "a new local cluster"
-            raise BenchError(f"--ray-address {where}: cannot connect to Ray: {_first_line(err)}") from None
+            raise BenchError(f"--ray-address {where}: cannot connect to Ray: {first_line(err)}") from None
         return True
 
 
@@ -127,14 +127,9 @@ def _result_or_failure(ray: Any, ref: Any, spec: RunSpec) -> Record:
     try:
         return ray.get(ref)
     except ray.exceptions.OutOfMemoryError as err:
-        return failure_record(spec, "oom", f"Ray killed the run's worker for memory: {_first_line(err)}")
+        return failure_record(spec, "oom", f"Ray killed the run's worker for memory: {first_line(err)}")
     except ray.exceptions.RayError as err:
-        return failure_record(spec, "error", f"Ray task failed: {type(err).__name__}: {_first_line(err)}")
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
+        return failure_record(spec, "error", f"Ray task failed: {type(err).__name__}: {first_line(err)}")
 
 
 def _plugins_of(spec: RunSpec) -> list[str]:

@@ -11,12 +11,12 @@ test} or null before the data was read, plus loader counts such as "empty_images
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from bench_common import BenchError
+from bench_common.files import write_json_atomic
 from harness.config.layered import CONFIG_VERSION
 from harness.measure.env import environment
 
@@ -117,30 +117,6 @@ def previous_attempts(record: Record, path: Path) -> list[dict[str, Any]]:
 
 def record_path(out_dir: Path, task: str, method: str, seed: int) -> Path:
     return Path(out_dir) / "records" / task / method / f"seed{seed}.json"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False, default=_jsonable)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def validate_record(record: Any, where: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ never run code; RNG states are stored as tensors and lists for the same reason.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, Optional
@@ -15,21 +14,12 @@ import numpy as np
 import torch
 
 from bench_common import BenchError
+from bench_common.files import write_atomic
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Writes `state` to a temp file beside `path`, then renames it over `path` (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda handle: torch.save(state, handle), binary=True)
 
 
 def load_checkpoint(path: Path) -> Optional[dict[str, Any]]:

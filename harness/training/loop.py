@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_common import BenchError
+from bench_common import BenchError, first_line
 from harness.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from harness.training.train_config import TrainConfig, resolve_precision
 from harness.training.batches import TrainBatches, eval_batches
@@ -316,7 +316,7 @@ def train(
     except (MemoryError, RuntimeError) as err:  # CUDA OOM and torch's CPU allocator raise RuntimeErrors
         if not is_out_of_memory(err):
             raise
-        status, reason = "oom", f"out of memory at step {step + 1}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        status, reason = "oom", f"out of memory at step {step + 1}: {first_line(err)}"
     finally:
         bar.close()
 
