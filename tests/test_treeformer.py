@@ -375,6 +375,8 @@ def test_tf_diagnostics_count_what_was_spent_and_reset():
     assert diag["attention_macs_spent"] >= diag["attention_algorithmic_macs_spent"]  # padded buckets
     assert math.isclose(diag["keys_reached_fraction"], allowed.sum().item() / allowed[..., 0].numel() / 32)
     assert 0 <= diag["leaf_entropy_bits"] <= 2 and diag["max_leaf_occupancy"] >= diag["mean_leaf_occupancy"] == 8
+    assert core.diagnostics() == diag  # reading changes nothing
+    core.reset_diagnostics()
     assert core.diagnostics()["forward_calls"] == 0
 
 

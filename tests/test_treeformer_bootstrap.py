@@ -301,10 +301,10 @@ def test_resume_after_switches_restores_the_same_run(tmp_path):
     resumed_model, resumed = run(path=path)
     assert resumed.events == whole.events
     assert [e["tree"] for e in whole.events] == ["none", "new", "grown", "carried"]
-    assert resumed.metrics["history"] == [
-        {**point} for point in whole.metrics["history"]
+    assert resumed.metrics.history == [
+        {**point} for point in whole.metrics.history
     ]
-    assert resumed.metrics["test_accuracy"] == whole.metrics["test_accuracy"]
+    assert resumed.metrics.test_accuracy == whole.metrics.test_accuracy
     for (name, p), q in zip(model.named_parameters(), resumed_model.parameters()):
         assert torch.equal(p, q), name
 

@@ -80,6 +80,7 @@ class TreeAttention(AttentionMethod):
     # ---- diagnostics -------------------------------------------------------------------------
 
     def reset_diagnostics(self) -> None:
+        """Empties the counters `diagnostics` averages."""
         self._diag_calls = 0
         self._diag_examples = 0
         self._diag_leaf_counts = torch.zeros(2**self.height, dtype=torch.float64)
@@ -119,7 +120,7 @@ class TreeAttention(AttentionMethod):
         return self._last_macs
 
     def diagnostics(self) -> dict:
-        """Leaf occupancy and spent MACs averaged over the forward calls since the last call; resets."""
+        """Leaf occupancy and spent MACs averaged over the forward calls since `reset_diagnostics`."""
         if self._diag_calls == 0:
             return {"height": self.height, "leaves": self.leaves, "forward_calls": 0}
         counts = self._diag_leaf_counts
@@ -144,7 +145,6 @@ class TreeAttention(AttentionMethod):
             "attention_macs_spent": self._diag_macs / max(self._diag_examples, 1),
             "attention_algorithmic_macs_spent": self._diag_algorithmic_macs / max(self._diag_examples, 1),
         }
-        self.reset_diagnostics()
         return result
 
 
