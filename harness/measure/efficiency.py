@@ -44,7 +44,7 @@ from bench_common import BenchError, check_option_keys
 from harness.measure.env import environment
 from harness.training.model import AttentionLayer, ModelConfig, check_core_output
 from harness.measure.balanced_tree import balance_through_medians
-from harness.measure.timing import paired_ratio, peak_memory_mb, summarize, time_block
+from harness.measure.timing import extra_memory_mb, paired_ratio, summarize, time_block
 from methods import AttentionMethod, create_attention, get_attention_class, load_plugin
 from methods.base import unsupported_reason
 from methods.treeformer.core import TreeAttention
@@ -333,7 +333,7 @@ def _measure_group(
             continue
         try:
             case = build_case(method, seq_len, scope, pass_, opts, device, tree)
-            row["peak_memory_mb"], seconds = peak_memory_mb(case.run, device)
+            row["peak_memory_mb"], seconds = extra_memory_mb(case.run, device)
             row["macs"] = case.macs()
         except Exception as err:  # a failing method becomes a row; the sweep goes on
             row["status"], row["reason"] = _failure(err)
@@ -454,7 +454,7 @@ def _probe(entry: Entry, history: History, seq_len: int, scope: str, pass_: str,
         print(f"efficiency: probing {label(entry)} at n={probe_len} to predict n={seq_len}", file=sys.stderr, flush=True)
         try:
             case = build_case(method, probe_len, scope, pass_, opts, device, tree)
-            mb, seconds = peak_memory_mb(case.run, device)
+            mb, seconds = extra_memory_mb(case.run, device)
         except Exception as err:
             status, reason = _failure(err)
             history.stopped = (status, f"skipped: the probe at length {probe_len} failed: {reason}")
