@@ -21,9 +21,6 @@ from typing import Any, Optional, Sequence
 
 from bench_common import BenchError
 
-DEFAULT_SEQ_LENS = [256, 512, 1024, 2048, 4096, 8192, 16384]
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that raises our one-line error instead of printing usage and exiting."""
 
@@ -119,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON line per planned run (task, method, seed, resolved config, config_hash, "
                           "record_exists) and train nothing")
     efficiency = commands.add_parser("efficiency", parents=[common], help="time and memory vs length")
-    efficiency.add_argument("--seq-lens", type=_ints, default=DEFAULT_SEQ_LENS, help="comma-separated lengths")
+    efficiency.add_argument("--seq-lens", type=_ints, default=None, help="comma-separated lengths (default 256 ... 16384)")
     report = commands.add_parser("report", parents=[common], help="render tables and plots of a results dir")
     report.add_argument("run_dir", type=Path, nargs="?", default=None, help="results directory (default: --out)")
     commands.add_parser("generate", parents=[common], help="prepare the data of a suite's tasks")
@@ -214,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
-    from harness.measure.efficiency import failed_rows, run_efficiency
+    from harness.measure.efficiency import DEFAULT_SEQ_LENS, failed_rows, run_efficiency
     from harness.config.suites import get_suite
 
     methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
@@ -228,7 +225,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
         except ValueError:
             options[key] = text
     out = check_directory_flag("--out", args.out or Path("runs") / "efficiency")
-    path = run_efficiency(methods, args.seq_lens, out, resolve_device(args.device), args.plugin, options)
+    path = run_efficiency(methods, args.seq_lens or DEFAULT_SEQ_LENS, out, resolve_device(args.device), args.plugin, options)
     errors = failed_rows(path)
     print(f"efficiency results: {path}" + (f" ({len(errors)} cells raised an error)" if errors else ""))
     return 1 if errors else 0

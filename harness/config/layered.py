@@ -37,10 +37,6 @@ from harness.training.train_config import TrainConfig, resolve_precision
 # under another version is refused instead of being silently mixed with new results.
 CONFIG_VERSION = 2  # 2: eval_every null = steps // 10; measured MACs, baselines in records
 
-FAMILIES = ("lra", "uniform")
-SCHEDULES = ("rsqrt", "cosine", "onecycle", "constant")
-
-
 # Top-level keys of a config layer and the type of each (sections are checked field by field).
 TOP_LEVEL: dict[str, Any] = {
     "family": Literal["lra", "uniform"],
