@@ -211,19 +211,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
-    from harness.measure.efficiency import DEFAULT_SEQ_LENS, failed_rows, run_efficiency
+    from harness.config.layered import parse_option_set
     from harness.config.suites import get_suite
+    from harness.measure.efficiency import DEFAULT_SEQ_LENS, EfficiencyOptions, failed_rows, run_efficiency
 
     methods = args.methods or sorted({m.attention for m in get_suite(args.suite).methods})
-    options: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise BenchError(f"--set {item!r}: expected key=value")
-        try:
-            options[key] = json.loads(text)
-        except ValueError:
-            options[key] = text
+    options = dict(parse_option_set(item, EfficiencyOptions) for item in args.set)
     out = check_directory_flag("--out", args.out or Path("runs") / "efficiency")
     path = run_efficiency(methods, args.seq_lens or DEFAULT_SEQ_LENS, out, resolve_device(args.device), args.plugin, options)
     errors = failed_rows(path)

@@ -140,7 +140,20 @@ def test_efficiency_glue_passes_flags_and_typed_options(tmp_path):
 def test_efficiency_option_errors_exit_2(tmp_path, capsys):
     assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
                  "--set", "num_hedas=1"]) == 2
-    assert "num_hedas" in one_line_error(capsys)
+    assert "--set: unknown key 'num_hedas' (did you mean 'num_heads'?)" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("assignment,message", [
+    ("min_reps=three", "--set min_reps: expected an integer, got 'three'"),
+    ("memory_limit_mb=lots", "--set memory_limit_mb: expected a number, got 'lots'"),
+    ("attention_options=linformer", "--set attention_options: expected a JSON object"),
+    ("ci_target=NaN", "--set ci_target: expected a finite number"),
+])
+def test_efficiency_set_values_are_typed_as_in_run(tmp_path, capsys, assignment, message):
+    """`--set` parses a value by its field's type in every subcommand (run: train.*, model.*)."""
+    assert main(["efficiency", "--methods", "sdpa", "--seq-lens", "32", "--device", "cpu", "--out", str(tmp_path),
+                 "--set", assignment]) == 2
+    assert message in one_line_error(capsys)
 
 
 def test_generate_prepares_each_task_once(tmp_path, tiny_suite, capsys):
