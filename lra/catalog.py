@@ -8,7 +8,7 @@ attention dropout, positions, batch, optimiser, schedule, steps and `eval_freque
 `eval_every`, which decides which best-validation state is tested). tests/test_tasks_registry.py
 holds the official values as a table; docs/evaluation_protocol.md lists what still differs.
 
-Evaluation rules the harness applies to all of them (shared/LRA.md): the checkpoint with the best
+Evaluation rules the harness applies to all of them (docs/evaluation_protocol.md): the checkpoint with the best
 validation accuracy is evaluated on test; splits are seeded; same budget and model size across
 methods; a run that cannot fit or learn is reported as failed, never averaged in as 0.
 """

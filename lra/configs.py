@@ -1,4 +1,4 @@
-"""The two config families every task offers (shared/LRA.md).
+"""The two config families every task offers (docs/lra.md).
 
 "lra": the official LRA code configs (they differ from the paper appendix; the maintainers say the
 configs produced the published table). "uniform": the single 2-layer, 64-wide model the PyTorch

@@ -1,7 +1,7 @@
 """Run records: one self-describing JSON file per run, written atomically, read with checks.
 
 Layout: `<out>/records/<task>/<method>/seed<seed>.json`, plus `<out>/config.json` with every
-resolved run config of the directory. Schema (COMMON.md):
+resolved run config of the directory. Schema (docs/records.md):
 {"schema", "method", "attention", "task", "task_version", "seed", "status", "reason", "metrics",
  "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env", "data"}.
 `data` names the exact data a run used: {"source", "root", "fingerprint", "sizes": {train, val,

@@ -3,7 +3,7 @@
 Level 1 (model): train with a dense warm-up attention (`full` by default) first, then switch the
 chosen layers to tree attention, keeping every weight. Level 2 (tree): train the trees with the
 dense-gradient TC form first, then continue with TF, optionally growing the tree height stage by
-stage (a grown tree starts from its parent hyperplanes, `RoutingTree.grown`). See shared/PAPER.md.
+stage (a grown tree starts from its parent hyperplanes, `RoutingTree.grown`). See docs/treeformer.md.
 
 The run config's `bootstrap` section:
 

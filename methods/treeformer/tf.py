@@ -1,7 +1,7 @@
 """`treeformer-tf`: TF-Attention, exact softmax attention restricted to each query's leaf.
 
 A query attends to the keys routed to its own leaf (Madaan et al. 2023). Our defaults
-(shared/PAPER.md): a query whose leaf holds no key falls back to the keys of its deepest non-empty
+(docs/treeformer.md): a query whose leaf holds no key falls back to the keys of its deepest non-empty
 ancestor (`empty_leaf="ancestor"`), or outputs zero (`empty_leaf="zero"`); padding is routed
 nowhere and padded positions output zero.
 
