@@ -144,7 +144,7 @@ MUTATIONS = {
 @pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
 def test_reference_comparison_catches_mutated_routing_backward(monkeypatch, name, mutation):
     """Each mutation of the STE backward leaves the forward as it is and must fail the comparison
-    above (the routing backward used to be compared only with itself, so none of these failed)."""
+    above: the reference shares no code with the cores, so a wrong backward cannot agree with it."""
     core, (q, k, v, mask) = scenario_case(name, {}, "random_padded")
     expected = reference_for(core)(core, q, k, v, key_padding_mask=mask)
     want = grads(core, (q, k, v), expected)
