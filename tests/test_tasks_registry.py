@@ -30,6 +30,14 @@ def test_every_expected_task_is_registered_once():
         TASKS.add("listops", get_task("listops"))
 
 
+def test_the_lra_readme_says_where_every_task_finds_its_data():
+    table = (Path(__file__).resolve().parents[1] / "lra" / "README.md").read_text().split("## Where data goes")[1]
+    table = table.split("\n## ")[0]
+    missing = [name for name in list_tasks() if f"`{name}`" not in table
+               and not (name.startswith("pathfinder") and "`pathfinder[-easy,-intermediate]`" in table)]
+    assert not missing, f"lra/README.md's data table lacks {missing}"
+
+
 def test_unknown_task_suggests_close_names():
     with pytest.raises(BenchError, match=r"unknown task 'listop'; did you mean 'listops'"):
         get_task("listop")
