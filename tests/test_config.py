@@ -3,8 +3,6 @@
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from bench_common import BenchError
 from harness.config import layered as cfg
@@ -120,22 +118,3 @@ def test_family_selects_task_defaults(tmp_path, tiny_suite, tiny_tasks):
         tiny_tasks["tiny-majority"].train_configs["uniform"] = dict(tiny_tasks["tiny-majority"].train_configs["lra"])
     assert spec.config["family"] == "uniform" and spec.config["train"]["steps"] == 77
 
-
-@settings(max_examples=150, deadline=None)
-@given(st.text(max_size=40))
-def test_random_set_strings_parse_or_raise_bench_error(text):
-    try:
-        cfg.parse_set(text)
-    except BenchError as err:
-        assert "\n" not in str(err)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=200), st.sampled_from([".json", ".yaml", ".toml"]))
-def test_random_config_file_bytes_load_or_raise_bench_error(tmp_path_factory, data, suffix):
-    path = tmp_path_factory.mktemp("cfg") / f"c{suffix}"
-    path.write_bytes(data)
-    try:
-        cfg.load_config_file(path)
-    except BenchError as err:
-        assert "\n" not in str(err)

@@ -202,7 +202,6 @@ def test_default_data_dir_honours_the_environment(monkeypatch, tmp_path: Path):
 def test_missing_real_data_fails_fast_and_says_where(tmp_path: Path, name: str, expected: str):
     with pytest.raises(BenchError, match=expected) as error:
         prepare_task_data(name, tmp_path)
-    assert "\n" not in str(error.value)
 
 
 def test_official_listops_files_are_preferred_over_generation(tmp_path: Path):

@@ -179,7 +179,7 @@ def test_null_stage_options_mean_the_defaults():
 def test_bad_sections_fail_before_training_in_one_line(section, message):
     with pytest.raises(BenchError, match=message) as error:
         validate_bootstrap(section)
-    assert "\n" not in str(error.value)
+    assert str(error.value).startswith("bootstrap")  # names the section
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ def validate_bootstrap(section: Optional[dict]) -> Optional[BootstrapPlan]:
         return None
     warmup = checked.get("warmup_attention", "full")
     if warmup is not None:
-        get_attention_class(warmup)  # unknown names: BenchError with suggestions
+        _within("bootstrap.warmup_attention", get_attention_class, warmup)  # suggests close names
     layers = _validate_layers(checked.get("layers"))
     stages: list[Stage] = []
     for index, raw in enumerate(stages_raw):
@@ -86,7 +86,7 @@ def validate_bootstrap(section: Optional[dict]) -> Optional[BootstrapPlan]:
             )
         if warmup is not None and stage.at_step == 0:
             raise BenchError(f"{where}.at_step=0 leaves no warm-up; use at_step >= 1 or warmup_attention null")
-        options = validate_attention_options(stage.attention, stage.options or {})
+        options = _within(where, validate_attention_options, stage.attention, stage.options or {})
         stages.append(Stage(stage.at_step, stage.attention, options))
     _check_heights_grow(stages)
     return BootstrapPlan(layers, warmup, tuple(stages))
@@ -221,6 +221,14 @@ def and_bias_change(old: nn.Module, new: nn.Module) -> Optional[str]:
     if before == after:
         return None
     return "dropped" if before else "new"
+
+
+def _within(where: str, check: Callable[..., Any], *args: Any) -> Any:
+    """`check(*args)`, its BenchError prefixed by where in the section the checked value sits."""
+    try:
+        return check(*args)
+    except BenchError as err:
+        raise BenchError(f"{where}: {err}") from None
 
 
 def _validate_layers(layers: Optional[list[int]]) -> Optional[tuple[int, ...]]:
