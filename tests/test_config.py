@@ -3,9 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from bench_common import BenchError
 from harness.config import layered as cfg
+from harness.training.model import EncoderClassifier, ModelConfig
 from harness.sweep.driver import SweepRequest, resolve_specs
 
 
@@ -118,3 +120,13 @@ def test_family_selects_task_defaults(tmp_path, tiny_suite, tiny_tasks):
         tiny_tasks["tiny-majority"].train_configs["uniform"] = dict(tiny_tasks["tiny-majority"].train_configs["lra"])
     assert spec.config["family"] == "uniform" and spec.config["train"]["steps"] == 77
 
+
+def test_heads_not_dividing_the_model_dim_names_both_fields():
+    with pytest.raises(BenchError, match=r"model\.num_heads=4 must divide model\.qkv_dim=10"):
+        ModelConfig(qkv_dim=10, num_heads=4)
+
+
+def test_model_rejects_inputs_longer_than_its_length():
+    model = EncoderClassifier(ModelConfig(max_seq_len=32, attention="linformer", attention_options={"k": 8}))
+    with pytest.raises(BenchError, match=r"input length 40 exceeds model\.max_seq_len=32"):
+        model(torch.randint(1, 200, (1, 40)))
