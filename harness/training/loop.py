@@ -1,11 +1,13 @@
 """The one training loop, for every task, head and method.
 
-Read top to bottom: `train` builds AdamW, resumes from a checkpoint when there is one, then for
-each step runs the callbacks, sets the learning rate, takes the step's batch, does forward,
-backward, clipping and the update; every `eval_every` steps it measures validation accuracy,
-keeps the best state, writes a checkpoint and checks early stopping. At the end the best state
-(never the last) is loaded and tested. Divergence, out-of-memory and the time limit end the run
-with that status and keep what was measured.
+Read top to bottom: `train` builds AdamW, resumes from a checkpoint when there is one (`resume`),
+then for each step runs the callbacks (`run_callbacks`), sets the learning rate, takes the step's
+batch and does forward, backward, clipping and the update (`take_step`); every `eval_every` steps
+it measures validation accuracy, keeps the best state, writes a checkpoint and checks early
+stopping. At the end the best state (never the last) is loaded and tested (`final_test`).
+Divergence, out-of-memory and the time limit end the run with that status and keep what was
+measured. What carries from step to step, and what a checkpoint holds, is a `TrainingState`; what
+the run measured is a `RunMetrics`.
 """
 
 from __future__ import annotations
