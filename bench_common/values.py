@@ -6,11 +6,14 @@ is refused with the same one-line message wherever it is given.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
+import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 from bench_common.errors import BenchError
+from bench_common.registry import check_option_keys
 
 UNION_TYPES = (Union, types.UnionType)
 
@@ -53,8 +56,28 @@ def check_value(path: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise BenchError(f"{path}: expected a list of {len(args)} values, got {value!r}")
         return [check_value(f"{path}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args))]
+    if origin is list:
+        if not isinstance(value, list):
+            raise BenchError(f"{path}: expected a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [check_value(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise BenchError(f"{path}: expected a mapping, got {value!r}")
         return json.loads(json.dumps(value))  # a deep, JSON-normalised copy (int keys -> str)
     return value
+
+
+def check_fields(path: str, cls: type, value: Any) -> dict[str, Any]:
+    """A mapping checked against dataclass `cls`: no unknown keys, every field without a default
+    present, each value of its field's type. Returns the checked values of the keys given."""
+    if not isinstance(value, dict):
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise BenchError(f"{path}: expected a mapping with keys {names}, got {value!r}")
+    check_option_keys(path, value, [f.name for f in dataclasses.fields(cls)])
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in value:
+            raise BenchError(f"{path}: missing '{f.name}'")
+    return {key: check_value(f"{path}.{key}", item, hints[key]) for key, item in value.items()}

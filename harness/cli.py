@@ -216,7 +216,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     """Times the suite's method variants (their own options) with `--set` applied as `run` applies
     it; `--set efficiency.KEY=VALUE` sets the sweep itself (harness/measure/efficiency_options.py)."""
     from harness.measure.efficiency import failed_rows, run_efficiency
-    from harness.measure.efficiency_options import DEFAULT_SEQ_LENS
+    from harness.measure.efficiency_options import DEFAULT_SEQ_LENS, EfficiencyOptions
     from harness.config import layered
 
     given = [f"--{key.replace('_', '-')}" for key in EFFICIENCY_IGNORES if getattr(args, key) != COMMON_DEFAULTS[key]]
@@ -228,7 +228,8 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     for item in args.set:
         key, _, text = item.partition("=")
         if key.startswith("efficiency."):
-            options[key.split(".", 1)[1]] = layered.parse_text(f"--set {key}", text, Any)
+            name, value = layered.parse_option_set(item.split(".", 1)[1], EfficiencyOptions)
+            options[name] = value
             continue
         layer = layered.parse_set(item)
         if set(layer) != {"model"} or set(layer["model"]) != {"attention_options"}:

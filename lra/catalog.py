@@ -8,7 +8,7 @@ attention dropout, positions, batch, optimiser, schedule, steps and `eval_freque
 `eval_every`, which decides which best-validation state is tested). tests/test_tasks_registry.py
 holds the official values as a table; docs/evaluation_protocol.md lists what still differs.
 
-Evaluation rules the harness applies to all of them (shared/LRA.md): the checkpoint with the best
+Evaluation rules the harness applies to all of them (docs/evaluation_protocol.md): the checkpoint with the best
 validation accuracy is evaluated on test; splits are seeded; same budget and model size across
 methods; a run that cannot fit or learn is reported as failed, never averaged in as 0.
 """
@@ -51,13 +51,17 @@ def declare(
 
 # ------------------------------------------------------------------ ListOps
 LISTOPS_TOKENS = "whitespace tokens after ']'->'X' and dropping '(' ')'; 0 pad, digits, MIN/MAX/MED/SM, X"
-LISTOPS_LRA = (lra_model(4, 8, 512, 512, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 1000, 5000, eval_every=50))
+LISTOPS_LRA = (
+    lra_model(num_layers=4, num_heads=8, emb_dim=512, qkv_dim=512, mlp_dim=1024, pooling="cls"),
+    lra_train(batch_size=32, lr=0.05, weight_decay=0.1, schedule="rsqrt", warmup_steps=1000, steps=5000, eval_every=50),
+)
 
 
-def _listops_params(count: int, held_out: float, min_length: int, max_length: int, max_depth: int = 10,
+def _listops_params(*, num_examples: int, held_out: float, min_length: int, max_length: int, max_depth: int = 10,
                     max_args: int = 10) -> dict[str, Any]:
+    """Generator settings; `held_out` is the fraction for validation and again for test."""
     return {
-        "num_examples": count, "val_fraction": held_out, "test_fraction": held_out,
+        "num_examples": num_examples, "val_fraction": held_out, "test_fraction": held_out,
         "min_length": min_length, "max_length": max_length, "max_depth": max_depth, "max_args": max_args, "seed": 0,
     }
 
@@ -68,8 +72,8 @@ declare(
     source="lra_release/listops-1000/basic_{train,val,test}.tsv, or the faithful generator",
     tokenisation=LISTOPS_TOKENS, seq_len=2000, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
     head="sequence", pad_id=0, loader=ListOpsLoader(official_dir="lra_release/listops-1000"),
-    params=_listops_params(100_000, 0.02, 500, 2000),
-    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(5000)),
+    params=_listops_params(num_examples=100_000, held_out=0.02, min_length=500, max_length=2000),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(steps=5000)),
 )
 declare(
     "listops-short", version=1,
@@ -77,8 +81,8 @@ declare(
     source="faithful generator, 10k trees, 80/10/10",
     tokenisation=LISTOPS_TOKENS, seq_len=1000, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
     head="sequence", pad_id=0, loader=ListOpsLoader(),
-    params=_listops_params(10_000, 0.1, 500, 1000),
-    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(5000)),
+    params=_listops_params(num_examples=10_000, held_out=0.1, min_length=500, max_length=1000),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(steps=5000)),
 )
 declare(
     "listops-tiny", version=1,
@@ -86,8 +90,8 @@ declare(
     source="faithful generator, 10k trees, 80/10/10",
     tokenisation=LISTOPS_TOKENS, seq_len=256, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
     head="sequence", pad_id=0, loader=ListOpsLoader(),
-    params=_listops_params(10_000, 0.1, 100, 256),
-    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(3000)),
+    params=_listops_params(num_examples=10_000, held_out=0.1, min_length=100, max_length=256),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(steps=3000)),
 )
 
 # Calibrated variants (results/calibration/README.md): the official generator with other limits.
@@ -98,8 +102,8 @@ declare(
     source="faithful generator with max_depth=3, 10k trees, 80/10/10",
     tokenisation=LISTOPS_TOKENS, seq_len=128, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
     head="sequence", pad_id=0, loader=ListOpsLoader(),
-    params=_listops_params(10_000, 0.1, 32, 128, max_depth=3),
-    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(3000)),
+    params=_listops_params(num_examples=10_000, held_out=0.1, min_length=32, max_length=128, max_depth=3),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(steps=3000)),
 )
 declare(
     "listops-1k", version=1,
@@ -109,12 +113,17 @@ declare(
     source="faithful generator with max_depth=3, max_args=64, 6k trees, 80/10/10",
     tokenisation=LISTOPS_TOKENS, seq_len=1024, vocab_size=len(LISTOPS_VOCAB), num_classes=10,
     head="sequence", pad_id=0, loader=ListOpsLoader(),
-    params=_listops_params(6000, 0.1, 512, 1024, max_depth=3, max_args=64),
-    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(5000)),
+    params=_listops_params(num_examples=6000, held_out=0.1, min_length=512, max_length=1024, max_depth=3,
+                           max_args=64),
+    lra=LISTOPS_LRA, uniform=(uniform_model(), uniform_train(steps=5000)),
 )
 
 # ------------------------------------------------------------------ Text (IMDb bytes)
-TEXT_LRA = (lra_model(4, 4, 256, 256, 1024, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 20000, eval_every=100))
+TEXT_LRA = (
+    lra_model(num_layers=4, num_heads=4, emb_dim=256, qkv_dim=256, mlp_dim=1024, pooling="cls"),
+    lra_train(batch_size=32, lr=0.05, weight_decay=0.1, schedule="rsqrt", warmup_steps=8000, steps=20000,
+              eval_every=100),
+)
 for _name, _length in (("text", 1000), ("text-4k", 4000)):
     declare(
         _name, version=2,  # 2: aclImdb/ texts whitespace-stripped as TFDS does
@@ -123,7 +132,7 @@ for _name, _length in (("text", 1000), ("text-4k", 4000)):
         tokenisation="UTF-8 bytes, id = byte + 1, 0 = pad", seq_len=_length, vocab_size=BYTE_VOCAB,
         num_classes=2, head="sequence", pad_id=0, loader=ImdbBytesLoader(),
         params={"validation": "test", "seed": 0},
-        lra=TEXT_LRA, uniform=(uniform_model(), uniform_train(20000)),
+        lra=TEXT_LRA, uniform=(uniform_model(), uniform_train(steps=20000)),
     )
 
 # ------------------------------------------------------------------ Retrieval (AAN)
@@ -133,8 +142,10 @@ declare(
     source="lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv (headless: label, id1, id2, text1, text2)",
     tokenisation="UTF-8 bytes (first 10,000), id = byte + 1, 0 = pad, cut to 4000", seq_len=4000,
     vocab_size=BYTE_VOCAB, num_classes=2, head="dual", pad_id=0, loader=AanLoader(), params={},
-    lra=(lra_model(4, 4, 128, 128, 512, "cls"), lra_train(32, 0.05, 0.1, "rsqrt", 8000, 5000, eval_every=100)),
-    uniform=(uniform_model(), uniform_train(5000)),
+    lra=(lra_model(num_layers=4, num_heads=4, emb_dim=128, qkv_dim=128, mlp_dim=512, pooling="cls"),
+         lra_train(batch_size=32, lr=0.05, weight_decay=0.1, schedule="rsqrt", warmup_steps=8000, steps=5000,
+                   eval_every=100)),
+    uniform=(uniform_model(), uniform_train(steps=5000)),
 )
 
 # ------------------------------------------------------------------ Image (CIFAR-10)
@@ -144,13 +155,19 @@ declare(
     source="TFDS cifar10 (array_record): train[:90%] / train[90%:] / test",
     tokenisation="grayscale uint8 pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
     num_classes=10, head="sequence", pad_id=None, loader=Cifar10Loader(), params={},
-    lra=(lra_model(1, 8, 128, 64, 128, "cls", positions="learned", dropout=0.3, attention_dropout=0.2),
-         lra_train(256, 5e-4, 0.0, "cosine", 175, 35000, eval_every=175)),
-    uniform=(uniform_model(), uniform_train(35000)),
+    lra=(lra_model(num_layers=1, num_heads=8, emb_dim=128, qkv_dim=64, mlp_dim=128, pooling="cls", positions="learned",
+                   dropout=0.3, attention_dropout=0.2),
+         lra_train(batch_size=256, lr=5e-4, weight_decay=0.0, schedule="cosine", warmup_steps=175, steps=35000,
+                   eval_every=175)),
+    uniform=(uniform_model(), uniform_train(steps=35000)),
 )
 
 # ------------------------------------------------------------------ Pathfinder / Path-X
-PATHFINDER_LRA = (lra_model(4, 4, 32, 16, 32, "mean", dropout=0.2), lra_train(512, 1e-3, 0.0, "cosine", 312, 62400, eval_every=312))
+PATHFINDER_LRA = (
+    lra_model(num_layers=4, num_heads=4, emb_dim=32, qkv_dim=16, mlp_dim=32, pooling="mean", dropout=0.2),
+    lra_train(batch_size=512, lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=312, steps=62400,
+              eval_every=312),
+)
 for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("easy", "-easy")):
     _contour = {"easy": 6, "intermediate": 9, "hard": 14}[_difficulty]
     declare(
@@ -160,7 +177,7 @@ for _difficulty, _suffix in (("hard", ""), ("intermediate", "-intermediate"), ("
         tokenisation="grayscale pixel values 0-255, row-major", seq_len=1024, vocab_size=256,
         num_classes=2, head="sequence", pad_id=None, loader=PathfinderLoader(32, _difficulty),
         params={"num_examples": 200_000, "seed": 0},
-        lra=PATHFINDER_LRA, uniform=(uniform_model(), uniform_train(62400)),
+        lra=PATHFINDER_LRA, uniform=(uniform_model(), uniform_train(steps=62400)),
     )
 declare(
     "pathx", version=2,  # 2: lockstep pair search (new random stream)
@@ -169,9 +186,10 @@ declare(
     tokenisation="grayscale pixel values 0-255, row-major", seq_len=16384, vocab_size=256, num_classes=2,
     head="sequence", pad_id=None, loader=PathfinderLoader(128, "hard"),
     params={"num_examples": 200_000, "seed": 0},
-    lra=(lra_model(1, 2, 32, 16, 32, "mean", positions="learned"),
-         lra_train(64, 1e-3, 0.0, "cosine", 2500, 500_000, eval_every=2500, grad_clip=1.0)),
-    uniform=(uniform_model(), uniform_train(500_000)),
+    lra=(lra_model(num_layers=1, num_heads=2, emb_dim=32, qkv_dim=16, mlp_dim=32, pooling="mean", positions="learned"),
+         lra_train(batch_size=64, lr=1e-3, weight_decay=0.0, schedule="cosine", warmup_steps=2500, steps=500_000,
+                   eval_every=2500, grad_clip=1.0)),
+    uniform=(uniform_model(), uniform_train(steps=500_000)),
 )
 
 # ------------------------------------------------------------------ MQAR (Zoology)
@@ -185,35 +203,36 @@ _MQAR_TRAIN = {
 }
 
 
-def _declare_mqar(name: str, description: str, layout: str, keys: int, values: int, pairs: int, seq_len: int,
-                  examples: int) -> None:
-    params = {"layout": layout, "num_keys": keys, "num_values": values, "num_pairs": pairs, "seq_len": seq_len,
-              "num_examples": examples, "seed": 0}
+def _declare_mqar(name: str, description: str, *, layout: str, num_keys: int, num_values: int, num_pairs: int,
+                  seq_len: int, num_examples: int) -> None:
+    params = {"layout": layout, "num_keys": num_keys, "num_values": num_values, "num_pairs": num_pairs,
+              "seq_len": seq_len, "num_examples": num_examples, "seed": 0}
     declare(
         name, version=1, description=description,
         source="generated (Zoology MQAR, adapted to a bidirectional encoder)",
         tokenisation="single: joint (key, value) ids and query-key ids" if layout == "single"
         else "classic: key ids and value ids on adjacent positions, queried keys",
-        seq_len=seq_len, vocab_size=mqar_vocab(params), num_classes=values,
+        seq_len=seq_len, vocab_size=mqar_vocab(params), num_classes=num_values,
         head="token", pad_id=0, loader=MqarLoader(), params=params,
-        lra=(_MQAR_MODEL, _MQAR_TRAIN), uniform=(uniform_model(), uniform_train(2000, batch=64)),
+        lra=(_MQAR_MODEL, _MQAR_TRAIN), uniform=(uniform_model(), uniform_train(steps=2000, batch_size=64)),
     )
 
 
 for _name, _layout in (("mqar", "single"), ("mqar-classic", "classic")):
     _declare_mqar(_name, f"Multi-query associative recall, {_layout} layout: 48 key-value pairs at n=256, every key queried",
-                  _layout, 64, 64, 48, 256, 20_000)
+                  layout=_layout, num_keys=64, num_values=64, num_pairs=48, seq_len=256, num_examples=20_000)
 # The calibrated recall tasks (results/calibration/README.md): few and many key identities side
 # by side (as Zoology varies the vocabulary), so that a method cannot win by giving each of a few
 # keys its own leaf or feature. Same layout, values, pairs and length; only the key count differs.
 _declare_mqar("mqar-few-keys", "MQAR, classic layout, 8 keys x 8 values, 8 pairs at n=128 (quick suite): few key identities",
-              "classic", 8, 8, 8, 128, 8000)
+              layout="classic", num_keys=8, num_values=8, num_pairs=8, seq_len=128, num_examples=8000)
 _declare_mqar("mqar-many-keys", "MQAR, classic layout, 64 keys x 8 values, 8 pairs at n=128 (quick suite): many key "
-              "identities, more than a height-5 tree has leaves", "classic", 64, 8, 8, 128, 8000)
+              "identities, more than a height-5 tree has leaves",
+              layout="classic", num_keys=64, num_values=8, num_pairs=8, seq_len=128, num_examples=8000)
 # Long-range recall (long suite): the single layout with 4 keys and 4 values is the setting full
 # attention learned at n=1024 within a few hundred CPU steps; more keys stayed at chance there.
 _declare_mqar("mqar-4k", "MQAR, single layout, 4 keys x 4 values, 4 pairs at n=4096 (long suite): recall at long range",
-              "single", 4, 4, 4, 4096, 4000)
+              layout="single", num_keys=4, num_values=4, num_pairs=4, seq_len=4096, num_examples=4000)
 
 # ------------------------------------------------------------------ GLUE and IMDb subword
 _SUBWORD = "sentencepiece unigram trained on the training split, cached; 0 pad, 1 unk, 2 <sep>"
@@ -224,7 +243,7 @@ declare(
     tokenisation=_SUBWORD, seq_len=128, vocab_size=8000, num_classes=2, head="sequence", pad_id=0,
     loader=GlueLoader("glue/sst2", ("sentence",), "validation"),
     params={"vocab_size": 8000, "val_fraction": 0.05, "seed": 0},
-    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(10000)),
+    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(steps=10000)),
 )
 declare(
     "mnli", version=1, description="GLUE MNLI entailment, pairs concatenated as premise <sep> hypothesis",
@@ -232,7 +251,7 @@ declare(
     tokenisation=_SUBWORD, seq_len=256, vocab_size=8000, num_classes=3, head="sequence", pad_id=0,
     loader=GlueLoader("glue/mnli", ("premise", "hypothesis"), "validation_matched"),
     params={"vocab_size": 8000, "val_fraction": 0.02, "seed": 0},
-    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(20000)),
+    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(steps=20000)),
 )
 declare(
     "imdb-subword", version=2,  # 2: aclImdb/ texts whitespace-stripped as TFDS does
@@ -240,5 +259,5 @@ declare(
     source="TFDS imdb_reviews (array_record) or <data_dir>/aclImdb",
     tokenisation=_SUBWORD, seq_len=1024, vocab_size=8000, num_classes=2, head="sequence", pad_id=0,
     loader=ImdbSubwordLoader(), params={"vocab_size": 8000, "validation": "test", "seed": 0},
-    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(20000)),
+    lra=_NLP_LRA, uniform=(uniform_model(), uniform_train(steps=20000)),
 )

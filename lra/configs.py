@@ -1,4 +1,4 @@
-"""The two config families every task offers (shared/LRA.md).
+"""The two config families every task offers (docs/lra.md).
 
 "lra": the official LRA code configs (they differ from the paper appendix; the maintainers say the
 configs produced the published table). "uniform": the single 2-layer, 64-wide model the PyTorch
@@ -12,24 +12,24 @@ from typing import Any, Optional
 
 
 def lra_model(
-    layers: int, heads: int, emb: int, qkv: int, mlp: int, pooling: str,
+    *, num_layers: int, num_heads: int, emb_dim: int, qkv_dim: int, mlp_dim: int, pooling: str,
     positions: str = "sinusoidal", dropout: float = 0.1, attention_dropout: float = 0.1,
 ) -> dict[str, Any]:
     """Defaults are the official model's (dropout_rate = attention_dropout_rate = 0.1, fixed positions)."""
     return {
-        "num_layers": layers, "num_heads": heads, "emb_dim": emb, "qkv_dim": qkv, "mlp_dim": mlp,
+        "num_layers": num_layers, "num_heads": num_heads, "emb_dim": emb_dim, "qkv_dim": qkv_dim, "mlp_dim": mlp_dim,
         "pooling": pooling, "positions": positions, "dropout": dropout, "attention_dropout": attention_dropout,
     }
 
 
 def lra_train(
-    batch: int, lr: float, weight_decay: float, schedule: str, warmup: int, steps: int, eval_every: int,
-    grad_clip: Optional[float] = None,
+    *, batch_size: int, lr: float, weight_decay: float, schedule: str, warmup_steps: int, steps: int,
+    eval_every: int, grad_clip: Optional[float] = None,
 ) -> dict[str, Any]:
     """`eval_every` is the config's eval_frequency: it decides which best-validation state is tested."""
     return {
-        "batch_size": batch, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
-        "warmup_steps": warmup, "steps": steps, "grad_clip": grad_clip, "eval_every": eval_every,
+        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
+        "warmup_steps": warmup_steps, "steps": steps, "grad_clip": grad_clip, "eval_every": eval_every,
     }
 
 
@@ -41,11 +41,11 @@ def uniform_model(pooling: str = "mean") -> dict[str, Any]:
     }
 
 
-def uniform_train(steps: int, batch: int = 32, eval_every: Optional[int] = None) -> dict[str, Any]:
+def uniform_train(*, steps: int, batch_size: int = 32, eval_every: Optional[int] = None) -> dict[str, Any]:
     """AdamW 1e-4 with a linear one-cycle schedule, as the PyTorch ports; steps vary per task.
     `eval_every` None = from the budget (10 evaluations per run), so curves show how a run ends."""
     return {
-        "batch_size": batch, "lr": 1e-4, "weight_decay": 0.01, "schedule": "onecycle",
+        "batch_size": batch_size, "lr": 1e-4, "weight_decay": 0.01, "schedule": "onecycle",
         "warmup_steps": max(1, steps // 10), "steps": steps, "grad_clip": None, "eval_every": eval_every,
     }
 

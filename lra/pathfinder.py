@@ -36,7 +36,7 @@ from lra.tsv import parse_label
 
 IMAGES_PER_BATCH = 200  # fixed: part of the data's identity (batch seeds), not a tuning knob
 
-#: LRA presets (shared/LRA.md; lra_benchmarks/data/pathfinder.py docstrings) before difficulty.
+#: LRA presets (docs/lra.md; the official lra_benchmarks/data/pathfinder.py docstrings) before difficulty.
 PRESETS = {
     32: SnakeParams(
         window=32, padding=1, antialias=2, margins=(1,), paddle_length=2, thickness=0.5,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from bench_common import BenchError, Registry, check_option_keys
+from bench_common.values import check_value
 from lra.cache import SPLITS, Split, entry_dir, load_entry, save_entry
 from lra.fingerprint import Source, fingerprint
 
@@ -104,15 +105,14 @@ class Task:
         return self.loader.offline
 
     def check_params(self, params: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """Defaults updated by `params`; unknown keys rejected, values coerced to the default's type.
-
-        Strings are accepted for numbers and booleans (values arrive from `--set key=value`).
-        """
+        """Defaults updated by `params`; unknown keys rejected, each value checked against the type
+        of its default (`check_value`, the rule of every config value: an integer is a number, a
+        string is not)."""
         params = dict(params or {})
         check_option_keys(f"task '{self.name}' params", params, self.params)
         resolved = dict(self.params)
         for key, value in params.items():
-            resolved[key] = _coerce(self.name, key, value, self.params[key])
+            resolved[key] = check_value(f"task '{self.name}' param '{key}'", value, type(self.params[key]))
         self.loader.validate(self, resolved)
         return resolved
 
@@ -189,29 +189,6 @@ class Task:
             scored = targets[targets != IGNORE_INDEX] if self.head == "token" else targets
             if scored.size and (scored.min() < 0 or scored.max() >= shape["num_classes"]):
                 raise BenchError(f"task '{self.name}': split '{name}' has labels outside 0..{shape['num_classes'] - 1}")
-
-
-def _coerce(task: str, key: str, value: Any, default: Any) -> Any:
-    kind = type(default)
-    try:
-        if kind is bool:
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return lowered in ("true", "1", "yes")
-            return bool(value)
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            return float(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise BenchError(
-            f"task '{task}' param '{key}': expected {kind.__name__}, got {value!r}"
-        ) from None
 
 
 TASKS: Registry[Task] = Registry("task", Task)

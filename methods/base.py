@@ -104,8 +104,12 @@ class AttentionMethod(nn.Module):
         return None
 
     def diagnostics(self) -> dict:
-        """Method-specific measurements recorded at evaluation (e.g. tree leaf occupancy)."""
+        """Method-specific measurements of the forward calls since `reset_diagnostics` (e.g. tree
+        leaf occupancy); reading them changes nothing."""
         return {}
+
+    def reset_diagnostics(self) -> None:
+        """Starts a new window for `diagnostics` (the harness calls it before the test evaluation)."""
 
     def unsupported_reason(self, seq_len: int, device: str, has_padding: bool) -> Optional[str]:
         """Why this method cannot run this setting, or None when it can."""

@@ -1,4 +1,4 @@
-"""Speed and memory of one Treeformer attention layer against `sdpa` and its peers (issue 11, item 7).
+"""Speed and memory of one Treeformer attention layer against `sdpa` and its peers.
 
 One attention layer = the model's Q/K/V and output projections + the core (harness.training.model
 .AttentionLayer), B=1, 4 heads, head_dim 64, fp32, forward + backward, on the CPU. Methods are
@@ -45,7 +45,7 @@ HEADS, HEAD_DIM = 4, 64
 WIDTH = HEADS * HEAD_DIM
 
 TC, TF, TF_BUCKETED = "treeformer-tc h=5", "treeformer-tf h=5", "treeformer-tf h=5 bucketed"
-# Targets of issue 11 item 7: (label, length, bound on the paired time ratio to sdpa).
+# The speed the Treeformer cores are held to: (label, length, bound on the paired time ratio to sdpa).
 TIME_TARGETS = [(TC, 4096, 0.15), (TC, 8192, 0.08), (TF, 4096, 0.25), (TF_BUCKETED, 4096, 0.20)]
 MEMORY_LENGTH, MEMORY_BOUND = 8192, 2.0  # TC's extra memory at n=8192 <= 2x sdpa's, and linear in n
 MIN_REPEATS = 9
@@ -321,7 +321,7 @@ def markdown(env: dict, table: list[dict], checks: list[dict], notes: dict) -> s
             f"{fmt(e['extra_memory_mb'], '.1f')} | {fmt(e['memory_ratio_to_sdpa'], '.2f')} | "
             f"{e['status']}{': ' + e['reason'] if e['reason'] else ''} |"
         )
-    lines += ["", "## Targets (issue 11, item 7)", "", "| target | measured | 95% interval | met |", "|---|--:|--:|---|"]
+    lines += ["", "## Targets", "", "| target | measured | 95% interval | met |", "|---|--:|--:|---|"]
     for c in checks:
         interval = f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}" if c["ci95"] else "-"
         lines.append(f"| {c['target']} | {fmt(c['measured'], '.3f')} | {interval} | {'not measured' if c['met'] is None else 'yes' if c['met'] else 'no'} |")

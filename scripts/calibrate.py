@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def verdict(entry: dict[str, Any]) -> dict[str, Any]:
-    """Issue 16's criteria at the 1x budget: >= 10 points over majority, seed std <= 3 points,
+    """Whether a task is calibrated at the 1x budget: >= 10 points over majority, seed std <= 3 points,
     >= 90% of the accuracy at the largest multiplier run (4x where run)."""
     runs = entry["runs"]
     first = runs[min(runs, key=lambda k: int(k[1:]))]["test_accuracy"]

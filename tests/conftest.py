@@ -23,7 +23,7 @@ def restore_attention_registry():
 
 
 # --------------------------------------------------------------------------- tiny tasks
-# Task objects of the `lra` Task shape (COMMON.md), small enough to learn in seconds, so harness
+# Task objects of the `lra` Task shape (lra/task.py), small enough to learn in seconds, so harness
 # tests need neither the task package's generators nor real data.
 
 from dataclasses import dataclass, field  # noqa: E402

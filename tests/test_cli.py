@@ -1,6 +1,9 @@
 """run_benchmark.py: exit statuses, one-line errors, plugins listed and trained, output files."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,11 +41,23 @@ def one_line_error(capsys):
 def test_list_shows_methods_and_suites(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "full" in out and "quick" in out and "smoke" in out and "treeformer-ablation" in out
+    assert "quick" in out and "smoke" in out and "treeformer-ablation" in out
+    for name in ("full", "sdpa", "linformer", "performer", "xformers", "treeformer-tc", "treeformer-tf"):
+        assert f"  {name} " in out
+
+
+def test_the_script_exits_2_with_one_line_and_no_traceback():
+    """The entry point itself, in its own process: what a user's shell sees."""
+    result = subprocess.run([sys.executable, "run_benchmark.py", "frobnicate"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "invalid choice: 'frobnicate'" in result.stderr
 
 
 @pytest.mark.parametrize("argv, message", [
     (["run", "--bogus"], "unrecognized arguments: --bogus"),
+    (["list", "--bogus"], "unrecognized arguments: --bogus"),
     (["run", "--suite", "quik"], "unknown suite 'quik'; did you mean 'quick'"),
     (["run", "--suite", "smoke", "--methods", "fulll"], "unknown attention method 'fulll'"),
     (["run", "--suite", "smoke", "--device", "tpu"], "--device: expected cpu, cuda or auto"),

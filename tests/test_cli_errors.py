@@ -1,4 +1,4 @@
-"""Bad input found before any run starts (issue 15, item 4): each case ends in exit 2 and one
+"""Bad input found before any run starts: each case ends in exit 2 and one
 `error:` line naming the flag or key and what was expected; nothing trains and no output is written.
 
 Every case is refused while resolving (no training), so each takes well under a second."""

@@ -75,7 +75,7 @@ def planned_hash(data_dir: Path, task: str, sets: list) -> str:
 LISTOPS_SETS = ["data.min_length=100", "data.max_length=300"]
 
 
-# --------------------------------------------------------------------------- stale cache (item 1)
+# --------------------------------------------------------------------------- stale cache
 
 
 def test_replaced_listops_files_rebuild_the_cache_and_change_the_config_hash(tmp_path):
@@ -124,7 +124,7 @@ def test_generated_data_is_named_by_its_recipe(tmp_path):
     assert task.data_source(tmp_path, {"num_examples": 61})["fingerprint"] != before["fingerprint"]
 
 
-# --------------------------------------------------------------------------- damaged cache (issue 15)
+# --------------------------------------------------------------------------- damaged cache
 
 
 def _damage_truncated_array(entry: Path) -> Path:
@@ -169,7 +169,7 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_message_naming_the_file(tmp_pat
     assert capsys.readouterr().err == ""  # the rebuilt entry is whole
 
 
-# --------------------------------------------------------------------------- the data block (item 2)
+# --------------------------------------------------------------------------- the data block
 
 
 def test_data_block_of_generated_data(tmp_path):
@@ -222,7 +222,7 @@ def test_acl_imdb_reviews_are_stripped_as_tfds_does(tmp_path):
     assert prepared.data["source"] == "files" and prepared.data["root"] == str(tmp_path / "aclImdb")
 
 
-# --------------------------------------------------------------------------- records and dry run (items 2, 4)
+# --------------------------------------------------------------------------- records and dry run
 
 
 def cli_lines(capsys, args: list) -> list:
@@ -278,7 +278,7 @@ def test_data_changed_after_planning_fails_the_run_instead_of_mislabelling_it(tm
     assert record["data"]["fingerprint"] != specs[0].config["data_source"]["fingerprint"]  # says what it found
 
 
-# --------------------------------------------------------------------------- suites (item 5)
+# --------------------------------------------------------------------------- suites
 
 
 def test_a_task_the_suite_does_not_list_runs_with_its_generic_settings(tmp_path, capsys):
@@ -303,7 +303,7 @@ def test_suites_keep_data_params_per_task():
                              task_overrides={"listops": {"train": {"steps": 1}}}))
 
 
-# --------------------------------------------------------------------------- killed runs (item 7)
+# --------------------------------------------------------------------------- killed runs
 
 
 class KilledAfterTwoEvaluations:

@@ -10,7 +10,7 @@ from harness.measure.efficiency import run_efficiency
 from harness.measure.efficiency_limits import History
 from harness.measure.efficiency_options import TimedMethod
 from harness.measure.balanced_tree import balance_through_medians
-from harness.measure.timing import paired_ratio, peak_memory_mb
+from harness.measure.timing import extra_memory_mb, paired_ratio
 from methods import create_attention, register_attention
 from methods.full import FullAttention
 
@@ -96,13 +96,13 @@ def test_failing_methods_become_rows_and_the_sweep_goes_on(tmp_path, restore_att
 
 
 def test_cpu_peak_memory_sees_tensor_allocations():
-    extra_mb, _ = peak_memory_mb(lambda: torch.ones(1024, 1024), "cpu")  # 4 MiB, freed on return
+    extra_mb, _ = extra_memory_mb(lambda: torch.ones(1024, 1024), "cpu")  # 4 MiB, freed on return
     assert 4.0 <= extra_mb < 4.5
     n, heads = 512, 2
     core = create_attention("full", num_heads=heads, head_dim=8, max_seq_len=n).eval()
     q = torch.randn(1, heads, n, 8)
     with torch.no_grad():
-        extra_mb, _ = peak_memory_mb(lambda: core(q, q, q), "cpu")
+        extra_mb, _ = extra_memory_mb(lambda: core(q, q, q), "cpu")
     scores_mb = heads * n * n * 4 / 2**20
     assert extra_mb >= 2 * scores_mb  # scores and their softmax are alive together
 

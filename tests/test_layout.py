@@ -76,8 +76,6 @@ def test_no_module_imports_in_a_circle():
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("harness.")))
 def test_harness_stages_import_one_way(module):
     stage = _stage(module)
-    if stage == "__init__" or module == "harness":
-        return
     for target in GRAPH[module]:
         if not target.startswith("harness.") or _stage(target) == stage:
             continue
@@ -108,3 +106,10 @@ def test_the_checker_sees_a_planted_cycle(tmp_path, monkeypatch):
     monkeypatch.setitem(GRAPH, "harness.training.loop", GRAPH["harness.training.loop"] | {"harness.sweep.runner"})
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_no_module_imports_in_a_circle()
+
+
+def test_the_checker_sees_a_stage_imported_against_the_arrows(monkeypatch):
+    """Mutation check: training may import no other stage, so a planted import of the sweep fails."""
+    monkeypatch.setitem(GRAPH, "harness.training.loop", GRAPH["harness.training.loop"] | {"harness.sweep.runner"})
+    with pytest.raises(AssertionError, match="harness.training.loop \\(training\\) may not import harness.sweep.runner"):
+        test_harness_stages_import_one_way("harness.training.loop")

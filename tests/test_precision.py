@@ -112,8 +112,8 @@ def test_treeformer_trains_through_the_loop_under_cpu_bf16(run):
     result = train(model, Splits(data["train"], data["val"], data["test"]), config, head=task.head, seed=0,
                    device=torch.device("cpu"), callbacks=callbacks, progress=False)
     assert result.status == "ok", result.reason
-    assert result.metrics["steps"] == 12
-    assert all(math.isfinite(point["train_loss"]) for point in result.metrics["history"])
+    assert result.metrics.steps == 12
+    assert all(math.isfinite(point["train_loss"]) for point in result.metrics.history)
     assert dtypes and set(dtypes) == {torch.bfloat16}  # the loop really ran under bf16 autocast
     trees = [core.tree for core in model.attention_cores()]
     assert all(torch.isfinite(p).all() for p in model.parameters())

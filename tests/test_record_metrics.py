@@ -8,7 +8,7 @@ from harness.measure.baselines import class_baselines
 from harness.sweep import records
 from harness.sweep.driver import SweepRequest, resolve_specs, run_sweep
 from harness.sweep.executors import LocalExecutor
-from harness.training.loop import still_learning
+from harness.training.metrics import still_learning
 from harness.training.train_config import TrainConfig
 
 

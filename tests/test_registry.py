@@ -41,6 +41,30 @@ def test_unknown_option_names_key_and_accepted(restore_attention_registry):
     assert "windowed-test" in list_attentions()
 
 
+@pytest.mark.parametrize("name, options, message", [
+    ("linformer", {"sharng": "layer"},
+     r"^attention method 'linformer': unknown option 'sharng' \(did you mean 'sharing'\?\); accepted: init, k, sharing$"),
+    ("linformer", {"sharing": "heads"},
+     r"^attention method 'linformer' option 'sharing': expected one of 'none', 'headwise', 'key-value', 'layer', got 'heads'$"),
+    ("performer", {"kernel": "gelu"}, r"^attention method 'performer' option 'kernel': expected one of 'softmax', 'relu'"),
+    ("performer", {"num_features": 0}, r"^performer option num_features must be a positive integer, got 0$"),
+])
+def test_the_baselines_name_bad_options_and_what_they_accept(name, options, message):
+    with pytest.raises(BenchError, match=message):
+        create_attention(name, num_heads=2, head_dim=8, max_seq_len=16, **options)
+
+
+def test_fixed_length_method_given_a_longer_sequence():
+    method = create_attention("linformer", num_heads=2, head_dim=8, max_seq_len=64, k=16)
+    assert type(method).capabilities.fixed_length
+    reason = method.unsupported_reason(128, "cpu", has_padding=True)
+    assert reason == "linformer needs a fixed length: sequence length 128 exceeds max_seq_len 64"
+    assert method.unsupported_reason(64, "cpu", has_padding=True) is None
+    q = k = v = torch.randn(1, 2, 128, 8)
+    with pytest.raises(BenchError, match="linformer needs a fixed length: sequence length 128 exceeds max_seq_len 64"):
+        method(q, k, v)
+
+
 def test_generic_registry_for_other_kinds():
     class Suite:
         pass

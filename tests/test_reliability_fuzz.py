@@ -51,11 +51,14 @@ def fresh(directory, suffix=""):
     return directory / f"case{next(_names)}{suffix}"
 
 
-def either_succeeds_or_one_line_error(read, *args):
+def either_succeeds_or_names(where: object, read, *args):
+    """`read(*args)` succeeds or raises a BenchError whose message names `where` (the file, the
+    directory or the flag). Any other exception type fails the test; so does a message that would
+    leave the user guessing which input was bad."""
     try:
         read(*args)
     except BenchError as err:
-        assert "\n" not in str(err) and str(err).strip(), repr(str(err))
+        assert str(where) in str(err), f"{str(err)!r} does not name {str(where)!r}"
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +79,7 @@ AAN = b"1.0\tP1\tP2\tpaper one\tpaper two\n0\tP3\tP4\ttext \xc3\xa9\tshort\n"
 def test_listops_tsv(scratch, data):
     path = fresh(scratch, ".tsv")
     path.write_bytes(data)
-    either_succeeds_or_one_line_error(read_split_file, path, 16)
+    either_succeeds_or_names(path, read_split_file, path, 16)
 
 
 def test_listops_tsv_seed_is_valid(scratch):
@@ -91,7 +94,7 @@ def test_listops_tsv_seed_is_valid(scratch):
 def test_aan_tsv(scratch, data):
     path = fresh(scratch, ".tsv")
     path.write_bytes(data)
-    either_succeeds_or_one_line_error(read_pairs, path, 32)
+    either_succeeds_or_names(path, read_pairs, path, 32)
 
 
 def test_aan_tsv_seed_is_valid(scratch):
@@ -124,7 +127,8 @@ def pathfinder_layout(root, metadata: bytes, first_png: bytes):
 @given(png=mutations(PNG))
 @example(png=PNG[:16])  # a PNG cut inside its header chunk: PIL raises ValueError
 def test_pathfinder_png(scratch, png):
-    either_succeeds_or_one_line_error(read_layout, pathfinder_layout(fresh(scratch), METADATA, png), WINDOW)
+    root = pathfinder_layout(fresh(scratch), METADATA, png)
+    either_succeeds_or_names(root, read_layout, root, WINDOW)
 
 
 @FUZZ
@@ -132,7 +136,8 @@ def test_pathfinder_png(scratch, png):
 @example(metadata=b"\x80")  # not UTF-8
 @example(metadata=b"\x00\t\x00\t\x00\t0")  # a NUL byte in the image path
 def test_pathfinder_metadata(scratch, metadata):
-    either_succeeds_or_one_line_error(read_layout, pathfinder_layout(fresh(scratch), metadata, PNG), WINDOW)
+    root = pathfinder_layout(fresh(scratch), metadata, PNG)
+    either_succeeds_or_names(root, read_layout, root, WINDOW)
 
 
 def test_pathfinder_seed_layout_is_valid(scratch):
@@ -162,7 +167,7 @@ def test_config_seed_files_are_valid(scratch, suffix):
 def test_config_files(scratch, suffix, data):
     path = fresh(scratch, suffix)
     path.write_bytes(data.draw(mutations(CONFIGS[suffix])))
-    either_succeeds_or_one_line_error(cfg.load_config_file, path)
+    either_succeeds_or_names(path, cfg.load_config_file, path)
 
 
 # Values a layer may hold, nested: what any parser of JSON, TOML or YAML can hand over.
@@ -177,7 +182,7 @@ FIELD_KEYS = st.sampled_from(["steps", "lr", "betas", "schedule", "grad_clip", "
 @FUZZ
 @given(layer=st.one_of(VALUES, st.dictionaries(SECTION_KEYS, st.one_of(VALUES, st.dictionaries(FIELD_KEYS, VALUES)))))
 def test_config_layers_of_any_shape(layer):
-    either_succeeds_or_one_line_error(cfg.check_layer, layer, "fuzz")
+    either_succeeds_or_names("fuzz", cfg.check_layer, layer, "fuzz")
 
 
 SET_KEYS = st.sampled_from(["train.steps", "train.lr", "train.betas", "train.grad_clip", "train.schedule",
@@ -188,13 +193,13 @@ SET_KEYS = st.sampled_from(["train.steps", "train.lr", "train.betas", "train.gra
 @FUZZ
 @given(key=SET_KEYS, value=st.text(max_size=20), separator=st.sampled_from(["=", "", "==", ".="]))
 def test_set_values(key, value, separator):
-    either_succeeds_or_one_line_error(cfg.parse_set, f"{key}{separator}{value}")
+    either_succeeds_or_names("--set", cfg.parse_set, f"{key}{separator}{value}")
 
 
 @FUZZ
 @given(text=st.text(max_size=40))
 def test_set_random_strings(text):
-    either_succeeds_or_one_line_error(cfg.parse_set, text)
+    either_succeeds_or_names("--set", cfg.parse_set, text)
 
 
 # --------------------------------------------------------------------------- results and state
@@ -217,7 +222,7 @@ RECORD = valid_record()
 def test_record_files(scratch, data):
     path = fresh(scratch, ".json")
     path.write_bytes(data)
-    either_succeeds_or_one_line_error(read_record, path)
+    either_succeeds_or_names(path, read_record, path)
 
 
 def test_record_seed_is_valid(scratch):
@@ -244,7 +249,7 @@ def test_checkpoint_files(scratch, checkpoint, data):
     path.write_bytes(data.draw(mutations(checkpoint)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns about odd pickle protocols before refusing
-        either_succeeds_or_one_line_error(load_checkpoint, path)
+        either_succeeds_or_names(path, load_checkpoint, path)
 
 
 def test_checkpoint_seed_is_valid(scratch, checkpoint):
@@ -294,7 +299,8 @@ def test_array_record_files(scratch, prepared_imdb, data):
     valid = (prepared_imdb[1] / name).read_bytes()
     damaged = data.draw(st.one_of(st.integers(0, len(valid)).map(lambda n: valid[:n]), mutations(valid[:4096]).map(
         lambda head: head + valid[4096:])))
-    either_succeeds_or_one_line_error(read_imdb_splits, damaged_copy(scratch, prepared_imdb, name, damaged))
+    copy = damaged_copy(scratch, prepared_imdb, name, damaged)
+    either_succeeds_or_names(copy, read_imdb_splits, copy)
 
 
 @pytest.mark.parametrize("file_name", ["dataset_info.json", "features.json"])
@@ -302,7 +308,8 @@ def test_array_record_files(scratch, prepared_imdb, data):
 @given(data=st.data())
 def test_tfds_metadata_files(scratch, prepared_imdb, file_name, data):
     damaged = data.draw(mutations((prepared_imdb[1] / file_name).read_bytes()))
-    either_succeeds_or_one_line_error(read_imdb_splits, damaged_copy(scratch, prepared_imdb, file_name, damaged))
+    copy = damaged_copy(scratch, prepared_imdb, file_name, damaged)
+    either_succeeds_or_names(copy, read_imdb_splits, copy)
 
 
 def test_prepared_imdb_seed_is_valid(prepared_imdb):

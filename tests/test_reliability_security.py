@@ -28,7 +28,7 @@ def test_checkpoint_holding_a_code_executing_pickle_is_refused(tmp_path):
     torch.save({"step": 3, "model": Payload()}, path)
     with pytest.raises(BenchError, match="unreadable") as caught:
         load_checkpoint(path)
-    assert not marker.exists() and "\n" not in str(caught.value)
+    assert not marker.exists() and str(path) in str(caught.value)
 
     torch.load(path, weights_only=False)  # the file really is armed: an unsafe load runs it
     assert marker.exists()

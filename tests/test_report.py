@@ -1,6 +1,6 @@
 """The report renderer over synthetic record files: cells, averages, files, and no model imports.
 
-Records are built by hand in the schema of COMMON.md (metrics.baselines, still_learning, MACs over
+Records are built by hand in the schema of docs/records.md (metrics.baselines, still_learning, MACs over
 the test split); fields an older record lacks are left out to check that the report says so.
 """
 

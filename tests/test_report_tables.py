@@ -1,4 +1,4 @@
-"""Report tables as pure functions of hand-built records (COMMON.md schema), no files, no plots.
+"""Report tables as pure functions of hand-built records (docs/records.md), no files, no plots.
 
 Each case is small enough to check by hand: the numbers in the comments are worked out there.
 """

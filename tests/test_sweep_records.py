@@ -3,8 +3,6 @@
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from bench_common import BenchError
 from harness.sweep import records, runner
@@ -149,24 +147,3 @@ def test_record_schema_violations_are_one_line_errors(tmp_path):
     with pytest.raises(BenchError, match=r"seed0.json:1: malformed record JSON"):
         records.read_record(path)
 
-
-@settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=300))
-def test_random_record_bytes_read_or_raise_bench_error(tmp_path_factory, data):
-    path = tmp_path_factory.mktemp("rec") / "seed0.json"
-    path.write_bytes(data)
-    try:
-        records.read_record(path)
-    except BenchError as err:
-        assert "\n" not in str(err)
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.binary(max_size=300))
-def test_random_checkpoint_bytes_load_or_raise_bench_error(tmp_path_factory, data):
-    from harness.training.checkpoints import load_checkpoint
-
-    path = tmp_path_factory.mktemp("ckpt") / "seed0.pt"
-    path.write_bytes(data)
-    with pytest.raises(BenchError, match="delete it to restart"):
-        load_checkpoint(path)

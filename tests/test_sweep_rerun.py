@@ -84,7 +84,7 @@ def test_ok_record_of_another_config_is_refused_and_untouched(tmp_path, tiny_sui
         sweep(tmp_path, methods=("full",), sets=["train.steps=5"])
     message = str(err.value)
     assert "train.steps: 10 -> 5" in message and "--force" in message and "seed0.json" in message
-    assert "\n" not in message and len(counted) == 1
+    assert len(counted) == 1
     assert before == {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     _, done = sweep(tmp_path, methods=("full",), sets=["train.steps=5"], force=True)
     record = record_of(tmp_path)

@@ -33,21 +33,21 @@ def run(task, config, **kwargs):
 def test_loop_learns_a_sequence_task():
     config = TrainConfig(steps=60, batch_size=16, lr=3e-3, schedule="constant", warmup_steps=3, eval_every=20)
     _, result = run(TINY_TASKS["tiny-majority"], config)
-    history = result.metrics["history"]
+    history = result.metrics.history
     assert result.status == "ok"
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert result.metrics["test_accuracy"] > 0.85  # majority of 16 tokens: chance is about 0.5
+    assert result.metrics.test_accuracy > 0.85  # majority of 16 tokens: chance is about 0.5
     assert [h["step"] for h in history] == [20, 40, 60]
     metrics = result.metrics
-    assert metrics["steps"] == 60 and metrics["train_seconds"] > 0
-    assert metrics["tokens_per_second"] == pytest.approx(metrics["steps_per_second"] * 16 * 16)  # batch x n
-    assert 0 < metrics["peak_memory_mb"] < 64 * 1024
+    assert metrics.steps == 60 and metrics.train_seconds > 0
+    assert metrics.tokens_per_second == pytest.approx(metrics.steps_per_second * 16 * 16)  # batch x n
+    assert 0 < metrics.peak_memory_mb < 64 * 1024
 
 
 def test_loop_learns_a_token_task_ignoring_minus_100():
     config = TrainConfig(steps=60, batch_size=16, lr=3e-3, schedule="constant", warmup_steps=3, eval_every=30)
     _, result = run(TINY_TASKS["tiny-copy"], config)
-    assert result.status == "ok" and result.metrics["test_accuracy"] > 0.9
+    assert result.status == "ok" and result.metrics.test_accuracy > 0.9
 
 
 def test_token_accuracy_counts_only_scored_positions():
@@ -75,14 +75,14 @@ def test_test_accuracy_is_that_of_the_best_validation_state_not_the_last():
     task = TINY_TASKS["tiny-majority"]
     config = TrainConfig(steps=90, batch_size=16, lr=3e-3, schedule="constant", warmup_steps=3, eval_every=30)
     model, result = run(task, config, callbacks=[Sabotage(60)])
-    history = result.metrics["history"]
+    history = result.metrics.history
     assert history[-1]["val_accuracy"] < 0.7 < history[1]["val_accuracy"]  # last is worse than best
-    assert result.metrics["best_step"] == 60
-    assert result.metrics["val_accuracy"] == history[1]["val_accuracy"]
-    assert result.metrics["test_accuracy"] > 0.85
+    assert result.metrics.best_step == 60
+    assert result.metrics.val_accuracy == history[1]["val_accuracy"]
+    assert result.metrics.test_accuracy > 0.85
     # The model handed back holds the best state: its test accuracy is the recorded one.
     test = splits(task).test
-    assert evaluate(model, test, 16, None, "sequence", torch.device("cpu")) == result.metrics["test_accuracy"]
+    assert evaluate(model, test, 16, None, "sequence", torch.device("cpu")) == result.metrics.test_accuracy
 
 
 class Crash:
@@ -105,9 +105,9 @@ def test_resume_from_checkpoint_gives_bit_identical_metrics(tmp_path):
     assert path.exists()
     _, resumed = run(task, config, dropout=0.1, checkpoint_path=path, checkpoint_key="k")
     for key in ("val_accuracy", "test_accuracy", "best_step", "steps"):
-        assert resumed.metrics[key] == whole.metrics[key], key
+        assert getattr(resumed.metrics, key) == getattr(whole.metrics, key), key
     strip = lambda history: [(h["step"], h["train_loss"], h["val_accuracy"]) for h in history]  # noqa: E731
-    assert strip(resumed.metrics["history"]) == strip(whole.metrics["history"])
+    assert strip(resumed.metrics.history) == strip(whole.metrics.history)
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
@@ -117,7 +117,7 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
     run(task, config, checkpoint_path=path, checkpoint_key="old")
     _, fresh = run(task, config, checkpoint_path=path, checkpoint_key="new")
     _, plain = run(task, config)
-    assert fresh.metrics["history"][0]["train_loss"] == plain.metrics["history"][0]["train_loss"]
+    assert fresh.metrics.history[0]["train_loss"] == plain.metrics.history[0]["train_loss"]
 
 
 
@@ -134,15 +134,15 @@ def test_nan_loss_is_diverged_with_its_step():
     _, result = run(task, config, callbacks=[NaNWeights()])
     assert result.status == "diverged"
     assert "step 13" in result.reason
-    assert result.metrics["steps"] == 12 and result.metrics["best_step"] == 10  # measured so far is kept
-    assert result.metrics["test_accuracy"] is not None
+    assert result.metrics.steps == 12 and result.metrics.best_step == 10  # measured so far is kept
+    assert result.metrics.test_accuracy is not None
 
 
 def test_time_limit_is_timeout_and_keeps_metrics():
     config = TrainConfig(steps=1000, batch_size=16, eval_every=1, warmup_steps=2, time_limit_s=1e-6)
     _, result = run(TINY_TASKS["tiny-majority"], config)
     assert result.status == "timeout"
-    assert result.metrics["steps"] == 1 and result.metrics["val_accuracy"] is not None
+    assert result.metrics.steps == 1 and result.metrics.val_accuracy is not None
 
 
 def test_memory_error_is_oom():
@@ -153,7 +153,7 @@ def test_memory_error_is_oom():
 
     config = TrainConfig(steps=20, batch_size=16, eval_every=2, warmup_steps=2)
     _, result = run(TINY_TASKS["tiny-majority"], config, callbacks=[Exhaust()])
-    assert result.status == "oom" and result.metrics["steps"] == 3 and "cannot allocate" in result.reason
+    assert result.status == "oom" and result.metrics.steps == 3 and "cannot allocate" in result.reason
 
 
 class SwapToSdpa:
@@ -186,15 +186,15 @@ def test_callback_event_adds_new_parameters_and_resumes(tmp_path, restore_attent
     model, whole = run(task, config, callbacks=[SwapToSdpa()])
     assert whole.events == [{"step": 5, "switch": "scaled-test-core"}]
     assert float(model.attention_cores()[0].scale.detach()) != 1.0  # the new parameter was trained
-    assert whole.metrics["best_step"] >= 10  # best chosen after the switch only
+    assert whole.metrics.best_step >= 10  # best chosen after the switch only
 
     path = tmp_path / "ckpt.pt"
     with pytest.raises(RuntimeError):
         run(task, config, checkpoint_path=path, checkpoint_key="k", callbacks=[SwapToSdpa(), Crash(15)])
     _, resumed = run(task, config, checkpoint_path=path, checkpoint_key="k", callbacks=[SwapToSdpa()])
     assert resumed.events == whole.events
-    assert resumed.metrics["test_accuracy"] == whole.metrics["test_accuracy"]
-    assert resumed.metrics["history"][-1]["train_loss"] == whole.metrics["history"][-1]["train_loss"]
+    assert resumed.metrics.test_accuracy == whole.metrics.test_accuracy
+    assert resumed.metrics.history[-1]["train_loss"] == whole.metrics.history[-1]["train_loss"]
 
 
 @pytest.mark.parametrize("schedule", ["rsqrt", "cosine", "onecycle", "constant"])
@@ -214,9 +214,9 @@ def test_early_stopping_ends_after_patience_evaluations_without_gain():
     config = TrainConfig(steps=200, batch_size=16, lr=3e-3, schedule="constant", warmup_steps=3, eval_every=10,
                          early_stop_patience=2)
     _, result = run(task, config, callbacks=[Sabotage(60)])  # no gain is possible after step 60
-    steps = [h["step"] for h in result.metrics["history"]]
-    assert result.status == "ok" and result.metrics["steps"] < 200
-    assert steps[-1] - result.metrics["best_step"] == 20  # stopped two evaluations after the best
+    steps = [h["step"] for h in result.metrics.history]
+    assert result.status == "ok" and result.metrics.steps < 200
+    assert steps[-1] - result.metrics.best_step == 20  # stopped two evaluations after the best
 
 
 def test_gradient_clipping_bounds_the_update():
@@ -243,6 +243,6 @@ def test_torch_allocator_failure_is_oom_other_runtime_errors_propagate():
     config = TrainConfig(steps=10, batch_size=16, eval_every=5, warmup_steps=2)
     _, result = run(TINY_TASKS["tiny-majority"], config,
                     callbacks=[Allocator("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")])
-    assert result.status == "oom" and result.metrics["steps"] == 2
+    assert result.status == "oom" and result.metrics.steps == 2
     with pytest.raises(RuntimeError, match="unrelated"):
         run(TINY_TASKS["tiny-majority"], config, callbacks=[Allocator("unrelated")])

@@ -37,10 +37,6 @@ from harness.training.train_config import TrainConfig, resolve_precision
 # under another version is refused instead of being silently mixed with new results.
 CONFIG_VERSION = 2  # 2: eval_every null = steps // 10; measured MACs, baselines in records
 
-FAMILIES = ("lra", "uniform")
-SCHEDULES = ("rsqrt", "cosine", "onecycle", "constant")
-
-
 # Top-level keys of a config layer and the type of each (sections are checked field by field).
 TOP_LEVEL: dict[str, Any] = {
     "family": Literal["lra", "uniform"],
@@ -196,11 +192,26 @@ def _parse_assignment(assignment: str) -> dict[str, Any]:
         raise _unknown_key(f"--set {top}", field_name, list(hints))
     hint = hints[field_name]
     if len(parts) == 2:
-        value = check_value(where, parse_text(where, text, hint), hint)
-        return {top: {field_name: value}}
+        return {top: {field_name: check_value(where, parse_text(where, text, hint), hint)}}
     if not (hint is dict or get_origin(hint) is dict):
         raise BenchError(f"{where}: {top}.{field_name} is not a mapping, it has no sub-keys")
     return {top: {field_name: _nest(parts[2:], parse_text(where, text, Any))}}
+
+
+def parse_option_set(assignment: str, options: type) -> tuple[str, Any]:
+    """`--set efficiency.name=value` (given without the prefix) for settings that are one flat dataclass:
+    (name, value), the text parsed and checked by the field's type, as `parse_set` does for
+    train.* and model.*."""
+    if "=" not in assignment:
+        raise BenchError(f"--set {assignment!r}: expected key=value, e.g. --set num_heads=4")
+    name, text = assignment.split("=", 1)
+    hints = _field_hints(options)
+    if name not in hints:
+        raise _unknown_key("--set", name, list(hints))
+    where = f"--set {name}"
+    value = check_value(where, parse_text(where, text, hints[name]), hints[name])
+    check_finite(where, value)
+    return name, value
 
 
 DEVICE_BY_FLAG = "{where}: the device is chosen by the --device flag (cpu, cuda or auto), not by a config key"

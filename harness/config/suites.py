@@ -147,7 +147,7 @@ LONG_OVERRIDES = {
 # Calibration (results/calibration/README.md): sdpa learns listops-1k in a jump whose step varies by
 # seed (seed 1 never jumped within 300 steps, both seeds did within 600: 62.1 +- 1.1% against a 28%
 # majority class), hence 600 steps. mqar-4k is NOT calibrated yet: in a run capped at 219 of its
-# 300 steps, sdpa was still at chance (25%); its budget or setting is the open item of issue 16.
+# 300 steps, sdpa was still at chance (25%); its budget or setting is still to be chosen.
 LONG_TASK_OVERRIDES: dict[str, dict[str, Any]] = {
     "mqar-4k": {"train": {"steps": 300, "eval_every": 30}},
     "listops-1k": {"train": {"steps": 600, "eval_every": 60, "batch_size": 16}},

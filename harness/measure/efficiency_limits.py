@@ -21,7 +21,7 @@ import torch
 
 from harness.measure.efficiency_cases import Entry, build_case
 from harness.measure.efficiency_options import EfficiencyOptions
-from harness.measure.timing import peak_memory_mb
+from harness.measure.timing import extra_memory_mb
 from harness.training.failures import classify_exception
 from methods import get_attention_class
 from methods.base import unsupported_reason
@@ -95,7 +95,7 @@ def _probe(entry: Entry, history: History, seq_len: int, scope: str, pass_: str,
                   flush=True)
             try:
                 case = build_case(entry, probe_len, scope, pass_, opts, device)
-                megabytes, seconds = peak_memory_mb(case.run, device)
+                megabytes, seconds = extra_memory_mb(case.run, device)
             except Exception as err:
                 status, reason = classify_exception(err)
                 history.stopped = (status, f"skipped: the probe at length {probe_len} failed: {reason}")

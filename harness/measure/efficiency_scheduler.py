@@ -20,7 +20,7 @@ from bench_common import BenchError, first_line
 from harness.measure.efficiency_cases import Case, Entry, build_case
 from harness.measure.efficiency_limits import History, free_memory, skip_reason
 from harness.measure.efficiency_options import REFERENCES, EfficiencyOptions
-from harness.measure.timing import paired_ratio, peak_memory_mb, summarize, time_block
+from harness.measure.timing import extra_memory_mb, paired_ratio, summarize, time_block
 from harness.training.failures import classify_exception
 
 
@@ -52,7 +52,7 @@ def measure_group(histories: dict[Entry, History], seq_len: int, scope: str, pas
             row["reason"] = f"not buildable at length {seq_len}: {first_line(err).split('; choose')[0]}"
             continue
         try:
-            row["peak_memory_mb"], seconds = peak_memory_mb(case.run, device)
+            row["peak_memory_mb"], seconds = extra_memory_mb(case.run, device)
             row["macs"] = case.macs()
         except Exception as err:  # a failing method becomes a row; the sweep goes on
             row["status"], row["reason"] = classify_exception(err)  # as a failing run is classified

@@ -53,8 +53,10 @@ def summarize(label: str, seconds_per_call: list[float], number: int) -> benchma
     )
 
 
-def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float, float]:
-    """(extra peak MiB, seconds) of one call of `fn`; the time includes the probe's overhead."""
+def extra_memory_mb(fn: Callable[[], object], device: str) -> tuple[float, float]:
+    """(extra peak MiB, seconds) of one call of `fn`: the most it allocated above what was allocated
+    when it began, so weights and inputs are not counted (unlike the training loop's
+    `run_peak_memory_mb`); the time includes the probe's overhead."""
     if str(device).startswith("cuda"):
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -64,10 +66,10 @@ def peak_memory_mb(fn: Callable[[], object], device: str) -> tuple[float, float]
         synchronize(device)
         seconds = time.perf_counter() - began
         return (torch.cuda.max_memory_allocated(device) - start) / MIB, seconds
-    return _cpu_peak_memory_mb(fn)
+    return _cpu_extra_memory_mb(fn)
 
 
-def _cpu_peak_memory_mb(fn: Callable[[], object]) -> tuple[float, float]:
+def _cpu_extra_memory_mb(fn: Callable[[], object]) -> tuple[float, float]:
     from torch.profiler import ProfilerActivity, profile
 
     profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)

@@ -12,9 +12,10 @@ from typing import Any, Optional
 import pandas as pd
 
 from harness.report.stats import Comparison, RankingStability, compare, ranking_stability, t_interval
+from harness.sweep.records import STATUSES
 
-STATUS_LABELS = {"error": "FAIL", "oom": "OOM", "timeout": "TIMEOUT", "diverged": "DIVERGED",
-                 "unsupported": "UNSUPPORTED"}
+# How a table shows a run that is not ok: its status in capitals, an error as FAIL.
+STATUS_LABELS = {status: "FAIL" if status == "error" else status.upper() for status in STATUSES if status != "ok"}
 RUN_COLUMNS = ["method", "attention", "task", "seed", "status", "reason", "test_accuracy", "val_accuracy",
                "majority", "chance", "shortcut", "still_learning", "train_seconds", "steps_per_second", "tokens_per_second",
                "peak_memory_mb", "batch_size", "attention_core_macs", "attention_core_macs_min",

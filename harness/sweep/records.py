@@ -1,7 +1,7 @@
 """Run records: one self-describing JSON file per run, written atomically, read with checks.
 
 Layout: `<out>/records/<task>/<method>/seed<seed>.json`, plus `<out>/config.json` with every
-resolved run config of the directory. Schema (COMMON.md):
+resolved run config of the directory. Schema (docs/records.md):
 {"schema", "method", "attention", "task", "task_version", "seed", "status", "reason", "metrics",
  "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env", "data"}.
 `data` names the exact data a run used: {"source", "root", "fingerprint", "sizes": {train, val,
@@ -19,6 +19,7 @@ from bench_common import BenchError
 from bench_common.files import write_json_atomic
 from harness.config.layered import CONFIG_VERSION
 from harness.measure.env import environment
+from harness.training.metrics import METRIC_KEYS, RunMetrics
 
 SCHEMA = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "error", "unsupported")
@@ -30,11 +31,6 @@ RECORD_KEYS = ("schema", "method", "attention", "task", "task_version", "seed", 
                "metrics", "flops", "diagnostics", "bootstrap", "suite", "config", "config_hash", "env", "data")
 # Keys a record written before they existed may lack (the committed results/ predate `data`).
 LATER_KEYS = ("data",)
-METRIC_KEYS = ("val_accuracy", "test_accuracy", "best_step", "steps", "train_seconds",
-               "steps_per_second", "tokens_per_second", "peak_memory_mb", "history")
-# Written in every record since config version 2, absent in older ones (readers show them as unknown):
-# baselines {"majority", "chance"} of the test split's scored targets; still_learning (loop.py).
-OPTIONAL_METRIC_KEYS = ("baselines", "still_learning")
 
 
 Record = dict[str, Any]
@@ -55,10 +51,6 @@ class RunSpec:
         return f"{self.task}/{self.method}/seed{self.seed}"
 
 
-def empty_metrics() -> dict[str, Any]:
-    return {key: ([] if key == "history" else None) for key in METRIC_KEYS + OPTIONAL_METRIC_KEYS}
-
-
 def new_record(spec: RunSpec) -> dict[str, Any]:
     config = spec.config
     return {
@@ -70,7 +62,7 @@ def new_record(spec: RunSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "status": "error",
         "reason": None,
-        "metrics": empty_metrics(),
+        "metrics": RunMetrics().as_record(),
         "flops": None,
         "diagnostics": {},
         "bootstrap": [],

@@ -29,6 +29,7 @@ from harness.training.distributed import init_from_env, rank_device
 from harness.sweep.records import RunSpec, new_record
 from harness.training.failures import is_out_of_memory
 from harness.training.loop import Splits, train
+from harness.training.state import TrainingState
 from lra import default_data_dir
 
 
@@ -127,8 +128,9 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
         head=task.head, seed=spec.seed, device=device, callbacks=callbacks, checkpoint_path=path,
         checkpoint_key=spec.config_hash, dist=dist, label=spec.key,
     )
+    result.metrics.baselines = baselines
     record["status"], record["reason"] = result.status, result.reason
-    record["metrics"], record["bootstrap"] = {**result.metrics, "baselines": baselines}, result.events
+    record["metrics"], record["bootstrap"] = result.metrics.as_record(), result.events
     record["diagnostics"] = _diagnostics(model)
     record["flops"] = _flops(model, splits["test"], device, record)
     if path is not None and dist.is_primary:
@@ -161,18 +163,14 @@ def keep_measured(spec: RunSpec, record: dict[str, Any]) -> None:
     if path is None or not path.is_file():
         return
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(saved, dict) or saved.get("key") != spec.config_hash or not saved.get("history"):
+            return
+        state = TrainingState.from_checkpoint(saved)
     except Exception:  # a damaged checkpoint says nothing; the row keeps its empty metrics
         return
-    if not isinstance(state, dict) or state.get("key") != spec.config_hash or not state.get("history"):
-        return
-    step, seconds = int(state["step"]), float(state["seconds"])
-    record["metrics"].update({
-        "val_accuracy": state["best_accuracy"] if state.get("best_state") is not None else None,
-        "best_step": state["best_step"], "steps": step, "train_seconds": seconds,
-        "steps_per_second": step / seconds if seconds else None, "history": list(state["history"]),
-    })
-    record["reason"] = f"{record['reason']}; metrics up to step {step} read from its checkpoint"
+    record["metrics"] = state.measured().as_record()
+    record["reason"] = f"{record['reason']}; metrics up to step {state.step} read from its checkpoint"
 
 
 def _flops(model: torch.nn.Module, test_split: Any, device: torch.device, record: dict[str, Any]) -> Optional[dict]:

@@ -3,7 +3,7 @@
 Level 1 (model): train with a dense warm-up attention (`full` by default) first, then switch the
 chosen layers to tree attention, keeping every weight. Level 2 (tree): train the trees with the
 dense-gradient TC form first, then continue with TF, optionally growing the tree height stage by
-stage (a grown tree starts from its parent hyperplanes, `RoutingTree.grown`). See shared/PAPER.md.
+stage (a grown tree starts from its parent hyperplanes, `RoutingTree.grown`). See docs/treeformer.md.
 
 The run config's `bootstrap` section:
 
@@ -21,26 +21,32 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from bench_common import BenchError, check_option_keys
+from bench_common import BenchError
+from bench_common.values import check_fields
 from harness.training.model import ModelConfig, share_parameters
 from methods import attention_options, create_attention, get_attention_class
 from methods.registry import validate_attention_options
 from methods.treeformer import TreeAttention
 
-SECTION_KEYS = ("layers", "warmup_attention", "stages")
-STAGE_KEYS = ("at_step", "attention", "options")
-
-
 @dataclass(frozen=True)
 class Stage:
     at_step: int
     attention: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Optional[dict[str, Any]] = field(default_factory=dict)  # null in a section: no options
+
+
+@dataclass(frozen=True)
+class Section:
+    """The `bootstrap` section as written: the types every key must have."""
+
+    layers: Optional[list[int]] = None
+    warmup_attention: Optional[str] = None  # absent: "full" when there are stages
+    stages: Optional[list[dict]] = None
 
 
 @dataclass(frozen=True)
@@ -51,51 +57,37 @@ class BootstrapPlan:
 
 
 def validate_bootstrap(section: Optional[dict]) -> Optional[BootstrapPlan]:
-    """Checks a `bootstrap` section before training; returns its plan, or None for no bootstrap."""
+    """Checks a `bootstrap` section before training; returns its plan, or None for no bootstrap.
+
+    Keys and types are checked by `check_fields`, as every config value; what follows are the
+    rules between values (order of stages, warm-up, heights).
+    """
     if section is None:
         return None
-    if not isinstance(section, dict):
-        raise BenchError(f"bootstrap: expected a mapping with keys {', '.join(SECTION_KEYS)}, got {section!r}")
-    check_option_keys("bootstrap", section, SECTION_KEYS)
-    stages_raw = section.get("stages") or []
-    if not isinstance(stages_raw, list):
-        raise BenchError(f"bootstrap.stages: expected a list of stages, got {stages_raw!r}")
-    warmup = section.get("warmup_attention", "full" if stages_raw else None)
+    checked = check_fields("bootstrap", Section, section)
+    stages_raw = checked.get("stages") or []
     if not stages_raw:
-        if section.get("warmup_attention") is not None:
+        if checked.get("warmup_attention") is not None:
             raise BenchError("bootstrap.warmup_attention is set but bootstrap.stages is empty: nothing to switch to")
         return None
+    warmup = checked.get("warmup_attention", "full")
     if warmup is not None:
-        if not isinstance(warmup, str):
-            raise BenchError(f"bootstrap.warmup_attention: expected an attention name or null, got {warmup!r}")
-        get_attention_class(warmup)  # unknown names: BenchError with suggestions
-    layers = _validate_layers(section.get("layers"))
-    stages = []
+        _within("bootstrap.warmup_attention", get_attention_class, warmup)  # suggests close names
+    layers = _validate_layers(checked.get("layers"))
+    stages: list[Stage] = []
     for index, raw in enumerate(stages_raw):
         where = f"bootstrap.stages[{index}]"
-        if not isinstance(raw, dict):
-            raise BenchError(f"{where}: expected a mapping with keys {', '.join(STAGE_KEYS)}, got {raw!r}")
-        check_option_keys(where, raw, STAGE_KEYS)
-        for key in ("at_step", "attention"):
-            if key not in raw:
-                raise BenchError(f"{where}: missing '{key}'")
-        at_step = raw["at_step"]
-        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
-            raise BenchError(f"{where}.at_step: expected an integer >= 0, got {at_step!r}")
-        if stages and at_step <= stages[-1].at_step:
+        stage = Stage(**check_fields(where, Stage, raw))
+        if stage.at_step < 0:
+            raise BenchError(f"{where}.at_step: expected an integer >= 0, got {stage.at_step!r}")
+        if stages and stage.at_step <= stages[-1].at_step:
             raise BenchError(
-                f"{where}.at_step={at_step} must be greater than the previous stage's at_step={stages[-1].at_step}"
+                f"{where}.at_step={stage.at_step} must be greater than the previous stage's at_step={stages[-1].at_step}"
             )
-        if warmup is not None and at_step == 0:
+        if warmup is not None and stage.at_step == 0:
             raise BenchError(f"{where}.at_step=0 leaves no warm-up; use at_step >= 1 or warmup_attention null")
-        name = raw["attention"]
-        if not isinstance(name, str):
-            raise BenchError(f"{where}.attention: expected an attention name, got {name!r}")
-        options = raw.get("options") or {}
-        if not isinstance(options, dict):
-            raise BenchError(f"{where}.options: expected a mapping, got {options!r}")
-        options = validate_attention_options(name, options)
-        stages.append(Stage(at_step, name, options))
+        options = _within(where, validate_attention_options, stage.attention, stage.options or {})
+        stages.append(Stage(stage.at_step, stage.attention, options))
     _check_heights_grow(stages)
     return BootstrapPlan(layers, warmup, tuple(stages))
 
@@ -231,12 +223,18 @@ def and_bias_change(old: nn.Module, new: nn.Module) -> Optional[str]:
     return "dropped" if before else "new"
 
 
-def _validate_layers(layers: Any) -> Optional[tuple[int, ...]]:
+def _within(where: str, check: Callable[..., Any], *args: Any) -> Any:
+    """`check(*args)`, its BenchError prefixed by where in the section the checked value sits."""
+    try:
+        return check(*args)
+    except BenchError as err:
+        raise BenchError(f"{where}: {err}") from None
+
+
+def _validate_layers(layers: Optional[list[int]]) -> Optional[tuple[int, ...]]:
     if layers is None:
         return None
-    if not isinstance(layers, list) or not layers or any(
-        isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in layers
-    ):
+    if not layers or any(i < 0 for i in layers):
         raise BenchError(f"bootstrap.layers: expected null or a non-empty list of layer indices >= 0, got {layers!r}")
     if len(set(layers)) != len(layers):
         raise BenchError(f"bootstrap.layers: duplicate layer index in {layers!r}")

@@ -1,15 +1,18 @@
 """The one training loop, for every task, head and method.
 
-Read top to bottom: `train` builds AdamW, resumes from a checkpoint when there is one, then for
-each step runs the callbacks, sets the learning rate, takes the step's batch, does forward,
-backward, clipping and the update; every `eval_every` steps it measures validation accuracy,
-keeps the best state, writes a checkpoint and checks early stopping. At the end the best state
-(never the last) is loaded and tested. Divergence, out-of-memory and the time limit end the run
-with that status and keep what was measured.
+Read top to bottom: `train` builds AdamW, resumes from a checkpoint when there is one (`resume`),
+then for each step runs the callbacks (`run_callbacks`), sets the learning rate, takes the step's
+batch and does forward, backward, clipping and the update (`take_step`); every `eval_every` steps
+it measures validation accuracy, keeps the best state, writes a checkpoint and checks early
+stopping. At the end the best state (never the last) is loaded and tested (`final_test`).
+Divergence, out-of-memory and the time limit end the run with that status and keep what was
+measured. What carries from step to step, and what a checkpoint holds, is a `TrainingState`; what
+the run measured is a `RunMetrics`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import sys
@@ -24,12 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench_common import BenchError, first_line
-from harness.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from harness.training.checkpoints import load_checkpoint, save_checkpoint, set_rng_state
 from harness.training.train_config import TrainConfig, resolve_precision
 from harness.training.batches import TrainBatches, eval_batches
 from harness.training.distributed import DistInfo, mean_over_ranks, wrap_model
 from harness.training.failures import is_out_of_memory
+from harness.training.metrics import RunMetrics, still_learning
 from harness.training.optimizer_state import sync_optimizer
+from harness.training.state import TrainingState
 
 
 class Callback(Protocol):
@@ -54,7 +59,7 @@ class Splits:
 class TrainResult:
     status: str  # ok | diverged | oom | timeout
     reason: Optional[str]
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     events: list[dict] = field(default_factory=list)
 
 
@@ -114,8 +119,8 @@ def autocast(device: torch.device, precision: Optional[str] = None):
     return nullcontext()
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Starts the run's peak-memory window (CUDA allocator stats; Linux VmHWM via clear_refs)."""
+def reset_run_peak_memory(device: torch.device) -> None:
+    """Starts the window `run_peak_memory_mb` reads (CUDA allocator stats; Linux VmHWM via clear_refs)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
@@ -126,9 +131,10 @@ def reset_peak_memory(device: torch.device) -> None:
         pass  # not Linux: ru_maxrss below is then the process's lifetime peak
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated since the run began; CPU: peak RSS since the run began (Linux VmHWM),
-    else the process's lifetime peak (ru_maxrss: KiB on Linux, bytes on macOS)."""
+def run_peak_memory_mb(device: torch.device) -> float:
+    """High-water mark of the whole run, in MiB: on CUDA the most the allocator held; on CPU the
+    process's peak resident set (Linux VmHWM), else its lifetime peak (ru_maxrss: KiB on Linux,
+    bytes on macOS). Unlike `timing.extra_memory_mb` it includes weights, data and the optimizer."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:
@@ -140,30 +146,6 @@ def peak_memory_mb(device: torch.device) -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-def state_to_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
-
-
-STILL_LEARNING_WINDOW = 0.3  # the last 30% of the steps run
-STILL_LEARNING_RISE = 0.02  # more than 2 accuracy points
-
-
-def still_learning(history: list[dict], steps: int) -> Optional[bool]:
-    """Whether validation accuracy rose by more than 2 points over the last 30% of `steps`.
-
-    The rise is the last evaluation's accuracy minus that of the last evaluation at or before
-    step 0.7 * steps (the window's start). True means the budget ended the run while it was still
-    improving, so its accuracy understates the method. None when the history cannot tell (no
-    evaluation before the window, or none inside it).
-    """
-    start = steps * (1.0 - STILL_LEARNING_WINDOW)
-    before = [point for point in history if point["step"] <= start]
-    if not before or history[-1]["step"] <= start:
-        return None
-    rise = history[-1]["val_accuracy"] - before[-1]["val_accuracy"]
-    return rise > STILL_LEARNING_RISE + 1e-9  # 0.52 - 0.50 is 0.0200...02 in floats: not "more than"
 
 
 # --------------------------------------------------------------------------- the loop
@@ -213,130 +195,152 @@ def train(
     batches = TrainBatches(splits.train, config.batch_size, seed, device, dist)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
-    step, best_accuracy, best_step, best_state = 0, -1.0, None, None
-    history: list[dict] = []
-    events: list[dict] = []
-    evals_without_gain, seconds, elapsed_before = 0, 0.0, 0.0
-
-    saved = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    if saved is not None and saved.get("key") == checkpoint_key:
-        # Rebuild the model's structure (bootstrap swaps) by replaying the callbacks, then load.
-        for replayed in range(saved["step"]):
-            for callback in callbacks:
-                event = callback.on_step_start(replayed, model)
-                if event is not None:
-                    events.append({"step": replayed, **event})
-                    sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
-        if len(events) != len(saved["events"]):
-            raise BenchError(f"checkpoint {checkpoint_path}: callbacks replayed {len(events)} events, "
-                             f"the run had {len(saved['events'])}; delete it to restart that run")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        for callback, state in zip(callbacks, saved["callbacks"]):
-            if state is not None and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(state)
-        set_rng_state(saved["rng"])
-        step, best_accuracy, best_step = saved["step"], saved["best_accuracy"], saved["best_step"]
-        best_state, history, events = saved["best_state"], saved["history"], saved["events"]
-        evals_without_gain, seconds, elapsed_before = saved["evals_without_gain"], saved["seconds"], saved["elapsed"]
-        if dist.is_primary:
-            print(f"{label or 'run'}: resuming from its checkpoint at step {step}", file=sys.stderr)
+    state = resume(checkpoint_path, checkpoint_key, model, optimizer, callbacks) if checkpoint_path else None
+    if state is not None and dist.is_primary:
+        print(f"{label or 'run'}: resuming from its checkpoint at step {state.step}", file=sys.stderr)
+    state = state or TrainingState()
 
     net = wrap_model(model, dist)
-    reset_peak_memory(device)
+    reset_run_peak_memory(device)
     eval_batch_size = max(1, config.batch_size // dist.world_size)
     status, reason = "ok", None
     loss_sum, loss_count, accuracy = 0.0, 0, 0.0
-    tokens_per_step = None
+    tokens_per_step = 0
     start = time.perf_counter()
-    bar = Progress(config.steps, step, label, progress and dist.is_primary)
+
+    def elapsed() -> float:  # the run's wall-clock time, earlier processes included
+        return state.elapsed + time.perf_counter() - start
+
+    bar = Progress(config.steps, state.step, label, progress and dist.is_primary)
     model.train()
     try:
-        while step < config.steps:
+        while state.step < config.steps:
             step_start = time.perf_counter()
-            for callback in callbacks:
-                event = callback.on_step_start(step, model)
-                if event is not None:
-                    # The method changed: the optimizer follows the model's parameters, and the
-                    # best checkpoint is chosen afresh, so a bootstrapped method is never credited
-                    # with its warm-up model's accuracy.
-                    events.append({"step": step, **event})
-                    sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
-                    net = wrap_model(model, dist)
-                    best_accuracy, best_step, best_state, evals_without_gain = -1.0, None, None, 0
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(step, config)
-
-            inputs, targets = batches.batch(step)
+            if run_callbacks(state.step, model, optimizer, callbacks, state.events):
+                # The method changed: the optimizer already follows the model's parameters, and the
+                # best checkpoint is chosen afresh, so a bootstrapped method is never credited
+                # with its warm-up model's accuracy.
+                net = wrap_model(model, dist)
+                state.forget_best()
+            set_learning_rate(optimizer, config, state.step)
+            inputs, targets = batches.batch(state.step)
             tokens_per_step = tokens_per_step or inputs.numel() * dist.world_size
-            with autocast(device, config.precision):
-                logits = net(inputs)
-            loss, correct, scored = loss_and_correct(logits, targets, head)
-            loss_value = mean_over_ranks(loss.item(), dist)
+            loss_value, correct, scored = take_step(net, model, optimizer, inputs, targets, config, head, device, dist)
             if not math.isfinite(loss_value):
-                status, reason = "diverged", f"non-finite training loss ({loss_value}) at step {step + 1}"
+                status, reason = "diverged", f"non-finite training loss ({loss_value}) at step {state.step + 1}"
                 break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-            seconds += time.perf_counter() - step_start
+            state.step += 1
+            state.seconds += time.perf_counter() - step_start
             loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
-            refresh = step % 10 == 0 or step == config.steps
+            refresh = state.step % 10 == 0 or state.step == config.steps
             if refresh:
                 accuracy = int(correct) / max(int(scored), 1)
-            bar.update(loss_value, accuracy, step / max(seconds, 1e-9), refresh)
+            bar.update(loss_value, accuracy, state.step / max(state.seconds, 1e-9), refresh)
 
-            if step % config.eval_every == 0 or step == config.steps:
+            if state.step % config.eval_every == 0 or state.step == config.steps:
                 val_accuracy = evaluate(model, splits.val, eval_batch_size, config.eval_batches, head, device,
                                         config.precision)
-                history.append({"step": step, "train_loss": loss_sum / loss_count, "val_accuracy": val_accuracy})
+                state.record_evaluation(val_accuracy, loss_sum / loss_count, model)
                 loss_sum, loss_count = 0.0, 0
-                if val_accuracy > best_accuracy:
-                    best_accuracy, best_step, best_state, evals_without_gain = val_accuracy, step, state_to_cpu(model), 0
-                else:
-                    evals_without_gain += 1
                 if checkpoint_path is not None and dist.is_primary:
-                    save_checkpoint(checkpoint_path, {
-                        "key": checkpoint_key, "step": step, "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                        "best_accuracy": best_accuracy, "best_step": best_step, "best_state": best_state,
-                        "history": history, "events": events, "evals_without_gain": evals_without_gain,
-                        "seconds": seconds, "elapsed": elapsed_before + time.perf_counter() - start,
-                        "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
-                    })
-                if config.early_stop_patience is not None and evals_without_gain >= config.early_stop_patience:
+                    save_checkpoint(checkpoint_path, state.checkpoint(checkpoint_key, model, optimizer, callbacks,
+                                                                      elapsed()))
+                if config.early_stop_patience is not None and state.evals_without_gain >= config.early_stop_patience:
                     break
-            elapsed = elapsed_before + time.perf_counter() - start
-            if config.time_limit_s is not None and elapsed > config.time_limit_s and step < config.steps:
-                status, reason = "timeout", f"time limit {config.time_limit_s:g}s reached after {step} steps"
+            if config.time_limit_s is not None and elapsed() > config.time_limit_s and state.step < config.steps:
+                status, reason = "timeout", f"time limit {config.time_limit_s:g}s reached after {state.step} steps"
                 break
     except (MemoryError, RuntimeError) as err:  # CUDA OOM and torch's CPU allocator raise RuntimeErrors
         if not is_out_of_memory(err):
             raise
-        status, reason = "oom", f"out of memory at step {step + 1}: {first_line(err)}"
+        status, reason = "oom", f"out of memory at step {state.step + 1}: {first_line(err)}"
     finally:
         bar.close()
 
     test_accuracy = None
-    if best_state is not None and status != "oom":
-        model.load_state_dict(best_state)
-        for core in getattr(model, "attention_cores", list)():
-            core.diagnostics()  # read and drop what training accumulated: the record's diagnostics
-            # describe the test evaluation, the same whether or not the run was resumed
-        test_accuracy = evaluate(model, splits.test, eval_batch_size, None, head, device, config.precision)
-    metrics = {
-        "val_accuracy": best_accuracy if best_state is not None else None,
-        "test_accuracy": test_accuracy,
-        "best_step": best_step,
-        "steps": step,
-        "train_seconds": seconds,
-        "steps_per_second": step / seconds if seconds else None,
-        "tokens_per_second": step * (tokens_per_step or 0) / seconds if seconds else None,
-        "peak_memory_mb": peak_memory_mb(device),
-        "history": history,
-        "still_learning": still_learning(history, step),
-    }
-    return TrainResult(status=status, reason=reason, metrics=metrics, events=events)
+    if state.best_state is not None and status != "oom":
+        test_accuracy = final_test(model, state, splits.test, eval_batch_size, head, device, config.precision)
+    metrics = dataclasses.replace(
+        state.measured(), test_accuracy=test_accuracy,
+        tokens_per_second=state.step * tokens_per_step / state.seconds if state.seconds else None,
+        peak_memory_mb=run_peak_memory_mb(device), still_learning=still_learning(state.history, state.step))
+    return TrainResult(status=status, reason=reason, metrics=metrics, events=state.events)
+
+
+def resume(path: Path, key: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+           callbacks: Sequence[Callback]) -> Optional[TrainingState]:
+    """The state of the checkpoint at `path` with model, optimizer, callbacks and RNGs restored;
+    None when there is none or it was written for another config (`key`).
+
+    The callbacks are replayed over the finished steps first, so the model has the structure
+    (bootstrap swaps) the saved weights belong to.
+    """
+    saved = load_checkpoint(path)
+    if saved is None or saved.get("key") != key:
+        return None
+    events: list[dict] = []
+    for replayed in range(saved["step"]):
+        run_callbacks(replayed, model, optimizer, callbacks, events)
+    if len(events) != len(saved["events"]):
+        raise BenchError(f"checkpoint {path}: callbacks replayed {len(events)} events, "
+                         f"the run had {len(saved['events'])}; delete it to restart that run")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    for callback, callback_state in zip(callbacks, saved["callbacks"]):
+        if callback_state is not None and hasattr(callback, "load_state_dict"):
+            callback.load_state_dict(callback_state)
+    set_rng_state(saved["rng"])
+    return TrainingState.from_checkpoint(saved)
+
+
+def run_callbacks(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, callbacks: Sequence[Callback],
+                  events: list[dict]) -> bool:
+    """Runs the callbacks before `step`; each event is appended to `events` and the optimizer made
+    to follow the model's new parameters. True when the model changed."""
+    changed = False
+    for callback in callbacks:
+        event = callback.on_step_start(step, model)
+        if event is not None:
+            events.append({"step": step, **event})
+            sync_optimizer(optimizer, model, getattr(callback, "replaced", None))
+            changed = True
+    return changed
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * lr_factor(step, config)
+
+
+def take_step(net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+              targets: torch.Tensor, config: TrainConfig, head: str, device: torch.device,
+              dist: DistInfo) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Forward, backward, clipping and the update; (loss over ranks, correct, scored).
+
+    A non-finite loss is returned before the update, so the weights are never spoiled by it.
+    """
+    with autocast(device, config.precision):
+        logits = net(inputs)
+    loss, correct, scored = loss_and_correct(logits, targets, head)
+    loss_value = mean_over_ranks(loss.item(), dist)
+    if not math.isfinite(loss_value):
+        return loss_value, correct, scored
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return loss_value, correct, scored
+
+
+def final_test(model: nn.Module, state: TrainingState, test_split: Any, batch_size: int, head: str,
+                    device: torch.device, precision: Optional[str]) -> float:
+    """Loads the best-validation state and measures test accuracy.
+
+    The attention cores' diagnostics are reset first, so after this call they describe the test
+    evaluation alone, the same whether or not the run was resumed.
+    """
+    model.load_state_dict(state.best_state)
+    for core in getattr(model, "attention_cores", list)():
+        core.reset_diagnostics()
+    return evaluate(model, test_split, batch_size, None, head, device, precision)

@@ -1,6 +1,6 @@
 """The encoder classifier every method is trained in: the LRA Transformer with a pluggable core.
 
-Mirrors the official LRA encoder (shared/LRA.md): pre-LN blocks, bias-free Q/K/V projections, GELU
+Mirrors the official LRA encoder (docs/lra.md): pre-LN blocks, bias-free Q/K/V projections, GELU
 MLP, final LayerNorm, sinusoidal or learned positions, CLS or MEAN pooling. Only the attention core
 changes between methods, chosen per layer by registry name, so every method gets identical
 projections and a hybrid (first layer full, the rest tree) is one config line.

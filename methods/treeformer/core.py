@@ -14,7 +14,7 @@ import torch
 
 from bench_common import BenchError
 from methods.base import AttentionMethod, Capabilities
-from methods.treeformer.tree import STE_VARIANTS, Routing, RoutingTree, check_height
+from methods.treeformer.tree import Routing, RoutingTree, check_height
 
 
 class TreeAttention(AttentionMethod):
@@ -33,14 +33,12 @@ class TreeAttention(AttentionMethod):
         and_bias: bool = False,
     ):
         super().__init__(num_heads, head_dim, max_seq_len)
+        # Types are checked by the registry (`validate_attention_options`, from the subclasses'
+        # annotations); the ranges the types allow but the tree cannot use are checked here.
         what = f"attention method '{self.registry_name or type(self).__name__}'"
         check_height(height, max_seq_len, what)
-        if isinstance(overparam_layers, bool) or not isinstance(overparam_layers, int) or overparam_layers < 0:
+        if overparam_layers < 0:
             raise BenchError(f"{what} option 'overparam_layers' must be an integer >= 0, got {overparam_layers!r}")
-        if ste not in STE_VARIANTS:
-            raise BenchError(f"{what} option 'ste' must be one of {', '.join(STE_VARIANTS)}, got {ste!r}")
-        if not isinstance(and_bias, bool):
-            raise BenchError(f"{what} option 'and_bias' must be true or false, got {and_bias!r}")
         self.height = height
         self.tree = RoutingTree(num_heads, head_dim, height, overparam_layers, ste=ste, and_bias=and_bias)
         self._last_macs: Optional[tuple[float, float]] = None  # see last_forward_macs
@@ -80,6 +78,7 @@ class TreeAttention(AttentionMethod):
     # ---- diagnostics -------------------------------------------------------------------------
 
     def reset_diagnostics(self) -> None:
+        """Empties the counters `diagnostics` averages."""
         self._diag_calls = 0
         self._diag_examples = 0
         self._diag_leaf_counts = torch.zeros(2**self.height, dtype=torch.float64)
@@ -119,7 +118,7 @@ class TreeAttention(AttentionMethod):
         return self._last_macs
 
     def diagnostics(self) -> dict:
-        """Leaf occupancy and spent MACs averaged over the forward calls since the last call; resets."""
+        """Leaf occupancy and spent MACs averaged over the forward calls since `reset_diagnostics`."""
         if self._diag_calls == 0:
             return {"height": self.height, "leaves": self.leaves, "forward_calls": 0}
         counts = self._diag_leaf_counts
@@ -144,7 +143,6 @@ class TreeAttention(AttentionMethod):
             "attention_macs_spent": self._diag_macs / max(self._diag_examples, 1),
             "attention_algorithmic_macs_spent": self._diag_algorithmic_macs / max(self._diag_examples, 1),
         }
-        self.reset_diagnostics()
         return result
 
 

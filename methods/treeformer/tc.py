@@ -23,15 +23,12 @@ from typing import Literal
 
 import torch
 
-from bench_common import BenchError
 from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention, inverse_sqrt
 from methods.treeformer.tc_choice import choose_implementation
 from methods.treeformer.tree import ancestor_table, needs_grad, path_node_table
 
-AGGREGATES = ("mean", "sum")
-IMPLEMENTATIONS = ("auto", "all-nodes", "path")
 
 
 @register_attention("treeformer-tc")
@@ -50,13 +47,6 @@ class TreeformerTC(TreeAttention):
         and_bias: bool = False,
         implementation: Literal["auto", "all-nodes", "path"] = "auto",
     ):
-        what = "attention method 'treeformer-tc'"
-        if aggregate not in AGGREGATES:
-            raise BenchError(f"{what} option 'aggregate' must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
-        if implementation not in IMPLEMENTATIONS:
-            raise BenchError(
-                f"{what} option 'implementation' must be one of {', '.join(IMPLEMENTATIONS)}, got {implementation!r}"
-            )
         super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.aggregate = aggregate
         self.implementation = implementation

@@ -1,7 +1,7 @@
 """`treeformer-tf`: TF-Attention, exact softmax attention restricted to each query's leaf.
 
 A query attends to the keys routed to its own leaf (Madaan et al. 2023). Our defaults
-(shared/PAPER.md): a query whose leaf holds no key falls back to the keys of its deepest non-empty
+(docs/treeformer.md): a query whose leaf holds no key falls back to the keys of its deepest non-empty
 ancestor (`empty_leaf="ancestor"`), or outputs zero (`empty_leaf="zero"`); padding is routed
 nowhere and padded positions output zero.
 
@@ -33,7 +33,6 @@ from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention
 
-EMPTY_LEAF_POLICIES = ("ancestor", "zero")
 
 
 @dataclass
@@ -74,15 +73,10 @@ class TreeformerTF(TreeAttention):
         ste: Literal["dgt", "scaled"] = "dgt",
         and_bias: bool = False,
     ):
-        what = "attention method 'treeformer-tf'"
-        if empty_leaf not in EMPTY_LEAF_POLICIES:
-            raise BenchError(
-                f"{what} option 'empty_leaf' must be one of {', '.join(EMPTY_LEAF_POLICIES)}, got {empty_leaf!r}"
-            )
-        if bucket_capacity is not None and (
-            isinstance(bucket_capacity, bool) or not isinstance(bucket_capacity, int) or bucket_capacity < 1
-        ):
-            raise BenchError(f"{what} option 'bucket_capacity' must be a positive integer or null, got {bucket_capacity!r}")
+        # Types are checked by the registry (`validate_attention_options`); ranges here.
+        if bucket_capacity is not None and bucket_capacity < 1:
+            raise BenchError(f"attention method 'treeformer-tf' option 'bucket_capacity' must be a positive integer "
+                             f"or null, got {bucket_capacity!r}")
         super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.empty_leaf = empty_leaf
         self.bucket_capacity = bucket_capacity

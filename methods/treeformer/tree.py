@@ -1,7 +1,7 @@
 """The DGT routing tree: one learned oblique decision tree per head, shared by queries and keys.
 
-Follows Dense Gradient Trees (Karthikeyan et al., arXiv 2102.07567; microsoft/DGT) as recorded in
-shared/PAPER.md: a complete binary tree of height h with 2^h - 1 internal nodes numbered
+Follows Dense Gradient Trees (Karthikeyan et al., arXiv 2102.07567; microsoft/DGT) as described in
+docs/treeformer.md: a complete binary tree of height h with 2^h - 1 internal nodes numbered
 breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
 computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
 by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
@@ -16,7 +16,7 @@ multiplies that gradient by fac as well (our earlier estimator, kept as an ablat
 Options: `and_bias=True` adds DGT's learnable per-leaf AND bias to the leaf scores; the leaf is then
 the argmax of the scores (the bias may overrule the walk), so the scores run in every forward pass.
 
-Our choices (PAPER.md "open"): the scale mean |z| is taken per token over the nodes, not over the
+Our choices where the paper is open (docs/treeformer.md): the scale mean |z| is taken per token over the nodes, not over the
 whole batch as DGT does, so an example's gradients never depend on its batch mates. The one-hot
 enters attention through a *gate*: g = onehot[leaf] with the identity STE, i.e. 1 in the forward
 pass and d p_leaf in the backward pass; the cores multiply each key's contribution and each

@@ -1,4 +1,4 @@
-"""Generation rates of the offline tasks: `python -m lra.bench_generation [--images N] [--trees N]`.
+"""Generation rates of the offline tasks: `python scripts/bench_generation.py [--images N] [--trees N]`.
 
 Prints wall time and images (trees) per second for Pathfinder 32x32 (each difficulty, written in
 the official layout by parallel processes) and ListOps, plus the CPU load, since the rates depend
@@ -20,20 +20,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from lra import snakes
-from lra.listops import generate_examples
-from lra.pathfinder import generate_layout, preset
+import numpy as np  # noqa: E402
+
+from lra import snakes  # noqa: E402
+from lra.listops import generate_examples  # noqa: E402
+from lra.pathfinder import generate_layout, preset  # noqa: E402
 
 Generator = Callable[[snakes.SnakeParams, np.random.Generator, int], list]
 
 
 def _load_revision(revision: str) -> ModuleType:
     """lra/snakes.py as it was at git `revision`, imported under another name."""
-    root = Path(__file__).resolve().parent.parent
     source = subprocess.run(
-        ["git", "show", f"{revision}:lra/snakes.py"], cwd=root, check=True, capture_output=True, text=True
+        ["git", "show", f"{revision}:lra/snakes.py"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout
     path = Path(tempfile.mkdtemp()) / "snakes_baseline.py"
     path.write_text(source)
