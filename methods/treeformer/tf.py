@@ -133,9 +133,11 @@ class TreeformerTF(TreeAttention):
         ends = sorted_bounds.index_select(1, self.subtree_bounds.reshape(-1)).view(groups, 2, height + 1, leaves)
         begin = ends[:, 0]  # (G, h+1, L) first key of each subtree, in the flat sorted key order
         subtree_keys = ends[:, 1] - begin
-        non_empty = subtree_keys > 0
-        if self.empty_leaf == "ancestor":  # the deepest non-empty subtree: the first span with keys
-            span_bits = non_empty.to(torch.uint8).argmax(dim=1, keepdim=True)  # (G, 1, L)
+        if self.empty_leaf == "ancestor":
+            # The deepest non-empty subtree. Subtrees nest, so the non-empty ones are the largest
+            # spans: the first is h+1 minus their number (clamped to the root when all are empty).
+            non_empty = (subtree_keys > 0).sum(dim=1, keepdim=True)  # (G, 1, L)
+            span_bits = (height + 1 - non_empty).clamp_(max=height)
         else:
             span_bits = torch.zeros(groups, 1, leaves, dtype=torch.long, device=device)
         run_length = subtree_keys.gather(1, span_bits).squeeze(1)  # (G, L); 0 where even that is empty
@@ -144,8 +146,8 @@ class TreeformerTF(TreeAttention):
             run_length = run_length.clamp(max=self.bucket_capacity)
 
         active = ((query_counts > 0) & (run_length.reshape(-1) > 0)).nonzero().squeeze(1)
-        query_len, query_begin = query_counts[active], query_start[active]
-        key_len, key_begin = run_length.reshape(-1)[active], run_start.reshape(-1)[active]
+        query_len, query_begin = query_counts.index_select(0, active), query_start.index_select(0, active)
+        key_len, key_begin = run_length.reshape(-1).index_select(0, active), run_start.reshape(-1).index_select(0, active)
         macs_spent = int((query_len * key_len).sum()) * (2 * self.head_dim + 1)
         bookkeeping = 2 * groups * leaves  # the cumsums of the two sorts
 
@@ -165,16 +167,18 @@ class TreeformerTF(TreeAttention):
             size_q, size_k = _next_power_of_two(query_len), _next_power_of_two(key_len)
         classes = size_q * (2 * n + 1) + size_k
         order = torch.argsort(classes, stable=True)  # groups of one class become consecutive
-        values, members = torch.unique_consecutive(classes[order], return_counts=True)
+        values, members = torch.unique_consecutive(classes.index_select(0, order), return_counts=True)
         shapes = [(count, *divmod(value, 2 * n + 1)) for value, count in zip(values.tolist(), members.tolist())]
-        size_q, size_k = size_q[order], size_k[order]
-        query_rows, query_valid = _slots(query_order, query_begin[order], query_len[order], size_q)
-        key_rows, key_valid = _slots(key_order, key_begin[order], key_len[order], size_k)
+        query_begin, query_len, size_q, key_begin, key_len, size_k = (
+            x.index_select(0, order) for x in (query_begin, query_len, size_q, key_begin, key_len, size_k)
+        )
+        query_rows, query_valid = _slots(query_order, query_begin, query_len, size_q)
+        key_rows, key_valid = _slots(key_order, key_begin, key_len, size_k)
         bookkeeping += 2 * len(order)  # the two cumsums of `_slots`
         key_bias = torch.zeros(key_valid.shape, dtype=dtype, device=device).masked_fill_(~key_valid, torch.finfo(dtype).min)
 
         slots = query_valid.nonzero().squeeze(1)
-        queries_here = query_rows[slots]
+        queries_here = query_rows.index_select(0, slots)
         source = torch.zeros(groups * n, dtype=torch.long, device=device)
         source[queries_here] = slots
         has_output = torch.zeros(groups * n, dtype=torch.bool, device=device)
@@ -241,7 +245,8 @@ def _sort_by_leaf(leaf: torch.Tensor, leaves: int) -> tuple[torch.Tensor, torch.
 
 
 def _next_power_of_two(values: torch.Tensor) -> torch.Tensor:
-    return torch.pow(2, torch.ceil(torch.log2(values.double()))).long()
+    exponent = torch.ceil(torch.log2(values.double())).long()
+    return torch.ones_like(exponent) << exponent
 
 
 def subtree_bounds(height: int) -> torch.Tensor:
@@ -258,6 +263,7 @@ def _slots(order: torch.Tensor, begin: torch.Tensor, length: torch.Tensor, size:
     total = int(size.sum())
     offsets = size.cumsum(0) - size  # first slot of each group
     group = torch.repeat_interleave(torch.arange(len(size), device=order.device), size, output_size=total)
-    position = torch.arange(total, device=order.device) - offsets[group]  # slot within its group
-    valid = position < length[group]
-    return order[begin[group] + torch.where(valid, position, torch.zeros_like(position))], valid
+    position = torch.arange(total, device=order.device) - offsets.index_select(0, group)  # slot within its group
+    valid = position < length.index_select(0, group)
+    first = begin.index_select(0, group)
+    return order.index_select(0, first + torch.where(valid, position, torch.zeros_like(position))), valid
