@@ -116,8 +116,8 @@ def _flip_routing_gradient(monkeypatch, core):
 
 def _drop_p_leaf(monkeypatch, core):
     def without_p_leaf(probabilities, leaf, grad_gate):
-        step = grad_gate.expand_as(probabilities.gather(-1, leaf))  # d gate / d p_leaf taken as 1/p_leaf
-        return (probabilities * -step).scatter_add_(-1, leaf, step)
+        step = grad_gate.expand_as(probabilities.gather(1, leaf))  # d gate / d p_leaf taken as 1/p_leaf
+        return (probabilities * -step).scatter_add_(1, leaf, step)
 
     monkeypatch.setattr(tree_module, "_leaf_score_grad", without_p_leaf)
 
@@ -401,7 +401,7 @@ def test_macs_and_algorithmic_macs():
     # Balanced TF: about 2 n^2 d / 2^h attention MACs, 30x below full attention's 2 n^2 d.
     full = HEADS * 2 * 4096 * 4096 * DIM
     assert 25 < full / tf.algorithmic_macs(4096) < 32
-    bookkeeping = 3 * 32  # cumsums over the leaf counts
+    bookkeeping = 4 * 32  # cumsums: leaf counts of the two sorts, slot offsets of queries and keys
     assert tf.macs(4096) == tf.routing_macs(4096) + HEADS * (32 * (2 * 128 * 128 * DIM + 128 * 128) + bookkeeping)
 
 
@@ -429,25 +429,31 @@ def test_traced_forward_equals_eager(name):
 
 
 
-class LogSoftmaxCalls(torch.overrides.TorchFunctionMode):
-    """Counts calls of torch.log_softmax: the routing's leaf softmax, which only the STE needs."""
+class LeafSoftmaxCalls(torch.overrides.TorchFunctionMode):
+    """Counts softmax calls over the leaves (dim 1 of the routing's (B*H, leaves, m) scores): the
+    routing's leaf softmax, which only the STE needs. The cores' attention softmaxes run over other
+    dimensions or sizes (at height 2: 4 leaves, 3 path nodes)."""
 
-    def __init__(self):
+    def __init__(self, leaves: int):
         super().__init__()
+        self.leaves = leaves
         self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += func is torch.log_softmax
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func is torch.softmax:
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            self.calls += dim == 1 and args[0].dim() == 3 and args[0].shape[1] == self.leaves
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
 def test_leaf_softmax_runs_only_when_a_gradient_is_wanted(name):
     core = build(name, n=32, height=2)
     q, k, v, mask = inputs(n=32)
-    with torch.no_grad(), LogSoftmaxCalls() as without_grad:
+    with torch.no_grad(), LeafSoftmaxCalls(core.leaves) as without_grad:
         expected = core(q, k, v, mask)
-    with LogSoftmaxCalls() as with_grad:
+    with LeafSoftmaxCalls(core.leaves) as with_grad:
         out = core(q, k, v, mask)
     assert without_grad.calls == 0
     assert with_grad.calls == 2  # queries and keys, for the straight-through backward

@@ -9,9 +9,10 @@ Implementation, O(n·d) aggregation and never n x n:
 1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
 2. internal nodes are the sums of their two children, level by level up to the root;
 3. attention over the path, in one of two ways (`implementation`):
-   - "all-nodes": one matrix product scores every query against all node aggregates, masked to the
-     query's path (a gathered row of a fixed ancestor table): 2^(h+1)/(h+1) times the MACs the path
-     needs, but one BLAS call, fast on CPU while 2^h is small against n;
+   - "all-nodes": one matrix product scores every query against all node aggregates; the softmax
+     runs over the h+1 scores of the query's path (gathered by a fixed leaf -> path table), and the
+     weights are scattered back for one product with the node values: 2^(h+1)/(h+1) times the
+     MACs the path needs, but two BLAS calls, fast on CPU while 2^h is small against n;
    - "path": each query gathers its h+1 path nodes and attends over them alone, O(n·h·d); without a
      backward the routing also evaluates only the h hyperplanes on each token's path;
    - "auto" (default): the one measured faster for this device, n and h (`tc_choice`).
@@ -73,51 +74,59 @@ class TreeformerTC(TreeAttention):
             node_keys, node_values = node_keys / denominator, node_values / denominator
         node_keys, node_values = node_keys.to(q.dtype), node_values.to(q.dtype)  # summed in >= fp32
         leaf = queries.leaf.reshape(groups, n)
+        path = self.path_nodes.index_select(0, torch.where(leaf >= 0, leaf, self.leaves).reshape(-1)).view(groups, n, -1)
+        bias = self.path_bias(path, counts, q.dtype)  # (G, n, h+1)
         if implementation == "path":
-            attended = self.attend_path(q.reshape(groups, n, dim), leaf, node_keys, node_values, counts)
+            attended = self.attend_path(q.reshape(groups, n, dim), path, bias, node_keys, node_values)
         else:
-            bias = self.path_bias(leaf, counts > 0, q.dtype)  # (G, n, 2L-1)
-            # One product scores every query against every node; the bias masks all but its path.
-            scores = torch.baddbmm(bias, q.reshape(groups, n, dim), node_keys.transpose(1, 2), alpha=inverse_sqrt(dim))
-            attended = torch.bmm(self.drop_attention(torch.softmax(scores, dim=-1)), node_values)  # (G, n, d)
+            attended = self.attend_all_nodes(q.reshape(groups, n, dim), path, bias, node_keys, node_values)
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
         out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
         if not torch.jit.is_tracing():
             self._record_tc(queries, counts.view(batch, heads, -1), n, implementation)
         return out
 
-    def attend_path(self, q, leaf, node_keys, node_values, counts) -> torch.Tensor:
-        """(G, n, d): each query q (G, n, d) attends over the h+1 nodes of its leaf's path alone.
+    def attend_all_nodes(self, q, path, bias, node_keys, node_values) -> torch.Tensor:
+        """(G, n, d): one product scores each query q (G, n, d) against every node aggregate; the
+        softmax then runs over the h+1 scores of its path alone (gathered), and the weights go back
+        to their nodes (scattered into zeros) for one product with the node values: two BLAS calls,
+        fast on CPU while 2^h is small against n, and no (G, n, 2L-1) mask or softmax.
 
-        The path's aggregates are gathered per query ((G*n, h+1, d), no all-node product); empty
-        nodes and padded queries (leaf -1) are masked; the node log-weight is added as in `path_bias`.
+        Laid out nodes first, (G, nodes, n): a softmax over h+1 entries along the last dimension
+        ran several times slower on CPU than along a middle one, which vectorises across queries.
+        """
+        path, bias = path.transpose(1, 2).contiguous(), bias.transpose(1, 2)  # (G, h+1, n)
+        scores = torch.bmm(node_keys, q.transpose(1, 2))  # (G, 2L-1, n)
+        path_scores = scores.gather(1, path).mul_(inverse_sqrt(q.shape[-1])).add_(bias)  # (G, h+1, n)
+        weights = self.drop_attention(torch.softmax(path_scores, dim=1))
+        spread = scores.new_zeros(scores.shape).scatter_(1, path, weights)  # (G, 2L-1, n), h+1 non-zero per query
+        return torch.bmm(spread.transpose(1, 2), node_values)
+
+    def attend_path(self, q, path, bias, node_keys, node_values) -> torch.Tensor:
+        """(G, n, d): each query q (G, n, d) attends over the h+1 nodes of its path alone.
+
+        The path's aggregates are gathered per query ((G*n, h+1, d), no all-node product).
         """
         groups, n, dim = q.shape
         nodes = node_keys.shape[1]
-        path = self.path_nodes.index_select(0, torch.where(leaf >= 0, leaf, self.leaves).reshape(-1))  # (G*n, h+1)
-        rows = (path.view(groups, n, -1) + torch.arange(groups, device=q.device).view(groups, 1, 1) * nodes).reshape(-1)
+        rows = (path + torch.arange(groups, device=q.device).view(groups, 1, 1) * nodes).reshape(-1)
         path_keys = node_keys.reshape(-1, dim).index_select(0, rows).view(groups * n, -1, dim)  # (G*n, h+1, d)
         path_values = node_values.reshape(-1, dim).index_select(0, rows).view(groups * n, -1, dim)
-        allowed = (counts.reshape(-1).index_select(0, rows) > 0).view(groups * n, -1) & (leaf >= 0).view(-1, 1)
-        log_weight = self.tree.node_log_weight.to(q.dtype).index_select(0, path.reshape(-1)).view(allowed.shape)
-        bias = log_weight.masked_fill(~allowed, torch.finfo(q.dtype).min).unsqueeze(-1)  # (G*n, h+1, 1)
-        scores = torch.baddbmm(bias, path_keys, q.reshape(groups * n, dim, 1), alpha=inverse_sqrt(dim))
+        scores = torch.baddbmm(bias.view(groups * n, -1, 1), path_keys, q.reshape(groups * n, dim, 1), alpha=inverse_sqrt(dim))
         weights = self.drop_attention(torch.softmax(scores, dim=1))  # (G*n, h+1, 1)
         return torch.bmm(weights.transpose(1, 2), path_values).view(groups, n, dim)
 
-    def path_bias(self, leaf: torch.Tensor, non_empty: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(G, n, 2L-1) additive scores: the node's log-weight (0 unless the tree was grown) on the
-        query's path at non-empty nodes, dtype min elsewhere.
+    def path_bias(self, path: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(G, n, h+1) additive scores of each query's path nodes `path` (G, n, h+1): the node's
+        log-weight (0 unless the tree was grown) at non-empty nodes, dtype min at empty ones.
 
-        Built per (group, leaf) as a small table, then one row gathered per query; padding's row
-        (leaf -1 -> the table's last row) is all masked.
+        Padded queries keep leaf 0's path unmasked: their output is multiplied by a gate of 0,
+        which also stops their gradient, so masking them would only cost time.
         """
-        groups, n = leaf.shape
-        allowed = self.ancestors.unsqueeze(0) & non_empty.unsqueeze(1)  # (G, L+1, 2L-1)
-        log_weight = self.tree.node_log_weight.to(dtype).expand(allowed.shape)  # 0 unless grown
-        table = log_weight.masked_fill(~allowed, torch.finfo(dtype).min)
-        rows = torch.where(leaf >= 0, leaf, self.leaves) + torch.arange(groups, device=leaf.device).unsqueeze(1) * (self.leaves + 1)
-        return table.view(-1, table.shape[-1]).index_select(0, rows.reshape(-1)).view(groups, n, -1)
+        groups = path.shape[0]
+        allowed = (counts > 0).gather(1, path.view(groups, -1)).view(path.shape)
+        log_weight = self.tree.node_log_weight.to(dtype).index_select(0, path.reshape(-1)).view(path.shape)
+        return log_weight.masked_fill_(~allowed, torch.finfo(dtype).min)
 
     def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
@@ -162,11 +171,13 @@ class TreeformerTC(TreeAttention):
         self._record(key_counts, reached, real_keys, query_real, executed, algorithmic)
 
     def _core_macs(self, seq_len: int, implementation: str) -> int:
-        """Per head, past the routing: index_add of n rows of 2d+1, then scores, softmax and weighted
-        sum over all 2^(h+1)-1 nodes ("all-nodes") or the h+1 path nodes ("path")."""
-        scored = 2 * self.leaves - 1 if implementation == "all-nodes" else self.height + 1
+        """Per head, past the routing: index_add of n rows of 2d+1, then scores and weighted sum over
+        all 2^(h+1)-1 nodes ("all-nodes") or the h+1 path nodes ("path"), and the softmax over the
+        h+1 path nodes."""
+        path = self.height + 1
+        scored = 2 * self.leaves - 1 if implementation == "all-nodes" else path
         dim = self.head_dim
-        return seq_len * (2 * dim + 1) + 2 * seq_len * scored * dim + seq_len * scored
+        return seq_len * (2 * dim + 1) + 2 * seq_len * scored * dim + seq_len * path
 
     def macs(self, seq_len: int) -> int:
         """Executed in evaluation by the implementation that runs at this length (see

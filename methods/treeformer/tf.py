@@ -36,25 +36,24 @@ from methods.treeformer.core import TreeAttention
 
 
 @dataclass
-class Bucket:
-    """One size class of groups, as row indices into the flat (B*H*n, d) token tables."""
-
-    query_rows: torch.Tensor  # (c, sq) long; padding slots repeat a valid row, their output unused
-    key_rows: torch.Tensor  # (c, sk) long; padding slots repeat a valid row, masked by key_bias
-    key_bias: torch.Tensor  # (c, 1, sk) additive mask: 0 for real keys, dtype min for padding
-
-
-@dataclass
 class Plan:
-    """The integer work of one forward pass: buckets, where each query's output row lies, diagnostics."""
+    """The integer work of one forward pass: padded query and key slots, class by class, and where
+    each query's output lies.
 
-    buckets: list[Bucket]
-    source: torch.Tensor  # (G*n,) row of the concatenated bucket outputs holding each query's output
+    Groups of one size class share the padded shape (sq, sk); their slots are consecutive, so the
+    rows of the flat (B*H*n, d) tables are gathered once for all classes and split into views.
+    """
+
+    query_rows: torch.Tensor  # (S_q,) long; padding slots repeat a valid row, their output unused
+    key_rows: torch.Tensor  # (S_k,) long; padding slots repeat a valid row, masked by key_bias
+    key_bias: torch.Tensor  # (S_k,) additive mask: 0 for real keys, dtype min for padding
+    shapes: list[tuple[int, int, int]]  # (groups, sq, sk) of each size class, in slot order
+    source: torch.Tensor  # (G*n,) query slot holding each query's output
     has_output: torch.Tensor  # (G*n,) bool: real query with keys to attend to (else output 0)
     key_counts: torch.Tensor  # (G, L) real keys per leaf
     keys_per_query_leaf: torch.Tensor  # (G, L) keys a query in that leaf attends to
     macs_spent: int  # sum over groups of queries * keys * (2d + 1): what the algorithm needs
-    macs_executed: int  # padded bucket products and softmax plus the bookkeeping cumsums
+    macs_executed: int  # padded products and softmax plus the bookkeeping cumsums
 
 
 @register_attention("treeformer-tf")
@@ -80,6 +79,7 @@ class TreeformerTF(TreeAttention):
         super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.empty_leaf = empty_leaf
         self.bucket_capacity = bucket_capacity
+        self.register_buffer("subtree_bounds", subtree_bounds(height), persistent=False)  # (2, h+1, L)
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
@@ -87,19 +87,24 @@ class TreeformerTF(TreeAttention):
         groups = batch * heads
         queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
         plan = self.plan(queries.leaf.reshape(groups, n), keys.leaf.reshape(groups, n), q.dtype)
-        if not plan.buckets:  # no real key anywhere
+        if not plan.shapes:  # no real key anywhere
             return q.new_zeros(q.shape)
-        table_q, table_k = q.reshape(groups * n, dim), k.reshape(groups * n, dim)  # (G*n, d)
-        table_v = (v * keys.gate.unsqueeze(-1)).reshape(groups * n, dim)
+        table_v = v * keys.gate.unsqueeze(-1)
+        # One gather per table for all size classes, then views per class: each gather's backward
+        # is one index_add into a zeroed (G*n, d) table, so per-class gathers cost a table each.
+        slots_q = q.reshape(groups * n, dim).index_select(0, plan.query_rows)
+        slots_k = k.reshape(groups * n, dim).index_select(0, plan.key_rows)
+        slots_v = table_v.reshape(groups * n, dim).index_select(0, plan.key_rows)
+        sizes_q = [count * size_q for count, size_q, _ in plan.shapes]
+        sizes_k = [count * size_k for count, _, size_k in plan.shapes]
+        classes = zip(plan.shapes, slots_q.split(sizes_q), slots_k.split(sizes_k), slots_v.split(sizes_k),
+                      plan.key_bias.split(sizes_k))
         outputs = []
-        for bucket in plan.buckets:
-            count, size_q = bucket.query_rows.shape
-            size_k = bucket.key_rows.shape[1]
-            bucket_q = table_q.index_select(0, bucket.query_rows.reshape(-1)).view(count, size_q, dim)
-            bucket_k = table_k.index_select(0, bucket.key_rows.reshape(-1)).view(count, size_k, dim)
-            bucket_v = table_v.index_select(0, bucket.key_rows.reshape(-1)).view(count, size_k, dim)
-            scores = torch.baddbmm(bucket.key_bias, bucket_q, bucket_k.transpose(1, 2), alpha=1.0 / math.sqrt(dim))
-            outputs.append(torch.bmm(self.drop_attention(torch.softmax(scores, dim=-1)), bucket_v).view(-1, dim))  # (c*sq, d)
+        for (count, size_q, size_k), class_q, class_k, class_v, class_bias in classes:
+            scores = torch.baddbmm(class_bias.view(count, 1, size_k), class_q.view(count, size_q, dim),
+                                   class_k.view(count, size_k, dim).transpose(1, 2), alpha=1.0 / math.sqrt(dim))
+            weights = self.drop_attention(torch.softmax(scores, dim=-1))
+            outputs.append(torch.bmm(weights, class_v.view(count, size_k, dim)).view(-1, dim))  # (count*sq, d)
         flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         out = flat.index_select(0, plan.source).view(batch, heads, n, dim)
         out = out * (queries.gate * plan.has_output.view(batch, heads, n)).unsqueeze(-1)
@@ -115,32 +120,31 @@ class TreeformerTF(TreeAttention):
         key_order, key_counts, key_start = _sort_by_leaf(key_leaf, leaves)
         query_order, query_counts, query_start = _sort_by_leaf(query_leaf, leaves)
         counts = key_counts.view(groups, leaves)
+        # Keys in the subtree of each leaf's ancestor with 2^s leaves, s = 0 (the leaf) .. h (the
+        # root): differences of the sorted run starts at fixed leaf bounds (one gather, no loop).
+        sorted_bounds = torch.cat([key_start.view(groups, leaves), key_start.new_zeros(groups, 1)], dim=1)
+        sorted_bounds[:, -1] = sorted_bounds[:, -2] + counts[:, -1]  # one past the group's last key
+        ends = sorted_bounds.index_select(1, self.subtree_bounds.reshape(-1)).view(groups, 2, height + 1, leaves)
+        begin = ends[:, 0]  # (G, h+1, L) first key of each subtree, in the flat sorted key order
+        subtree_keys = ends[:, 1] - begin
         if self.empty_leaf == "ancestor":
-            # Keys under each leaf's ancestor at every level; non-empty levels run from the root down.
-            per_level = [
-                counts.view(groups, 2**level, leaves >> level).sum(-1).repeat_interleave(leaves >> level, dim=1)
-                for level in range(height + 1)
-            ]
-            level = (torch.stack(per_level, dim=1) > 0).sum(dim=1) - 1  # (G, L), -1: no keys at all
+            # The deepest non-empty subtree. Subtrees nest, so the non-empty ones are the largest
+            # spans: the first is h+1 minus their number (clamped to the root when all are empty).
+            non_empty = (subtree_keys > 0).sum(dim=1, keepdim=True)  # (G, 1, L)
+            span_bits = (height + 1 - non_empty).clamp_(max=height)
         else:
-            level = torch.where(counts > 0, height, -1)
-        span_bits = height - level.clamp(min=0)  # the chosen node covers 2^span_bits leaves
-        leaf_ids = torch.arange(leaves, device=device).expand(groups, leaves)
-        first = (leaf_ids >> span_bits) << span_bits  # (G, L) first leaf of the chosen subtree
-        cumulative = torch.cat([counts.new_zeros(groups, 1), counts.cumsum(dim=1)], dim=1)  # (G, L+1)
-        run_length = cumulative.gather(1, first + (1 << span_bits)) - cumulative.gather(1, first)
-        run_length = torch.where(level >= 0, run_length, torch.zeros_like(run_length))
+            span_bits = torch.zeros(groups, 1, leaves, dtype=torch.long, device=device)
+        run_length = subtree_keys.gather(1, span_bits).squeeze(1)  # (G, L); 0 where even that is empty
+        run_start = begin.gather(1, span_bits).squeeze(1)  # (G, L) into the flat sorted key order
         if self.bucket_capacity is not None:
             run_length = run_length.clamp(max=self.bucket_capacity)
-        run_start = key_start.view(groups, leaves).gather(1, first)  # (G, L)
 
         active = ((query_counts > 0) & (run_length.reshape(-1) > 0)).nonzero().squeeze(1)
-        query_len, query_begin = query_counts[active], query_start[active]
-        key_len, key_begin = run_length.reshape(-1)[active], run_start.reshape(-1)[active]
+        query_len, query_begin = query_counts.index_select(0, active), query_start.index_select(0, active)
+        key_len, key_begin = run_length.reshape(-1).index_select(0, active), run_start.reshape(-1).index_select(0, active)
         macs_spent = int((query_len * key_len).sum()) * (2 * self.head_dim + 1)
-        bookkeeping = 3 * groups * leaves  # the cumsums of the two sorts and of `cumulative`
+        bookkeeping = 2 * groups * leaves  # the cumsums of the two sorts
 
-        buckets, valids = [], []
         if self.bucket_capacity is not None:
             capacity = self.bucket_capacity
             chunks = (query_len + capacity - 1) // capacity
@@ -150,35 +154,33 @@ class TreeformerTF(TreeAttention):
             query_begin = query_begin[owner] + chunk * capacity
             query_len = (query_len[owner] - chunk * capacity).clamp(max=capacity)
             key_begin, key_len = key_begin[owner], key_len[owner]
-            if len(owner):
-                sq, sk = int(query_len.max()), int(key_len.max())
-                bucket, valid = _bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, dtype)
-                buckets.append(bucket)
-                valids.append(valid)
+            # One class: every chunk padded to the fullest chunk and the longest key run.
+            size_q = query_len.new_full(query_len.shape, int(query_len.max()) if len(owner) else 0)
+            size_k = key_len.new_full(key_len.shape, int(key_len.max()) if len(owner) else 0)
         else:
             size_q, size_k = _next_power_of_two(query_len), _next_power_of_two(key_len)
-            classes = size_q * (2 * n + 1) + size_k
-            for value in torch.unique(classes).tolist():
-                members = (classes == value).nonzero().squeeze(1)
-                sq, sk = divmod(value, 2 * n + 1)
-                bucket, valid = _bucket(
-                    query_order, query_begin[members], query_len[members], sq,
-                    key_order, key_begin[members], key_len[members], sk, dtype,
-                )
-                buckets.append(bucket)
-                valids.append(valid)
+        classes = size_q * (2 * n + 1) + size_k
+        order = torch.argsort(classes, stable=True)  # groups of one class become consecutive
+        values, members = torch.unique_consecutive(classes.index_select(0, order), return_counts=True)
+        shapes = [(count, *divmod(value, 2 * n + 1)) for value, count in zip(values.tolist(), members.tolist())]
+        query_begin, query_len, size_q, key_begin, key_len, size_k = (
+            x.index_select(0, order) for x in (query_begin, query_len, size_q, key_begin, key_len, size_k)
+        )
+        query_rows, query_valid = _slots(query_order, query_begin, query_len, size_q)
+        key_rows, key_valid = _slots(key_order, key_begin, key_len, size_k)
+        bookkeeping += 2 * len(order)  # the two cumsums of `_slots`
+        key_bias = torch.zeros(key_valid.shape, dtype=dtype, device=device).masked_fill_(~key_valid, torch.finfo(dtype).min)
+
+        slots = query_valid.nonzero().squeeze(1)
+        queries_here = query_rows.index_select(0, slots)
         source = torch.zeros(groups * n, dtype=torch.long, device=device)
+        source[queries_here] = slots
         has_output = torch.zeros(groups * n, dtype=torch.bool, device=device)
-        offset = 0
-        for bucket, valid in zip(buckets, valids):
-            slots = valid.reshape(-1).nonzero().squeeze(1)
-            queries_here = bucket.query_rows.reshape(-1)[slots]
-            source[queries_here] = slots + offset
-            has_output[queries_here] = True
-            offset += valid.numel()
-        products = sum(bucket.query_rows.numel() * bucket.key_rows.shape[1] for bucket in buckets)
+        has_output[queries_here] = True
+        products = sum(count * sq * sk for count, sq, sk in shapes)
         macs_executed = products * (2 * self.head_dim + 1) + bookkeeping  # baddbmm, softmax, bmm
-        return Plan(buckets, source, has_output, counts, run_length, macs_spent, macs_executed)
+        return Plan(query_rows, key_rows, key_bias, shapes, source, has_output, counts, run_length,
+                    macs_spent, macs_executed)
 
     @torch.no_grad()
     def _record_tf(self, plan: Plan, queries, batch: int, heads: int, n: int) -> None:
@@ -204,15 +206,17 @@ class TreeformerTF(TreeAttention):
         """
         per_leaf = self._balanced_leaf(seq_len)
         dim = self.head_dim
-        bookkeeping = 3 * self.leaves  # see `plan`
+        # See `plan`: the cumsums of the two sorts, of the chunk counts, and two of `_slots` per
+        # group (a leaf, or a chunk of one).
         if self.bucket_capacity is None:
             size = 1 << (per_leaf - 1).bit_length()
             attention = self.leaves * (2 * size * size * dim + size * size)
+            bookkeeping = 2 * self.leaves + 2 * self.leaves
         else:
             size = min(self.bucket_capacity, per_leaf)
             chunks = self.leaves * math.ceil(per_leaf / self.bucket_capacity)
             attention = chunks * (2 * size * size * dim + size * size)
-            bookkeeping += self.leaves  # one chunk count per leaf
+            bookkeeping = 2 * self.leaves + self.leaves + 2 * chunks
         return self.routing_macs(seq_len) + self.num_heads * (attention + bookkeeping)
 
     def algorithmic_macs(self, seq_len: int) -> int:
@@ -235,21 +239,25 @@ def _sort_by_leaf(leaf: torch.Tensor, leaves: int) -> tuple[torch.Tensor, torch.
 
 
 def _next_power_of_two(values: torch.Tensor) -> torch.Tensor:
-    return torch.pow(2, torch.ceil(torch.log2(values.double()))).long()
+    exponent = torch.ceil(torch.log2(values.double())).long()
+    return torch.ones_like(exponent) << exponent
 
 
-def _bucket(query_order, query_begin, query_len, sq, key_order, key_begin, key_len, sk, dtype):
-    """One size class: padded row indices of the query and key runs, plus the query validity."""
-    query_rows, query_valid = _runs(query_order, query_begin, query_len, sq)
-    key_rows, key_valid = _runs(key_order, key_begin, key_len, sk)
-    key_bias = torch.zeros(key_valid.shape, dtype=dtype, device=key_valid.device)
-    key_bias = key_bias.masked_fill_(~key_valid, torch.finfo(dtype).min).unsqueeze(1)  # (c, 1, sk)
-    return Bucket(query_rows, key_rows, key_bias), query_valid
+def subtree_bounds(height: int) -> torch.Tensor:
+    """(2, h+1, L) long: at [0, s, i] the first leaf of the subtree with 2^s leaves that holds
+    leaf i, at [1, s, i] one past its last leaf."""
+    leaves = torch.arange(2**height)
+    first = torch.stack([(leaves >> span) << span for span in range(height + 1)])
+    return torch.stack([first, first + (1 << torch.arange(height + 1)).unsqueeze(1)])
 
 
-def _runs(order, begin, length, size) -> tuple[torch.Tensor, torch.Tensor]:
-    """(c, size) rows order[begin + i] for i < length; padding repeats the run's first row."""
-    offsets = torch.arange(size, device=order.device)
-    valid = offsets < length.unsqueeze(1)  # (c, size)
-    positions = begin.unsqueeze(1) + torch.where(valid, offsets, torch.zeros_like(offsets))
-    return order[positions], valid
+def _slots(order: torch.Tensor, begin: torch.Tensor, length: torch.Tensor, size: torch.Tensor):
+    """Rows order[begin + i] for i < size of each group, all groups' slots in one flat tensor, and
+    whether each slot is real (i < length); padding slots repeat the group's first row."""
+    total = int(size.sum())
+    offsets = size.cumsum(0) - size  # first slot of each group
+    group = torch.repeat_interleave(torch.arange(len(size), device=order.device), size, output_size=total)
+    position = torch.arange(total, device=order.device) - offsets.index_select(0, group)  # slot within its group
+    valid = position < length.index_select(0, group)
+    first = begin.index_select(0, group)
+    return order.index_select(0, first + torch.where(valid, position, torch.zeros_like(position))), valid

@@ -110,49 +110,59 @@ class Routing:
     gate: torch.Tensor
 
 
-def _hard_route(x, weight, bias, paths, and_bias, with_softmax: bool):
-    """DGT's hard forward: leaves (B*H, m), and for the backward mean|z|, p and |z| (or None).
+def _node_scores(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """z = x W^T + b laid out nodes first: (B*H, N, m) for x (B, H, m, d), W (H, N, d), b (H, N).
 
-    For x (B, H, m, d) and node parameters W (H, N, d), b (H, N): z = x W^T + b; s = sign(z)
-    (z >= 0 -> +1); integer leaf scores t = s P^T (P the fixed path matrix); leaf scores
-    mean|z| * t (+ the AND bias (H, L) if any), mean|z| detached; p = their softmax. Without the
-    AND bias the argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties), so we
-    walk the tree instead of scoring every leaf, which is slow on CPU.
+    Nodes first because every later reduction, softmax and gather runs over the nodes or leaves of
+    one token: along a middle dimension they vectorise across the tokens, while along the last
+    (31 or 32 entries at h=5) they ran several times slower on CPU.
     """
     batch, heads, m, dim = x.shape
-    # z = x W^T + b as one fused product per (example, head): (B*H, m, N).
-    z = torch.baddbmm(
-        bias.repeat(batch, 1).unsqueeze(1), x.reshape(batch * heads, m, dim), weight.repeat(batch, 1, 1).transpose(1, 2)
+    return torch.baddbmm(
+        bias.repeat(batch, 1).unsqueeze(-1), weight.repeat(batch, 1, 1), x.reshape(batch * heads, m, dim).transpose(1, 2)
     )
+
+
+def _hard_route(x, weight, bias, paths, and_bias, with_softmax: bool):
+    """DGT's hard forward: leaves (B*H, 1, m), and for the backward mean|z|, p and |z| (or None).
+
+    For x (B, H, m, d) and node parameters W (H, N, d), b (H, N): z = x W^T + b; s = sign(z)
+    (z >= 0 -> +1); integer leaf scores t = P s (P the fixed path matrix); leaf scores
+    mean|z| * t (+ the AND bias (H, L) if any), mean|z| detached; p = their softmax. Without the
+    AND bias the argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties), so we
+    walk the tree instead of scoring every leaf, which is slow on CPU. All (B*H, nodes or leaves, m).
+    """
+    batch, heads, m, _ = x.shape
+    z = _node_scores(x, weight, bias)  # (B*H, N, m)
     # Float arithmetic throughout: comparisons and bool masks on tensors this large ran an order
     # of magnitude slower on this CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
     signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
     if and_bias is None:
-        leaf = _traverse(signs)  # (B*H, m)
+        leaf = _traverse(signs)  # (B*H, 1, m)
         if not with_softmax:
             return leaf, None, None, None
-    integer_scores = torch.matmul(signs, paths.t())  # (B*H, m, L), integers in [-h, h]
+    integer_scores = torch.matmul(paths, signs)  # (B*H, L, m), integers in [-h, h]
     del signs  # free it before the softmax allocates
     magnitude = z.abs_()  # z is not needed any more: reuse its memory
-    scale = magnitude.mean(dim=-1, keepdim=True)  # (B*H, m, 1), detached by construction
+    scale = magnitude.mean(dim=1, keepdim=True)  # (B*H, 1, m), detached by construction
     scores = integer_scores.mul_(scale)
     if and_bias is not None:
-        scores = scores.view(batch, heads, m, -1).add_(and_bias.unsqueeze(1)).view(batch * heads, m, -1)
-        leaf = scores.argmax(dim=-1)
+        scores = scores.view(batch, heads, -1, m).add_(and_bias.unsqueeze(-1)).view(batch * heads, -1, m)
+        leaf = scores.argmax(dim=1, keepdim=True)
         if not with_softmax:
             return leaf, None, None, None
-    probabilities = torch.log_softmax(scores, dim=-1).exp_()  # (B*H, m, L)
+    probabilities = torch.softmax(scores, dim=1)  # (B*H, L, m)
     return leaf, scale, probabilities, magnitude
 
 
 def _leaf_score_grad(probabilities: torch.Tensor, leaf: torch.Tensor, grad_gate: torch.Tensor) -> torch.Tensor:
-    """d loss / d leaf scores (B*H, m, L) through gate = onehot[leaf] with the identity STE.
+    """d loss / d leaf scores (B*H, L, m) through gate = onehot[leaf] with the identity STE.
 
     The gate's gradient goes to p[leaf] (identity from the one-hot into the softmax), and through
-    the softmax: d p_leaf / d scores = p_leaf (e_leaf - p).
+    the softmax: d p_leaf / d scores = p_leaf (e_leaf - p). `leaf` and `grad_gate` are (B*H, 1, m).
     """
-    step = probabilities.gather(-1, leaf) * grad_gate  # (B*H, m, 1): p_leaf * d loss / d gate
-    return (probabilities * -step).scatter_add_(-1, leaf, step)
+    step = probabilities.gather(1, leaf) * grad_gate  # (B*H, 1, m): p_leaf * d loss / d gate
+    return (probabilities * -step).scatter_add_(1, leaf, step)
 
 
 class _DGTRouting(torch.autograd.Function):
@@ -161,7 +171,7 @@ class _DGTRouting(torch.autograd.Function):
     The gate output is 1 (the one-hot at the leaf). Backward: the identity STE sends d gate to
     p[leaf], the softmax to the leaf scores (and the AND bias), P back to the signs, and the
     hard-tanh STE through where |z| <= 1 with factor 2 (DGT's `2a - fac`; times mean|z| too when
-    `scaled`). Fused by hand to keep few (m x N) tensors alive.
+    `scaled`). Fused by hand to keep few (N x m) tensors alive.
     """
 
     @staticmethod
@@ -179,16 +189,18 @@ class _DGTRouting(torch.autograd.Function):
     def backward(ctx, _grad_leaf, grad_gate):
         x, weight, paths, leaf, scale, probabilities, magnitude = ctx.saved_tensors
         batch, heads, m, dim = x.shape
-        grad_scores = _leaf_score_grad(probabilities, leaf.unsqueeze(-1), grad_gate.reshape(batch * heads, m, 1))
-        grad_and_bias = grad_scores.view(batch, heads, m, -1).sum(dim=(0, 2)) if ctx.has_and_bias else None
-        # Scores = mean|z| * s P^T: d/ds is mean|z| P; DGT's STE gives d(mean|z| s)/dz = 2 in the window.
+        grad_scores = _leaf_score_grad(probabilities, leaf, grad_gate.reshape(batch * heads, 1, m))  # (B*H, L, m)
+        grad_and_bias = grad_scores.view(batch, heads, -1, m).sum(dim=(0, 3)) if ctx.has_and_bias else None
+        # Scores = mean|z| * P s: d/ds is mean|z| P^T; DGT's STE gives d(mean|z| s)/dz = 2 in the window.
         factor = 2.0 * scale if ctx.scaled else 2.0
         window = (1.0 - magnitude).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
-        grad_z = torch.matmul(grad_scores, paths).mul_(window).mul_(factor).view(batch, heads, m, -1)  # (B, H, m, N)
-        grad_x = torch.matmul(grad_z, weight) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.matmul(grad_z.transpose(-1, -2), x).sum(dim=0)  # (H, N, d)
-        # A product with ones: summing over the middle dimension is several times slower on CPU.
-        grad_bias = torch.matmul(x.new_ones(1, m), grad_z).sum(dim=0).squeeze(1)  # (H, N)
+        grad_z = torch.matmul(paths.t(), grad_scores).mul_(window).mul_(factor)  # (B*H, N, m)
+        nodes = grad_z.shape[1]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad_z.transpose(1, 2), weight.repeat(batch, 1, 1)).view(batch, heads, m, dim)
+        grad_weight = torch.bmm(grad_z, x.reshape(batch * heads, m, dim)).view(batch, heads, nodes, dim).sum(dim=0)
+        grad_bias = grad_z.sum(dim=2).view(batch, heads, nodes).sum(dim=0)  # (H, N)
         return grad_x, grad_weight, grad_bias, None, grad_and_bias, None
 
 
@@ -218,13 +230,13 @@ def _walk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int
 
 
 def _traverse(signs: torch.Tensor) -> torch.Tensor:
-    """Leaf index (..., m) by walking root to leaf over node signs (..., m, N); -1 goes right."""
-    nodes = int(signs.shape[-1])
-    node = torch.zeros(signs.shape[:-1] + (1,), dtype=torch.long, device=signs.device)
+    """Leaf index (B*H, 1, m) by walking root to leaf over node signs (B*H, N, m); -1 goes right."""
+    nodes = int(signs.shape[1])
+    node = torch.zeros(signs.shape[0], 1, signs.shape[2], dtype=torch.long, device=signs.device)
     for _ in range((nodes + 1).bit_length() - 1):  # the height of a complete tree
-        right = signs.gather(-1, node) < 0  # (..., m, 1): small
+        right = signs.gather(1, node) < 0  # (B*H, 1, m): small
         node = node * 2 + 1 + right.long()
-    return (node - nodes).squeeze(-1)
+    return node - nodes
 
 
 class RoutingTree(nn.Module):
