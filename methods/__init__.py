@@ -18,11 +18,15 @@ from methods.registry import (
     register_attention,
 )
 
-# Built-in methods: each module registers itself with @register_attention.
-from methods import (  # noqa: E402,F401  (registration)
-    bigbird, full, linear, linformer, local, nystromformer, performer, reformer, routing, sdpa, treeformer,
-    xformers_attention,
-)
+# Built-in methods: every module of this package registers itself with @register_attention when
+# imported, so a new method is one new file here and no edit anywhere else.
+import importlib as _importlib  # noqa: E402
+import pkgutil as _pkgutil  # noqa: E402
+
+_MACHINERY = {"base", "plugins", "registry"}
+for _module in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _module.name not in _MACHINERY and not _module.name.startswith("_"):
+        _importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ATTENTION",
