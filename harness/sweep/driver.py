@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +31,7 @@ from lra import default_data_dir
 from harness.config import layered as cfg
 from harness.training.distributed import is_primary, shard_batch_size, world_from_env
 from harness.sweep.executors import Executor
+from harness.sweep.lock import output_lock
 from harness.sweep.records import RunSpec
 from harness.sweep.records import RETRIED, previous_attempts
 from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
@@ -213,8 +215,15 @@ def _alive(pid: int) -> bool:
 
 def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool = False,
               retry_failed: bool = False) -> list[dict[str, Any]]:
-    """Runs what is not done yet; returns every run's record, in spec order."""
+    """Runs what is not done yet; returns every run's record, in spec order. The primary process
+    holds the folder's lock throughout, so a second sweep on `out` is refused, not interleaved."""
     out = Path(out)
+    with output_lock(out) if is_primary() else nullcontext():
+        return _run_locked(specs, out, executor, force, retry_failed)
+
+
+def _run_locked(specs: list[RunSpec], out: Path, executor: Executor, force: bool,
+                retry_failed: bool) -> list[dict[str, Any]]:
     check_output_version(out)
     if is_primary():
         stale = remove_stale_temporaries(out)
