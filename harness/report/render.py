@@ -32,6 +32,7 @@ import pandas as pd
 from bench_common import BenchError
 from harness.report import cells as cell_frames
 from harness.report import efficiency_tables, plots, tables
+from harness.report.identity import distinct_runs
 from harness.report.budget import BUDGET_KEYS, budget_conflicts
 from harness.report.stats import RankingStability
 from harness.sweep.records import iter_record_paths, read_record
@@ -103,14 +104,16 @@ def render_report(run_dir: Path) -> RenderedReport:
 
 
 def load_records(run_dir: Path) -> tuple[list[dict], list[str]]:
-    """Every readable record, and one line per unreadable one (left out, reported)."""
-    records, unreadable = [], []
+    """Every readable record that is the run its path names, counted once; and one line per record
+    left out (unreadable, misplaced or a duplicate: identity.py)."""
+    found, unreadable = [], []
     for path in iter_record_paths(run_dir):
         try:
-            records.append(read_record(path))
+            found.append((path, read_record(path)))
         except BenchError as err:
             unreadable.append(f"left out: {err}")
-    return records, unreadable
+    records, misplaced = distinct_runs(found)
+    return records, unreadable + misplaced
 
 
 def load_efficiency(run_dir: Path) -> tuple[Optional[dict], Optional[str]]:
