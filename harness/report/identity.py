@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.config.layered import config_hash
+from harness.sweep.records import hash_matches_config
 
 IDENTITY_FIELDS = ("task", "method", "seed")
 
@@ -33,8 +33,8 @@ def mismatch(path: Path, record: dict[str, Any]) -> Optional[str]:
     for key in IDENTITY_FIELDS:
         if key in config and config[key] != record[key]:
             return f"its {key} is {record[key]!r} but its config says {config[key]!r}"
-    if config_hash(config) != record["config_hash"]:
-        return f"its config_hash {record['config_hash']} is not the hash of its config ({config_hash(config)})"
+    if not hash_matches_config(record):
+        return f"its config_hash {record['config_hash']} is not the hash of its config"
     return None
 
 

@@ -33,7 +33,7 @@ from harness.training.distributed import is_primary, shard_batch_size, world_fro
 from harness.sweep.executors import Executor
 from harness.sweep.lock import output_lock
 from harness.sweep.records import RunSpec
-from harness.sweep.records import RETRIED, previous_attempts
+from harness.sweep.records import RETRIED, previous_attempts, process_alive
 from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
                              update_config_file, write_json_atomic, write_record)
 from harness.sweep import runner
@@ -196,21 +196,11 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
     removed = []
     for path in Path(out).rglob(".*.tmp"):
         writer = path.name.split(".")[-2]
-        if writer.isdigit() and _alive(int(writer)):
+        if writer.isdigit() and process_alive(int(writer)):
             continue
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool = False,

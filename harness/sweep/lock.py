@@ -36,3 +36,4 @@ def output_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the only descriptor releases the flock
+

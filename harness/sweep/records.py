@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from bench_common import BenchError
-from harness.config.layered import CONFIG_VERSION
+from harness.config.layered import CONFIG_VERSION, config_hash
 from harness.measure.env import environment
 
 SCHEMA = 1
@@ -135,6 +135,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine: a temporary file named after its writer's pid is
+    the live writer's, not debris, while this holds."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
@@ -172,6 +184,11 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
     if not isinstance(record["config"], dict):
         raise BenchError(f"{where}: config must be an object")
     return record
+
+
+def hash_matches_config(record: dict[str, Any]) -> bool:
+    """Whether the record's config_hash is the hash of its config (false once the config is edited)."""
+    return config_hash(record["config"]) == record["config_hash"]
 
 
 def write_record(out_dir: Path, record: dict[str, Any]) -> Path:
