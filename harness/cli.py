@@ -291,10 +291,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for key, value in COMMON_DEFAULTS.items():
             if not hasattr(args, key):
                 setattr(args, key, value)
-        from methods import load_plugin
+        if args.plugin:  # `methods` imports torch: a report without plugins never needs it
+            from methods import load_plugin
 
-        for spec in args.plugin:
-            load_plugin(spec)
+            for spec in args.plugin:
+                load_plugin(spec)
         return COMMANDS[args.command](args)
     except BenchError as err:
         if debug:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -35,7 +37,7 @@ from harness.report import efficiency_tables, plots, tables
 from harness.report.identity import distinct_runs
 from harness.report.budget import BUDGET_KEYS, budget_conflicts
 from harness.report.stats import RankingStability
-from harness.sweep.records import iter_record_paths, read_record
+from harness.sweep.records import iter_record_paths, process_alive, read_record
 
 
 @dataclass
@@ -84,10 +86,60 @@ def accuracy_tables(records: list[dict]) -> AccuracyTables:
 
 
 def render_report(run_dir: Path) -> RenderedReport:
-    """Writes `<run_dir>/report/`; returns it with the problems found (empty when none)."""
+    """Writes `<run_dir>/report/`; returns it with the problems found (empty when none).
+
+    The report is rendered into a staging folder that then replaces `report/` whole, so an
+    interrupted rendering (Ctrl-C, kill -9) leaves the previous report as it was, never a mix."""
     run_dir = Path(run_dir)
     out = run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_renderings(run_dir)
+    staging = run_dir / f".report.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        problems = _render(run_dir, staging)
+        replace_directory(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RenderedReport(out, problems)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Puts `new` at `target`. The old folder is first moved aside, so at every moment `target` is
+    either the old rendering or the new one (or, after a kill between the two renames, absent
+    with the old one beside it, which the next rendering puts back)."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    aside = target.with_name(f".{target.name}.{os.getpid()}.old")
+    os.rename(target, aside)
+    os.rename(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_abandoned_renderings(run_dir: Path) -> None:
+    """Cleans up after renderings killed mid-way: a staging folder is deleted; a moved-aside old
+    report comes back when no report took its place."""
+    for staging in run_dir.glob(".report.*.partial"):
+        if not _writer_alive(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    for aside in run_dir.glob(".report.*.old"):
+        if _writer_alive(aside):
+            continue
+        if (run_dir / "report").exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(aside, run_dir / "report")
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process named in `.report.<pid>.<kind>` is another live process."""
+    pid = path.name.split(".")[-2]
+    return pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid))
+
+
+def _render(run_dir: Path, out: Path) -> list[str]:
+    """Renders every file of the report into `out`; returns the problems found."""
     records, problems = load_records(run_dir)
     efficiency, efficiency_problem = load_efficiency(run_dir)
     problems += [efficiency_problem] if efficiency_problem else []
@@ -100,7 +152,7 @@ def render_report(run_dir: Path) -> RenderedReport:
     blocks += _efficiency_section(efficiency, out)
     (out / "index.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out / "index.html").write_text(to_html(blocks, title=f"Treeformer Bench: {run_dir.name}"), encoding="utf-8")
-    return RenderedReport(out, problems + [f"budget: {line}" for line in conflicts])
+    return problems + [f"budget: {line}" for line in conflicts]
 
 
 def load_records(run_dir: Path) -> tuple[list[dict], list[str]]:
