@@ -9,19 +9,9 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.config.layered import CONFIG_VERSION, config_hash
-from harness.sweep.records import RunSpec, new_record, record_path, write_record
-
-
-def genuine(out: Path, seed: int, method: str = "full", task: str = "listops") -> Path:
-    """A record as a sweep writes it: resolved config, its hash, a measured training."""
-    config = {"version": CONFIG_VERSION, "task": task, "method": method, "attention": method, "seed": seed,
-              "train": {"steps": 20}, "runtime": {"suite": "quick"}}
-    record = new_record(RunSpec(method=method, task=task, seed=seed, config=config, config_hash=config_hash(config)))
-    record["status"] = "ok"
-    record["metrics"].update(test_accuracy=0.5 + seed / 100, val_accuracy=0.5, best_step=20, steps=20,
-                             train_seconds=3.0 + seed / 7 + sum(map(ord, method)) / 1000, history=[{"step": 20, "train_loss": 0.5 - seed / 50}])
-    return write_record(out, record)
+from harness.config.layered import config_hash
+from harness.sweep.records import record_path
+from report_support import add_run
 
 
 def copy_to(source: Path, out: Path, task: str, method: str, seed: int, edit=None) -> Path:
@@ -63,8 +53,8 @@ def counted_runs(out: Path) -> list[tuple[str, str, int]]:
 @pytest.mark.parametrize("where, edit, reason", [c[1:] for c in COPIES], ids=[c[0] for c in COPIES])
 def test_a_copied_record_is_left_out_by_name_and_exits_1(tmp_path, capsys, where, edit, reason):
     out = tmp_path / "out"
-    source = genuine(out, 0)
-    genuine(out, 2)
+    source = add_run(out, "listops", "full", 0)
+    add_run(out, "listops", "full", 2)
     copy = copy_to(source, out, *where, edit=edit)
     assert main(["report", str(out)]) == 1
     err = capsys.readouterr().err
@@ -77,8 +67,8 @@ def test_a_copied_record_is_left_out_by_name_and_exits_1(tmp_path, capsys, where
 def test_genuine_runs_are_all_counted(tmp_path, capsys):
     out = tmp_path / "out"
     for seed in (0, 1, 2):
-        genuine(out, seed)
-    genuine(out, 0, method="sdpa")
+        add_run(out, "listops", "full", seed)
+    add_run(out, "listops", "sdpa", 0)
     assert main(["report", str(out)]) == 0, capsys.readouterr().err
     assert counted_runs(out) == [("listops", "full", 0), ("listops", "full", 1), ("listops", "full", 2),
                                  ("listops", "sdpa", 0)]
