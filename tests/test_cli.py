@@ -42,7 +42,7 @@ def test_list_shows_methods_and_suites(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "--bogus"], "run: unknown flag --bogus; its flags: --plugin"),
     (["run", "--suite", "quik"], "unknown suite 'quik'; did you mean 'quick'"),
     (["run", "--suite", "smoke", "--methods", "fulll"], "unknown attention method 'fulll'"),
     (["run", "--suite", "smoke", "--device", "tpu"], "--device: expected cpu, cuda or auto"),

@@ -22,7 +22,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     "args, expected",
     [
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["list", "--bogus"], "unrecognized arguments: --bogus"),
+        (["list", "--bogus"], "list: unknown flag --bogus; its flags: --plugin, --debug"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(args, expected):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench_common import BenchError
 from harness.cli import main
 from harness.sweep.records import METRIC_KEYS, SCHEMA, write_json_atomic
 from harness.report.render import render_report
@@ -156,8 +157,9 @@ def test_only_failed_runs_and_no_efficiency(tmp_path):
 
 
 def test_empty_directory_and_a_damaged_record(tmp_path):
-    out = render_report(tmp_path).out
-    assert "No run records found" in (out / "index.md").read_text()
+    with pytest.raises(BenchError, match="nothing to report"):
+        render_report(tmp_path)
+    assert not (tmp_path / "report").exists()
     write_record(tmp_path, "full", "listops", 0, accuracy=0.5)
     damaged = tmp_path / "records" / "listops" / "tree" / "seed0.json"
     damaged.parent.mkdir(parents=True)

@@ -85,19 +85,51 @@ def accuracy_tables(records: list[dict]) -> AccuracyTables:
         matched=tables.matched_table(cells), cost=tables.cost_table(cells))
 
 
-def render_report(run_dir: Path) -> RenderedReport:
+@dataclass(frozen=True)
+class Selection:
+    """The runs a report shows (`report --methods/--tasks/--seeds`); None selects all."""
+
+    methods: Optional[list[str]] = None
+    tasks: Optional[list[str]] = None
+    seeds: Optional[list[int]] = None
+
+    def given(self) -> list[tuple[str, list]]:
+        return [(kind, names) for kind, names in (("method", self.methods), ("task", self.tasks),
+                                                  ("seed", self.seeds)) if names is not None]
+
+    def apply(self, records: list[dict], run_dir: Path) -> list[dict]:
+        """The selected records; a name no record has is refused (a typo would silently show nothing)."""
+        for kind, names in self.given():
+            present = sorted({record[kind] for record in records}, key=str)
+            absent = [name for name in names if name not in present]
+            if absent:
+                raise BenchError(f"report --{kind}s: no record of {kind} {absent[0]!r} in {run_dir} "
+                                 f"(its records have {kind}s {', '.join(map(str, present)) or 'none'})")
+        return [record for record in records if all(record[kind] in names for kind, names in self.given())]
+
+    def describe(self) -> str:
+        return "; ".join(f"{kind}s {', '.join(map(str, names))}" for kind, names in self.given())
+
+
+def render_report(run_dir: Path, selection: Selection = Selection()) -> RenderedReport:
     """Writes `<run_dir>/report/`; returns it with the problems found (empty when none).
 
     The report is rendered into a staging folder that then replaces `report/` whole, so an
-    interrupted rendering (Ctrl-C, kill -9) leaves the previous report as it was, never a mix."""
+    interrupted rendering (Ctrl-C, kill -9) leaves the previous report as it was, never a mix.
+    A folder with neither records nor efficiency results is refused: nothing would be reported."""
     run_dir = Path(run_dir)
     out = run_dir / "report"
+    records, problems = load_records(run_dir)
+    if not records and not problems and not (run_dir / "efficiency.json").exists():
+        raise BenchError(f"report: {run_dir} holds no run records (records/<task>/<method>/seed<N>.json) and no "
+                         f"efficiency.json; nothing to report")
+    records = selection.apply(records, run_dir)
     remove_abandoned_renderings(run_dir)
     staging = run_dir / f".report.{os.getpid()}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        problems = _render(run_dir, staging)
+        problems = _render(run_dir, staging, records, problems, selection)
         replace_directory(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -138,16 +170,15 @@ def _writer_alive(path: Path) -> bool:
     return pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid))
 
 
-def _render(run_dir: Path, out: Path) -> list[str]:
-    """Renders every file of the report into `out`; returns the problems found."""
-    records, problems = load_records(run_dir)
+def _render(run_dir: Path, out: Path, records: list[dict], problems: list[str], selection: Selection) -> list[str]:
+    """Renders every file of the report into `out`; returns all problems found (the records' first)."""
     efficiency, efficiency_problem = load_efficiency(run_dir)
-    problems += [efficiency_problem] if efficiency_problem else []
+    problems = problems + ([efficiency_problem] if efficiency_problem else [])
     conflicts = budget_conflicts(records)
 
     blocks: list[Block] = [Block("heading", f"Treeformer Bench report: {run_dir.name}")]
     blocks += _problems(problems, conflicts)
-    blocks += _provenance(records, efficiency, run_dir)
+    blocks += _provenance(records, efficiency, run_dir, selection)
     blocks += _accuracy_section(records, out)
     blocks += _efficiency_section(efficiency, out)
     (out / "index.md").write_text(to_markdown(blocks), encoding="utf-8")
@@ -195,12 +226,14 @@ def _problems(problems: list[str], conflicts: list[str]) -> list[Block]:
     return blocks
 
 
-def _provenance(records: list[dict], efficiency: Optional[dict], run_dir: Path) -> list[Block]:
+def _provenance(records: list[dict], efficiency: Optional[dict], run_dir: Path, selection: Selection) -> list[Block]:
     envs = [r.get("env") or {} for r in records] + ([efficiency.get("env") or {}] if efficiency else [])
     commits = sorted({str(e.get("git_commit")) for e in envs if e.get("git_commit")})
     devices = sorted({str(e.get("device")) for e in envs if e.get("device")})
     suites = sorted({str(r.get("suite")) for r in records if r.get("suite")})
     lines = [f"results directory: `{run_dir}`", f"runs: {len(records)}"]
+    if selection.given():
+        lines.append(f"selected runs only: {selection.describe()} (efficiency results are not filtered)")
     if suites:
         lines.append(f"suite: {', '.join(suites)}")
     if devices:

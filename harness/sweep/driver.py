@@ -174,7 +174,27 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
         (variant,) = select_methods(suite, [reference])
         specs = match_specs(specs, reference, request.data_dir, lambda task: resolve_run(
             request, suite, task, variant, seeds[0], file_layer, set_layers, sources))
+    check_data_fits(specs)
     return specs
+
+
+def check_data_fits(specs: list[RunSpec]) -> None:
+    """Refuses a generated data set that cannot fit in memory, before anything is generated. The
+    estimate is a lower bound (one byte per token; loaders use one to eight), so a data set that
+    would fit is never refused."""
+    from harness.measure.env import available_memory_bytes
+
+    available = available_memory_bytes()
+    for spec in specs:
+        count = spec.config["data"].get("num_examples")
+        if available is None or not isinstance(count, int):
+            continue
+        length = spec.config["model"]["max_seq_len"]
+        if count * length > available:
+            raise BenchError(
+                f"data.num_examples={count}: task '{spec.task}' would hold at least {count * length / 2**30:.1f} GiB "
+                f"of data ({count} examples of {length} tokens), more than the {available / 2**30:.1f} GiB of memory "
+                f"available; lower data.num_examples")
 
 
 def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:
