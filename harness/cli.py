@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[_common("run")], help="train and evaluate a suite")
     run.add_argument("--dry-run", action="store_true",
                      help="print one JSON line per planned run (task, method, seed, resolved config, config_hash, "
-                          "record_exists) and train nothing")
+                          "record_exists, action: run, rerun, skip or refuse, with the conflict) and train "
+                          "nothing; exit 2 where the run would be refused. It reads no data, except that "
+                          "--match-macs (and the matched suite) measure the reference's MACs on each task's "
+                          "data, which prepares and caches it")
     efficiency = commands.add_parser("efficiency", parents=[_common("efficiency")], help="time and memory vs length")
     efficiency.add_argument("--seq-lens", type=_ints, default=DEFAULT_SEQ_LENS, help="comma-separated lengths")
     report = commands.add_parser("report", parents=[_common("report")], help="render tables and plots of a results dir")
@@ -245,10 +248,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     request = sweep_request(args, out_dir(args))
     specs = resolve_specs(request)
     if getattr(args, "dry_run", False):
-        from harness.sweep.driver import plan
+        from harness.sweep.driver import plan, refusal
 
-        for line in plan(specs, request.out):
+        lines = plan(specs, request.out, force=args.force, retry_failed=args.retry_failed)
+        for line in lines:
             print(json.dumps(line, default=str))
+        conflicts = [line["conflict"] for line in lines if line["action"] == "refuse"]
+        if conflicts:  # as the real run: refused, with the same line
+            raise refusal(conflicts)
         return 0
     dist = init_from_env(request.device)
     try:

@@ -197,17 +197,40 @@ def check_data_fits(specs: list[RunSpec]) -> None:
                 f"available; lower data.num_examples")
 
 
-def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:
-    """The valid record of this run with the same config hash (resuming skips it), else None."""
-    existing = read_record_if_valid(record_path(out, spec.task, spec.method, spec.seed))
-    return existing if existing is not None and existing["config_hash"] == spec.config_hash else None
+def plan(specs: list[RunSpec], out: Path, force: bool = False, retry_failed: bool = False) -> list[dict[str, Any]]:
+    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing.
+
+    `action` is what the real run with the same flags does: skip (a finished record of this config),
+    run, rerun (replacing a record, kept in previous_attempts) or refuse (a finished record of
+    another config, named in `conflict`)."""
+    lines = []
+    for spec in specs:
+        path = record_path(out, spec.task, spec.method, spec.seed)
+        existing = read_record_if_valid(path)
+        action = decide(spec, existing, force, retry_failed)
+        line = {"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
+                "config_hash": spec.config_hash,
+                "record_exists": existing is not None and existing["config_hash"] == spec.config_hash,
+                "action": action}
+        if action == "refuse":
+            line["conflict"] = conflict_line(path, existing, spec)
+        lines.append(line)
+    return lines
 
 
-def plan(specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
-    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing."""
-    return [{"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
-             "config_hash": spec.config_hash, "record_exists": finished_record(Path(out), spec) is not None}
-            for spec in specs]
+def decide(spec: RunSpec, existing: Optional[dict[str, Any]], force: bool, retry_failed: bool) -> str:
+    """skip, run, rerun or refuse: see `plan_runs`."""
+    if existing is None:
+        return "run"
+    if force or existing["status"] in RETRIED or (
+            retry_failed and existing["status"] != "ok" and existing["config_hash"] == spec.config_hash):
+        return "rerun"
+    return "refuse" if existing["config_hash"] != spec.config_hash else "skip"
+
+
+def conflict_line(path: Path, existing: dict[str, Any], spec: RunSpec) -> str:
+    return (f"{path} holds a finished '{existing['status']}' run of another config "
+            f"({config_changes(existing['config'], spec.config)})")
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
@@ -283,24 +306,24 @@ def plan_runs(specs: list[RunSpec], out: Path, force: bool, retry_failed: bool
     for spec in specs:
         path = record_path(out, spec.task, spec.method, spec.seed)
         existing = read_record_if_valid(path)
-        if existing is None:
+        action = decide(spec, existing, force, retry_failed)
+        if action in ("run", "rerun"):
             pending.append(spec)
-        elif force or existing["status"] in RETRIED or (
-                retry_failed and existing["status"] != "ok" and existing["config_hash"] == spec.config_hash):
-            pending.append(spec)
+        if action == "rerun":
             history[spec.key] = previous_attempts(existing, path)
-        elif existing["config_hash"] != spec.config_hash:
-            conflicts.append((path, existing, spec))
-        else:
+        elif action == "refuse":
+            conflicts.append(conflict_line(path, existing, spec))
+        elif action == "skip":
             done[spec.key] = existing
     if conflicts:
-        path, existing, spec = conflicts[0]
-        more = f" (and {len(conflicts) - 1} more run(s))" if len(conflicts) > 1 else ""
-        raise BenchError(
-            f"{path} holds a finished '{existing['status']}' run of another config "
-            f"({config_changes(existing['config'], spec.config)}){more}; pass --force to replace it, "
-            f"or choose another --out")
+        raise refusal(conflicts)
     return done, pending, history
+
+
+def refusal(conflicts: list[str]) -> BenchError:
+    """The one line refusing finished records of another config (a run and its dry run say the same)."""
+    more = f" (and {len(conflicts) - 1} more run(s))" if len(conflicts) > 1 else ""
+    return BenchError(f"{conflicts[0]}{more}; pass --force to replace it, or choose another --out")
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any], shown: int = 3) -> str:
