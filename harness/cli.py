@@ -94,7 +94,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
     "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
     "retry_failed": False,
-    "match_macs": None,
+    "match_macs": None, "option": [],
 }
 
 
@@ -119,6 +119,10 @@ COMMON_FLAGS = [
     _flag("--config", type=Path, help="config file (.json, .yaml, .toml) layered over the suite"),
     _flag("--set", action="append", metavar="KEY=VALUE",
           help="override one config key, e.g. train.steps=100; repeatable"),
+    _flag("--option", action="append", metavar="METHOD.KEY=VALUE",
+          help="set one attention option of one method (a label or method name of the sweep), e.g. "
+               "treeformer-tf.height=3; repeatable. Unlike --set model.attention_options.KEY, it leaves "
+               "the other methods as they are"),
     _flag("--executor", help="local (default, in this process), subprocess (one process per "
           "run, with limits) or ray (a Ray cluster)"),
     _flag("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT)"),
@@ -140,7 +144,7 @@ FLAGS_OF: dict[Optional[str], set[str]] = {
     None: ALL_FLAGS,  # the bare command runs run, efficiency and report
     "list": {"plugin", "debug"},
     "run": ALL_FLAGS,
-    "efficiency": ALL_FLAGS,
+    "efficiency": ALL_FLAGS - {"option"},
     "report": {"debug", "suite", "out", "methods", "tasks", "seeds"},
     "generate": {"plugin", "debug", "suite", "methods", "tasks", "data_dir", "device", "config", "set", "match_macs"},
 }
@@ -194,14 +198,16 @@ def out_dir(args: argparse.Namespace) -> Path:
     return check_directory_flag("--out", args.out or Path("runs") / args.suite)
 
 
-def sweep_request(args: argparse.Namespace, out: Path):
+def sweep_request(args: argparse.Namespace, out: Optional[Path] = None):
+    """The SweepRequest of the flags; `out` defaults to the checked --out (generate names its own)."""
     from harness.sweep.driver import SweepRequest
     from lra import default_data_dir
 
     return SweepRequest(suite=args.suite, methods=args.methods, tasks=args.tasks, seeds=args.seeds,
                         config_file=args.config, sets=args.set, device=resolve_device(args.device),
                         data_dir=check_data_dir_flag(args.data_dir or default_data_dir()),
-                        out=out, plugins=args.plugin, match_macs=args.match_macs)
+                        out=out_dir(args) if out is None else out, plugins=args.plugin,
+                        match_macs=args.match_macs, options=args.option)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -245,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.sweep.driver import failed, resolve_specs, run_sweep
 
     executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb)
-    request = sweep_request(args, out_dir(args))
+    request = sweep_request(args)
     specs = resolve_specs(request)
     if getattr(args, "dry_run", False):
         from harness.sweep.driver import plan, refusal

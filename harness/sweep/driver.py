@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch.distributed as torch_dist
 
@@ -55,6 +55,7 @@ class SweepRequest:
     out: Path = Path("runs")
     plugins: list[str] = field(default_factory=list)
     match_macs: Optional[str] = None  # --match-macs: match Linformer/Performer to this method's MACs
+    options: list[str] = field(default_factory=list)  # --option METHOD.KEY=VALUE: one method's option
 
 
 def select_methods(suite: Suite, names: Optional[list[str]]) -> list[MethodVariant]:
@@ -77,9 +78,11 @@ def select_methods(suite: Suite, names: Optional[list[str]]) -> list[MethodVaria
 
 def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: MethodVariant, seed: int,
                 file_layer: dict[str, Any], set_layers: list[dict[str, Any]],
-                sources: Optional[dict[str, dict[str, Any]]] = None) -> RunSpec:
+                sources: Optional[dict[str, dict[str, Any]]] = None,
+                option_layers: Sequence[tuple[str, dict[str, Any]]] = ()) -> RunSpec:
     """Layers, in order: typed defaults, task defaults (family), suite, suite-per-task, method
-    variant, --config file, --set. Returns the spec with its fully resolved config and hash.
+    variant, --config file, --set, then the --option layers naming this variant's label or method.
+    Returns the spec with its fully resolved config and hash.
 
     `sources` memoises data sources within one resolution (a Pathfinder fingerprint stats 200k files)."""
     from methods.registry import validate_attention_options
@@ -91,6 +94,7 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
         cfg.check_layer(variant.layer(), f"suite '{suite.name}' method '{variant.label}'"),
         file_layer,
         *set_layers,
+        *[layer for method, layer in option_layers if method in (variant.label, variant.attention)],
     ]
     family = cfg.family_of([{"family": suite.family}, *user_layers])
     data: dict[str, Any] = {}
@@ -104,7 +108,13 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     config["device"] = request.device  # --device is the one place the device is chosen
     cfg.check_task_fit(config["model"], task_defaults["model"], task_name)
     model = config["model"]
-    validate_attention_options(model["attention"], model["attention_options"])
+    try:
+        validate_attention_options(model["attention"], model["attention_options"])
+    except BenchError as err:
+        if any("attention_options" in layer.get("model", {}) for layer in (file_layer, *set_layers)):
+            raise BenchError(f"{err} (--set and --config give attention options to every method of the sweep; "
+                             f"to give them to some methods only, use --option METHOD.KEY=VALUE)") from None
+        raise
     for index, spec in model.get("layer_attention", {}).items():
         validate_attention_options(spec.get("name", model["attention"]), spec.get("options", {}))
     if config["bootstrap"]:
@@ -164,18 +174,46 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
     tasks = request.tasks or list(suite.tasks)
     seeds = request.seeds if request.seeds is not None else list(suite.seeds)
     variants = select_methods(suite, request.methods)
-    sources: dict[str, dict[str, Any]] = {}
-    specs = [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
-             for task in tasks for variant in variants for seed in seeds]
     reference = request.match_macs or suite.match_macs
+    reference_variants = select_methods(suite, [reference]) if reference else []
+    option_layers = parse_options(request.options, variants + reference_variants)
+    sources: dict[str, dict[str, Any]] = {}
+    specs = [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources, option_layers)
+             for task in tasks for variant in variants for seed in seeds]
     if reference:
-        from harness.sweep.matching import match_specs
+        from harness.sweep.matching import cost_option, match_specs
 
-        (variant,) = select_methods(suite, [reference])
+        for method, layer in option_layers:
+            (key,) = layer["model"]["attention_options"]
+            chosen = [v.attention for v in variants
+                      if method in (v.label, v.attention) and getattr(cost_option(v.attention), "name", None) == key]
+            if chosen:
+                raise BenchError(f"--option {method}.{key}: matching MACs to {reference} chooses {chosen[0]}'s {key} "
+                                 f"per task; drop --option or --match-macs")
+        (variant,) = reference_variants
         specs = match_specs(specs, reference, request.data_dir, lambda task: resolve_run(
-            request, suite, task, variant, seeds[0], file_layer, set_layers, sources))
+            request, suite, task, variant, seeds[0], file_layer, set_layers, sources, option_layers))
     check_data_fits(specs)
     return specs
+
+
+def parse_options(items: list[str], variants: list[MethodVariant]) -> list[tuple[str, dict[str, Any]]]:
+    """`--option METHOD.KEY=VALUE` -> (METHOD, a layer setting model.attention_options.KEY) each.
+    METHOD is a variant label or a method name of this sweep (the --match-macs reference included)."""
+    names = sorted({name for variant in variants for name in (variant.label, variant.attention)})
+    layers = []
+    for item in items:
+        where = f"--option {item}"
+        target, equals, text = item.partition("=")
+        method, dot, key = target.rpartition(".")
+        if not equals or not dot or not method or not key:
+            raise BenchError(f"{where}: expected METHOD.KEY=VALUE, e.g. --option treeformer-tf.height=3")
+        if method not in names:
+            raise BenchError(f"{where}: method '{method}' is not in this sweep (its methods: {', '.join(names)})")
+        value = cfg.parse_text(where, text, Any)
+        cfg.check_finite(where, value)
+        layers.append((method, {"model": {"attention_options": {key: value}}}))
+    return layers
 
 
 def check_data_fits(specs: list[RunSpec]) -> None:
