@@ -34,7 +34,7 @@ from harness.sweep.executors import Executor
 from harness.sweep.lock import output_lock
 from harness.sweep.records import RunSpec
 from harness.sweep.records import RETRIED, previous_attempts, process_alive
-from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
+from harness.sweep.records import (FAILED, check_output_version, read_record, read_record_if_valid, record_path,
                              update_config_file, write_json_atomic, write_record)
 from harness.sweep import runner
 from harness.config.suites import MethodVariant, Suite, get_suite, plain
@@ -302,6 +302,8 @@ def _run_locked(specs: list[RunSpec], out: Path, executor: Executor, force: bool
             print(f"removed {len(stale)} temporary file(s) left by killed runs in {out}", file=sys.stderr)
     records, pending, history = plan_runs(specs, out, force, retry_failed)
     if is_primary():
+        for line in damaged_records(specs, out):
+            print(line, file=sys.stderr)
         update_config_file(out, {s.key: {"config_hash": s.config_hash, "config": s.config} for s in specs})
         if len(pending) < len(specs) or history:
             print(plan_line(specs, records, pending, history, out), file=sys.stderr)
@@ -309,6 +311,7 @@ def _run_locked(specs: list[RunSpec], out: Path, executor: Executor, force: bool
         torch_dist.barrier()  # every rank decides what to run before rank 0 writes new records
 
     started = time.perf_counter()
+    last = [started]  # when the previous record came in: a run's own time in a sequential sweep
 
     def on_record(spec: RunSpec, record: dict[str, Any]) -> None:
         if spec.key in history:
@@ -318,9 +321,13 @@ def _run_locked(specs: list[RunSpec], out: Path, executor: Executor, force: bool
         records[spec.key] = record
         if is_primary():
             write_record(out, record)
-            print(summary_line(len(records), len(specs), record, time.perf_counter() - started), flush=True)
+            now = time.perf_counter()
+            print(summary_line(len(records), len(specs), record, now - last[0], now - started), flush=True)
+            last[0] = now
 
     executor.map(runner.execute_run, pending, on_record)
+    if is_primary():
+        remove_empty_folders(out / "checkpoints")
     done = [records[spec.key] for spec in specs if spec.key in records]
     if is_primary():
         write_sweep_summary(out, specs, done, ran=len(pending), wall_seconds=time.perf_counter() - started,
@@ -366,7 +373,8 @@ def refusal(conflicts: list[str]) -> BenchError:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any], shown: int = 3) -> str:
     """'train.steps: 20 -> 5, ...': the dotted keys whose values differ (runtime aside)."""
-    before, after = cfg.flatten(old), cfg.flatten(new)
+    # An empty section ({} as a leaf) says nothing that its keys do not say: not a difference.
+    before, after = ({k: v for k, v in cfg.flatten(c).items() if v != {}} for c in (old, new))
     keys = sorted(key for key in before.keys() | after.keys()
                   if not key.startswith("runtime") and before.get(key, "-") != after.get(key, "-"))
     parts = [f"{key}: {_shown(before, key)} -> {_shown(after, key)}" for key in keys[:shown]]
@@ -408,12 +416,38 @@ def write_sweep_summary(out: Path, specs: list[RunSpec], done: list[dict[str, An
     })
 
 
-def summary_line(done: int, total: int, record: dict[str, Any], elapsed: float) -> str:
+def damaged_records(specs: list[RunSpec], out: Path) -> list[str]:
+    """One line per record file of this sweep that is there but unreadable: its run is redone."""
+    lines = []
+    for spec in specs:
+        path = record_path(out, spec.task, spec.method, spec.seed)
+        if path.exists():
+            try:
+                read_record(path)
+            except BenchError as err:
+                lines.append(f"redoing {spec.key}: its record is damaged ({err})")
+    return lines
+
+
+def remove_empty_folders(root: Path) -> None:
+    """Deletes the empty folders under `root` (and `root` itself when empty): a finished run
+    deletes its checkpoint file, and its task/method folders would otherwise stay behind."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
+
+
+def summary_line(done: int, total: int, record: dict[str, Any], run_seconds: float, sweep_seconds: float) -> str:
     metrics = record["metrics"]
     scores = " ".join(f"{k}={metrics[k]:.3f}" for k in ("val_accuracy", "test_accuracy") if metrics[k] is not None)
     reason = f" ({record['reason']})" if record["reason"] else ""
     key = f"{record['task']}/{record['method']}/seed{record['seed']}"
-    return f"[{done}/{total}] {key}: {record['status']} {scores}{reason} [{elapsed:.0f}s]"
+    return (f"[{done}/{total}] {key}: {record['status']} {scores}{reason} "
+            f"[{run_seconds:.0f}s; sweep {sweep_seconds:.0f}s]")
 
 
 def failed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
