@@ -73,3 +73,4 @@ def test_genuine_runs_are_all_counted(tmp_path, capsys):
     assert counted_runs(out) == [("listops", "full", 0), ("listops", "full", 1), ("listops", "full", 2),
                                  ("listops", "sdpa", 0)]
     shutil.rmtree(out / "report")
+

@@ -259,11 +259,7 @@ def _accuracy_section(records: list[dict], out: Path) -> list[Block]:
     _write_latex(t.macs, out / "macs.tex", "Attention-core MACs per example, forward pass (mean over seeds).")
     (out / "cost.md").write_text(markdown_table(t.cost) + "\n", encoding="utf-8")
 
-    avg_tasks = cell_frames.average_tasks(t.cells)
-    blocks += [Block("table", t.accuracy), Block("text", t.notes),
-               Block("text", "Failed cells show their status and are never averaged in. "
-                     + (f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}."
-                        if avg_tasks else "No task has every run ok, so there is no Avg."))]
+    blocks += [Block("table", t.accuracy), Block("text", t.notes), Block("text", average_note(t.cells))]
     if not t.significance.empty:
         significance = tables.significance_table(t.significance)
         (out / "significance.md").write_text(markdown_table(significance) + "\n", encoding="utf-8")
@@ -305,6 +301,21 @@ def _accuracy_section(records: list[dict], out: Path) -> list[Block]:
             for r in failed.itertuples()
         ])]
     return blocks
+
+
+def average_note(cells: pd.DataFrame) -> str:
+    """What the Avg column covers, naming the methods it leaves out (no ok run anywhere)."""
+    avg_tasks = cell_frames.average_tasks(cells)
+    ok_methods = set(cells.loc[cells["label"] == "ok", "method"])
+    unscored = [m for m in dict.fromkeys(cells["method"]) if m not in ok_methods]
+    note = "Failed cells show their status and are never averaged in. "
+    if not avg_tasks:
+        return note + "No task has every run ok, so there is no Avg."
+    note += f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}"
+    if unscored:
+        note += (f", counting only methods with some ok run; {', '.join(unscored)} "
+                 f"{'has' if len(unscored) == 1 else 'have'} none, hence no Avg")
+    return note + "."
 
 
 def efficiency_note(efficiency: dict) -> str:
