@@ -56,8 +56,8 @@ def test_the_script_exits_2_with_one_line_and_no_traceback():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["run", "--bogus"], "unrecognized arguments: --bogus"),
-    (["list", "--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "--bogus"], "run: unknown flag --bogus; its flags: --plugin"),
+    (["list", "--bogus"], "list: unknown flag --bogus; its flags: --plugin, --debug"),
     (["run", "--suite", "quik"], "unknown suite 'quik'; did you mean 'quick'"),
     (["run", "--suite", "smoke", "--methods", "fulll"], "unknown attention method 'fulll'"),
     (["run", "--suite", "smoke", "--device", "tpu"], "--device: expected cpu, cuda or auto"),

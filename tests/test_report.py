@@ -9,11 +9,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bench_common import BenchError
 from harness.cli import main
 from harness.sweep.records import METRIC_KEYS, SCHEMA, write_json_atomic
 from harness.report.render import render_report
@@ -35,7 +37,9 @@ def write_record(run_dir: Path, method: str, task: str, seed: int, status: str =
     if still_learning is not None:
         metrics["still_learning"] = still_learning
     history = [{"step": s, "train_loss": 1.0 / s, "val_accuracy": (accuracy or 0.5) * s / 300} for s in (100, 200, 300)]
-    metrics.update(test_accuracy=accuracy, val_accuracy=accuracy, best_step=300, steps=300, train_seconds=12.0,
+    # Distinct runs never time identically; equal timings would make the report count them once.
+    train_seconds = 12.0 + zlib.crc32(f"{task}/{method}/{seed}".encode()) % 1000 / 1000
+    metrics.update(test_accuracy=accuracy, val_accuracy=accuracy, best_step=300, steps=300, train_seconds=train_seconds,
                    steps_per_second=25.0, tokens_per_second=1e4, peak_memory_mb=80.0,
                    history=history if status == "ok" else [])
     record = {
@@ -153,8 +157,9 @@ def test_only_failed_runs_and_no_efficiency(tmp_path):
 
 
 def test_empty_directory_and_a_damaged_record(tmp_path):
-    out = render_report(tmp_path).out
-    assert "No run records found" in (out / "index.md").read_text()
+    with pytest.raises(BenchError, match="nothing to report"):
+        render_report(tmp_path)
+    assert not (tmp_path / "report").exists()
     write_record(tmp_path, "full", "listops", 0, accuracy=0.5)
     damaged = tmp_path / "records" / "listops" / "tree" / "seed0.json"
     damaged.parent.mkdir(parents=True)

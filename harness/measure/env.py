@@ -90,3 +90,15 @@ def environment(device: str, command: Optional[str] = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "command": command or command_line(),
     }
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can get now (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -34,9 +36,10 @@ import pandas as pd
 from bench_common import BenchError
 from harness.report import cells as cell_frames
 from harness.report import efficiency_tables, plots, tables
+from harness.report.identity import distinct_runs
 from harness.report.budget import BUDGET_KEYS, budget_conflicts
 from harness.report.stats import RankingStability
-from harness.sweep.records import iter_record_paths, read_record
+from harness.sweep.records import iter_record_paths, process_alive, read_record
 
 
 @dataclass
@@ -84,35 +87,118 @@ def accuracy_tables(records: list[dict]) -> AccuracyTables:
         matched=tables.matched_table(cells), cost=tables.cost_table(cells))
 
 
-def render_report(run_dir: Path) -> RenderedReport:
-    """Writes `<run_dir>/report/`; returns it with the problems found (empty when none)."""
+@dataclass(frozen=True)
+class Selection:
+    """The runs a report shows (`report --methods/--tasks/--seeds`); None selects all."""
+
+    methods: Optional[list[str]] = None
+    tasks: Optional[list[str]] = None
+    seeds: Optional[list[int]] = None
+
+    def given(self) -> list[tuple[str, list]]:
+        return [(kind, names) for kind, names in (("method", self.methods), ("task", self.tasks),
+                                                  ("seed", self.seeds)) if names is not None]
+
+    def apply(self, records: list[dict], run_dir: Path) -> list[dict]:
+        """The selected records; a name no record has is refused (a typo would silently show nothing)."""
+        for kind, names in self.given():
+            present = sorted({record[kind] for record in records}, key=str)
+            absent = [name for name in names if name not in present]
+            if absent:
+                raise BenchError(f"report --{kind}s: no record of {kind} {absent[0]!r} in {run_dir} "
+                                 f"(its records have {kind}s {', '.join(map(str, present)) or 'none'})")
+        return [record for record in records if all(record[kind] in names for kind, names in self.given())]
+
+    def describe(self) -> str:
+        return "; ".join(f"{kind}s {', '.join(map(str, names))}" for kind, names in self.given())
+
+
+def render_report(run_dir: Path, selection: Selection = Selection()) -> RenderedReport:
+    """Writes `<run_dir>/report/`; returns it with the problems found (empty when none).
+
+    The report is rendered into a staging folder that then replaces `report/` whole, so an
+    interrupted rendering (Ctrl-C, kill -9) leaves the previous report as it was, never a mix.
+    A folder with neither records nor efficiency results is refused: nothing would be reported."""
     run_dir = Path(run_dir)
     out = run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     records, problems = load_records(run_dir)
+    if not records and not problems and not (run_dir / "efficiency.json").exists():
+        raise BenchError(f"report: {run_dir} holds no run records (records/<task>/<method>/seed<N>.json) and no "
+                         f"efficiency.json; nothing to report")
+    records = selection.apply(records, run_dir)
+    remove_abandoned_renderings(run_dir)
+    staging = run_dir / f".report.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        problems = _render(run_dir, staging, records, problems, selection)
+        replace_directory(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RenderedReport(out, problems)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Puts `new` at `target`. The old folder is first moved aside, so at every moment `target` is
+    either the old rendering or the new one (or, after a kill between the two renames, absent
+    with the old one beside it, which the next rendering puts back)."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    aside = target.with_name(f".{target.name}.{os.getpid()}.old")
+    os.rename(target, aside)
+    os.rename(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_abandoned_renderings(run_dir: Path) -> None:
+    """Cleans up after renderings killed mid-way: a staging folder is deleted; a moved-aside old
+    report comes back when no report took its place."""
+    for staging in run_dir.glob(".report.*.partial"):
+        if not _writer_alive(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    for aside in run_dir.glob(".report.*.old"):
+        if _writer_alive(aside):
+            continue
+        if (run_dir / "report").exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(aside, run_dir / "report")
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process named in `.report.<pid>.<kind>` is another live process."""
+    pid = path.name.split(".")[-2]
+    return pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid))
+
+
+def _render(run_dir: Path, out: Path, records: list[dict], problems: list[str], selection: Selection) -> list[str]:
+    """Renders every file of the report into `out`; returns all problems found (the records' first)."""
     efficiency, efficiency_problem = load_efficiency(run_dir)
-    problems += [efficiency_problem] if efficiency_problem else []
+    problems = problems + ([efficiency_problem] if efficiency_problem else [])
     conflicts = budget_conflicts(records)
 
     blocks: list[Block] = [Block("heading", f"Treeformer Bench report: {run_dir.name}")]
     blocks += _problems(problems, conflicts)
-    blocks += _provenance(records, efficiency, run_dir)
+    blocks += _provenance(records, efficiency, run_dir, selection)
     blocks += _accuracy_section(records, out)
     blocks += _efficiency_section(efficiency, out)
     (out / "index.md").write_text(to_markdown(blocks), encoding="utf-8")
     (out / "index.html").write_text(to_html(blocks, title=f"Treeformer Bench: {run_dir.name}"), encoding="utf-8")
-    return RenderedReport(out, problems + [f"budget: {line}" for line in conflicts])
+    return problems + [f"budget: {line}" for line in conflicts]
 
 
 def load_records(run_dir: Path) -> tuple[list[dict], list[str]]:
-    """Every readable record, and one line per unreadable one (left out, reported)."""
-    records, unreadable = [], []
+    """Every readable record that is the run its path names, counted once; and one line per record
+    left out (unreadable, misplaced or a duplicate: identity.py)."""
+    found, unreadable = [], []
     for path in iter_record_paths(run_dir):
         try:
-            records.append(read_record(path))
+            found.append((path, read_record(path)))
         except BenchError as err:
             unreadable.append(f"left out: {err}")
-    return records, unreadable
+    records, misplaced = distinct_runs(found)
+    return records, unreadable + misplaced
 
 
 def load_efficiency(run_dir: Path) -> tuple[Optional[dict], Optional[str]]:
@@ -145,12 +231,14 @@ def _problems(problems: list[str], conflicts: list[str]) -> list[Block]:
     return blocks
 
 
-def _provenance(records: list[dict], efficiency: Optional[dict], run_dir: Path) -> list[Block]:
+def _provenance(records: list[dict], efficiency: Optional[dict], run_dir: Path, selection: Selection) -> list[Block]:
     envs = [r.get("env") or {} for r in records] + ([efficiency.get("env") or {}] if efficiency else [])
     commits = sorted({str(e.get("git_commit")) for e in envs if e.get("git_commit")})
     devices = sorted({str(e.get("device")) for e in envs if e.get("device")})
     suites = sorted({str(r.get("suite")) for r in records if r.get("suite")})
     lines = [f"results directory: `{run_dir}`", f"runs: {len(records)}"]
+    if selection.given():
+        lines.append(f"selected runs only: {selection.describe()} (efficiency results are not filtered)")
     if suites:
         lines.append(f"suite: {', '.join(suites)}")
     if devices:
@@ -176,11 +264,7 @@ def _accuracy_section(records: list[dict], out: Path) -> list[Block]:
     _write_latex(t.macs, out / "macs.tex", "Attention-core MACs per example, forward pass (mean over seeds).")
     (out / "cost.md").write_text(markdown_table(t.cost) + "\n", encoding="utf-8")
 
-    avg_tasks = cell_frames.average_tasks(t.cells)
-    blocks += [Block("table", t.accuracy), Block("text", t.notes),
-               Block("text", "Failed cells show their status and are never averaged in. "
-                     + (f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}."
-                        if avg_tasks else "No task has every run ok, so there is no Avg."))]
+    blocks += [Block("table", t.accuracy), Block("text", t.notes), Block("text", average_note(t.cells))]
     if not t.significance.empty:
         significance = tables.significance_table(t.significance)
         (out / "significance.md").write_text(markdown_table(significance) + "\n", encoding="utf-8")
@@ -222,6 +306,21 @@ def _accuracy_section(records: list[dict], out: Path) -> list[Block]:
             for r in failed.itertuples()
         ])]
     return blocks
+
+
+def average_note(cells: pd.DataFrame) -> str:
+    """What the Avg column covers, naming the methods it leaves out (no ok run anywhere)."""
+    avg_tasks = cell_frames.average_tasks(cells)
+    ok_methods = set(cells.loc[cells["label"] == "ok", "method"])
+    unscored = [m for m in dict.fromkeys(cells["method"]) if m not in ok_methods]
+    note = "Failed cells show their status and are never averaged in. "
+    if not avg_tasks:
+        return note + "No task has every run ok, so there is no Avg."
+    note += f"Avg covers the tasks where every run is ok: {', '.join(avg_tasks)}"
+    if unscored:
+        note += (f", counting only methods with some ok run; {', '.join(unscored)} "
+                 f"{'has' if len(unscored) == 1 else 'have'} none, hence no Avg")
+    return note + "."
 
 
 def efficiency_note(efficiency: dict) -> str:

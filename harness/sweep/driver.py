@@ -18,9 +18,10 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch.distributed as torch_dist
 
@@ -31,9 +32,10 @@ from harness.config import layered as cfg
 from harness.measure.env import command_line
 from harness.training.distributed import is_primary, shard_batch_size, world_from_env
 from harness.sweep.executors import Executor
+from harness.sweep.lock import output_lock
 from harness.sweep.records import RunSpec
-from harness.sweep.records import RETRIED, previous_attempts
-from harness.sweep.records import (FAILED, check_output_version, read_record_if_valid, record_path,
+from harness.sweep.records import RETRIED, previous_attempts, process_alive
+from harness.sweep.records import (FAILED, check_output_version, read_record, read_record_if_valid, record_path,
                              update_config_file, write_json_atomic, write_record)
 from harness.sweep import runner
 from harness.config.suites import MethodVariant, Suite, get_suite, plain
@@ -54,6 +56,7 @@ class SweepRequest:
     out: Path = Path("runs")
     plugins: list[str] = field(default_factory=list)
     match_macs: Optional[str] = None  # --match-macs: match Linformer/Performer to this method's MACs
+    options: list[str] = field(default_factory=list)  # --option METHOD.KEY=VALUE: one method's option
 
 
 def select_methods(suite: Suite, names: Optional[list[str]]) -> list[MethodVariant]:
@@ -76,9 +79,11 @@ def select_methods(suite: Suite, names: Optional[list[str]]) -> list[MethodVaria
 
 def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: MethodVariant, seed: int,
                 file_layer: dict[str, Any], set_layers: list[dict[str, Any]],
-                sources: Optional[dict[str, dict[str, Any]]] = None) -> RunSpec:
+                sources: Optional[dict[str, dict[str, Any]]] = None,
+                option_layers: Sequence[tuple[str, dict[str, Any]]] = ()) -> RunSpec:
     """Layers, in order: typed defaults, task defaults (family), suite, suite-per-task, method
-    variant, --config file, --set. Returns the spec with its fully resolved config and hash.
+    variant, --config file, --set, then the --option layers naming this variant's label or method.
+    Returns the spec with its fully resolved config and hash.
 
     `sources` memoises data sources within one resolution (a Pathfinder fingerprint stats 200k files)."""
     from methods.registry import validate_attention_options
@@ -90,6 +95,7 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
         cfg.check_layer(variant.layer(), f"suite '{suite.name}' method '{variant.label}'"),
         file_layer,
         *set_layers,
+        *[layer for method, layer in option_layers if method in (variant.label, variant.attention)],
     ]
     family = cfg.family_of([{"family": suite.family}, *user_layers])
     data: dict[str, Any] = {}
@@ -103,7 +109,13 @@ def resolve_run(request: SweepRequest, suite: Suite, task_name: str, variant: Me
     config["device"] = request.device  # --device is the one place the device is chosen
     cfg.check_task_fit(config["model"], task_defaults["model"], task_name)
     model = config["model"]
-    validate_attention_options(model["attention"], model["attention_options"])
+    try:
+        validate_attention_options(model["attention"], model["attention_options"])
+    except BenchError as err:
+        if any("attention_options" in layer.get("model", {}) for layer in (file_layer, *set_layers)):
+            raise BenchError(f"{err} (--set and --config give attention options to every method of the sweep; "
+                             f"to give them to some methods only, use --option METHOD.KEY=VALUE)") from None
+        raise
     for index, spec in model.get("layer_attention", {}).items():
         validate_attention_options(spec.get("name", model["attention"]), spec.get("options", {}))
     if config["bootstrap"]:
@@ -164,15 +176,27 @@ def resolve_specs(request: SweepRequest) -> list[RunSpec]:
     tasks = request.tasks or list(suite.tasks)
     seeds = request.seeds if request.seeds is not None else list(suite.seeds)
     variants = select_methods(suite, request.methods)
-    sources: dict[str, dict[str, Any]] = {}
-    specs = [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
-             for task in tasks for variant in variants for seed in seeds]
     reference = matching_reference(request)
-    if reference:  # matched runs need their reference's runs, selected or not
-        (variant,) = select_methods(suite, [reference])
-        if variant not in variants:
-            specs += [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources)
+    reference_variants = select_methods(suite, [reference]) if reference else []
+    option_layers = parse_options(request.options, variants + reference_variants)
+    sources: dict[str, dict[str, Any]] = {}
+    specs = [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources, option_layers)
+             for task in tasks for variant in variants for seed in seeds]
+    if reference:
+        from harness.sweep.matching import cost_option
+
+        for method, layer in option_layers:
+            (key,) = layer["model"]["attention_options"]
+            chosen = [v.attention for v in variants
+                      if method in (v.label, v.attention) and getattr(cost_option(v.attention), "name", None) == key]
+            if chosen:
+                raise BenchError(f"--option {method}.{key}: matching MACs to {reference} chooses {chosen[0]}'s {key} "
+                                 f"per task and seed; drop --option or --match-macs")
+        (variant,) = reference_variants
+        if variant not in variants:  # matched runs need their reference's runs, selected or not
+            specs += [resolve_run(request, suite, task, variant, seed, file_layer, set_layers, sources, option_layers)
                       for task in tasks for seed in seeds]
+    check_data_fits(specs)
     return specs
 
 
@@ -201,28 +225,89 @@ def run_matched(specs: list[RunSpec], reference: str, out: Path, executor: Execu
     return records + (run_sweep(matched, out, executor, force, retry_failed) if matched else []), unmatched
 
 
-def finished_record(out: Path, spec: RunSpec) -> Optional[dict[str, Any]]:
-    """The valid record of this run with the same config hash (resuming skips it), else None."""
-    existing = read_record_if_valid(record_path(out, spec.task, spec.method, spec.seed))
-    return existing if existing is not None and existing["config_hash"] == spec.config_hash else None
+def parse_options(items: list[str], variants: list[MethodVariant]) -> list[tuple[str, dict[str, Any]]]:
+    """`--option METHOD.KEY=VALUE` -> (METHOD, a layer setting model.attention_options.KEY) each.
+    METHOD is a variant label or a method name of this sweep (the --match-macs reference included)."""
+    names = sorted({name for variant in variants for name in (variant.label, variant.attention)})
+    layers = []
+    for item in items:
+        where = f"--option {item}"
+        target, equals, text = item.partition("=")
+        method, dot, key = target.rpartition(".")
+        if not equals or not dot or not method or not key:
+            raise BenchError(f"{where}: expected METHOD.KEY=VALUE, e.g. --option treeformer-tf.height=3")
+        if method not in names:
+            raise BenchError(f"{where}: method '{method}' is not in this sweep (its methods: {', '.join(names)})")
+        value = cfg.parse_text(where, text, Any)
+        cfg.check_finite(where, value)
+        layers.append((method, {"model": {"attention_options": {key: value}}}))
+    return layers
 
 
-def plan(specs: list[RunSpec], out: Path, reference: Optional[str] = None) -> list[dict[str, Any]]:
-    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing. A
-    matched run whose reference has not run yet has no config hash: `waits` says why."""
+def check_data_fits(specs: list[RunSpec]) -> None:
+    """Refuses a generated data set that cannot fit in memory, before anything is generated. The
+    estimate is a lower bound (one byte per token; loaders use one to eight), so a data set that
+    would fit is never refused."""
+    from harness.measure.env import available_memory_bytes
+
+    available = available_memory_bytes()
+    for spec in specs:
+        count = spec.config["data"].get("num_examples")
+        if available is None or not isinstance(count, int):
+            continue
+        length = spec.config["model"]["max_seq_len"]
+        if count * length > available:
+            raise BenchError(
+                f"data.num_examples={count}: task '{spec.task}' would hold at least {count * length / 2**30:.1f} GiB "
+                f"of data ({count} examples of {length} tokens), more than the {available / 2**30:.1f} GiB of memory "
+                f"available; lower data.num_examples")
+
+
+def plan(specs: list[RunSpec], out: Path, force: bool = False, retry_failed: bool = False,
+         reference: Optional[str] = None) -> list[dict[str, Any]]:
+    """One line per planned run, as `run --dry-run` prints it; trains nothing, writes nothing.
+
+    `action` is what the real run with the same flags does: skip (a finished record of this config),
+    run, rerun (replacing a record, kept in previous_attempts), refuse (a finished record of
+    another config, named in `conflict`) or wait (a matched run whose reference has not run: no
+    config hash yet, `waits` says why)."""
     from harness.sweep.matching import match_to_reference, needs_matching
 
     lines = []
     for spec in specs:
-        waits = None
         if reference and needs_matching(spec, reference):
             solved, reason = match_to_reference(spec, reference, Path(out))
-            spec, waits = (solved, None) if solved is not None else (spec, reason)
-        lines.append({"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
-                      "config_hash": None if waits else spec.config_hash,
-                      "record_exists": not waits and finished_record(Path(out), spec) is not None,
-                      **({"waits": waits} if waits else {})})
+            if solved is None:
+                lines.append({"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
+                              "config_hash": None, "record_exists": False, "action": "wait", "waits": reason})
+                continue
+            spec = solved
+        path = record_path(out, spec.task, spec.method, spec.seed)
+        existing = read_record_if_valid(path)
+        action = decide(spec, existing, force, retry_failed)
+        line = {"task": spec.task, "method": spec.method, "seed": spec.seed, "config": spec.config,
+                "config_hash": spec.config_hash,
+                "record_exists": existing is not None and existing["config_hash"] == spec.config_hash,
+                "action": action}
+        if action == "refuse":
+            line["conflict"] = conflict_line(path, existing, spec)
+        lines.append(line)
     return lines
+
+
+def decide(spec: RunSpec, existing: Optional[dict[str, Any]], force: bool, retry_failed: bool) -> str:
+    """skip, run, rerun or refuse: see `plan_runs`."""
+    if existing is None:
+        return "run"
+    if force or existing["status"] in RETRIED or (
+            retry_failed and existing["status"] != "ok" and existing["config_hash"] == spec.config_hash):
+        return "rerun"
+    return "refuse" if existing["config_hash"] != spec.config_hash else "skip"
+
+
+def conflict_line(path: Path, existing: dict[str, Any], spec: RunSpec) -> str:
+    return (f"{path} holds a finished '{existing['status']}' run of another config "
+            f"({config_changes(existing['config'], spec.config)})")
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
@@ -231,27 +316,24 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
     removed = []
     for path in Path(out).rglob(".*.tmp"):
         writer = path.name.split(".")[-2]
-        if writer.isdigit() and _alive(int(writer)):
+        if writer.isdigit() and process_alive(int(writer)):
             continue
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool = False,
               retry_failed: bool = False) -> list[dict[str, Any]]:
-    """Runs what is not done yet; returns every run's record, in spec order."""
+    """Runs what is not done yet; returns every run's record, in spec order. The primary process
+    holds the folder's lock throughout, so a second sweep on `out` is refused, not interleaved."""
     out = Path(out)
+    with output_lock(out) if is_primary() else nullcontext():
+        return _run_locked(specs, out, executor, force, retry_failed)
+
+
+def _run_locked(specs: list[RunSpec], out: Path, executor: Executor, force: bool,
+                retry_failed: bool) -> list[dict[str, Any]]:
     check_output_version(out)
     if is_primary():
         stale = remove_stale_temporaries(out)
@@ -259,6 +341,8 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
             print(f"removed {len(stale)} temporary file(s) left by killed runs in {out}", file=sys.stderr)
     records, pending, history = plan_runs(specs, out, force, retry_failed)
     if is_primary():
+        for line in damaged_records(specs, out):
+            print(line, file=sys.stderr)
         update_config_file(out, {s.key: {"config_hash": s.config_hash, "config": s.config} for s in specs})
         if len(pending) < len(specs) or history:
             print(plan_line(specs, records, pending, history, out), file=sys.stderr)
@@ -266,6 +350,7 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
         torch_dist.barrier()  # every rank decides what to run before rank 0 writes new records
 
     started = time.perf_counter()
+    last = [started]  # when the previous record came in: a run's own time in a sequential sweep
 
     def on_record(spec: RunSpec, record: dict[str, Any]) -> None:
         if spec.key in history:
@@ -275,9 +360,13 @@ def run_sweep(specs: list[RunSpec], out: Path, executor: Executor, force: bool =
         records[spec.key] = record
         if is_primary():
             write_record(out, record)
-            print(summary_line(len(records), len(specs), record, time.perf_counter() - started), flush=True)
+            now = time.perf_counter()
+            print(summary_line(len(records), len(specs), record, now - last[0], now - started), flush=True)
+            last[0] = now
 
     executor.map(runner.execute_run, pending, on_record)
+    if is_primary():
+        remove_empty_folders(out / "checkpoints")
     done = [records[spec.key] for spec in specs if spec.key in records]
     if is_primary():
         write_sweep_summary(out, specs, done, ran=len(pending), wall_seconds=time.perf_counter() - started,
@@ -301,29 +390,30 @@ def plan_runs(specs: list[RunSpec], out: Path, force: bool, retry_failed: bool
     for spec in specs:
         path = record_path(out, spec.task, spec.method, spec.seed)
         existing = read_record_if_valid(path)
-        if existing is None:
+        action = decide(spec, existing, force, retry_failed)
+        if action in ("run", "rerun"):
             pending.append(spec)
-        elif force or existing["status"] in RETRIED or (
-                retry_failed and existing["status"] != "ok" and existing["config_hash"] == spec.config_hash):
-            pending.append(spec)
+        if action == "rerun":
             history[spec.key] = previous_attempts(existing, path)
-        elif existing["config_hash"] != spec.config_hash:
-            conflicts.append((path, existing, spec))
-        else:
+        elif action == "refuse":
+            conflicts.append(conflict_line(path, existing, spec))
+        elif action == "skip":
             done[spec.key] = existing
     if conflicts:
-        path, existing, spec = conflicts[0]
-        more = f" (and {len(conflicts) - 1} more run(s))" if len(conflicts) > 1 else ""
-        raise BenchError(
-            f"{path} holds a finished '{existing['status']}' run of another config "
-            f"({config_changes(existing['config'], spec.config)}){more}; pass --force to replace it, "
-            f"or choose another --out")
+        raise refusal(conflicts)
     return done, pending, history
+
+
+def refusal(conflicts: list[str]) -> BenchError:
+    """The one line refusing finished records of another config (a run and its dry run say the same)."""
+    more = f" (and {len(conflicts) - 1} more run(s))" if len(conflicts) > 1 else ""
+    return BenchError(f"{conflicts[0]}{more}; pass --force to replace it, or choose another --out")
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any], shown: int = 3) -> str:
     """'train.steps: 20 -> 5, ...': the dotted keys whose values differ (runtime aside)."""
-    before, after = cfg.flatten(old), cfg.flatten(new)
+    # An empty section ({} as a leaf) says nothing that its keys do not say: not a difference.
+    before, after = ({k: v for k, v in cfg.flatten(c).items() if v != {}} for c in (old, new))
     keys = sorted(key for key in before.keys() | after.keys()
                   if not key.startswith("runtime") and before.get(key, "-") != after.get(key, "-"))
     parts = [f"{key}: {_shown(before, key)} -> {_shown(after, key)}" for key in keys[:shown]]
@@ -365,12 +455,38 @@ def write_sweep_summary(out: Path, specs: list[RunSpec], done: list[dict[str, An
     })
 
 
-def summary_line(done: int, total: int, record: dict[str, Any], elapsed: float) -> str:
+def damaged_records(specs: list[RunSpec], out: Path) -> list[str]:
+    """One line per record file of this sweep that is there but unreadable: its run is redone."""
+    lines = []
+    for spec in specs:
+        path = record_path(out, spec.task, spec.method, spec.seed)
+        if path.exists():
+            try:
+                read_record(path)
+            except BenchError as err:
+                lines.append(f"redoing {spec.key}: its record is damaged ({err})")
+    return lines
+
+
+def remove_empty_folders(root: Path) -> None:
+    """Deletes the empty folders under `root` (and `root` itself when empty): a finished run
+    deletes its checkpoint file, and its task/method folders would otherwise stay behind."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
+
+
+def summary_line(done: int, total: int, record: dict[str, Any], run_seconds: float, sweep_seconds: float) -> str:
     metrics = record["metrics"]
     scores = " ".join(f"{k}={metrics[k]:.3f}" for k in ("val_accuracy", "test_accuracy") if metrics[k] is not None)
     reason = f" ({record['reason']})" if record["reason"] else ""
     key = f"{record['task']}/{record['method']}/seed{record['seed']}"
-    return f"[{done}/{total}] {key}: {record['status']} {scores}{reason} [{elapsed:.0f}s]"
+    return (f"[{done}/{total}] {key}: {record['status']} {scores}{reason} "
+            f"[{run_seconds:.0f}s; sweep {sweep_seconds:.0f}s]")
 
 
 def failed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

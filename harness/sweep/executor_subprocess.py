@@ -84,6 +84,8 @@ class SubprocessExecutor:
             record, reported = _await_record(process, receiver, spec, limit)
             if reported:
                 process.join(timeout=_EXIT_GRACE_S)  # a child that has sent its record exits by itself
+            if memory_bytes is not None and record["status"] == "oom":
+                record["reason"] = f"{record['reason']} (under this executor's cap, --run-memory-gb {self.memory_gb:g})"
             return record
         finally:
             _kill_group(process)

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 
 from bench_common import BenchError
 from bench_common.files import write_json_atomic
-from harness.config.layered import CONFIG_VERSION
+from harness.config.layered import CONFIG_VERSION, config_hash
 from harness.measure.env import environment
 from harness.training.metrics import METRIC_KEYS, RunMetrics
 
@@ -111,6 +111,26 @@ def record_path(out_dir: Path, task: str, method: str, seed: int) -> Path:
     return Path(out_dir) / "records" / task / method / f"seed{seed}.json"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine: a temporary file named after its writer's pid is
+    the live writer's, not debris, while this holds."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def validate_record(record: Any, where: str) -> dict[str, Any]:
     """Checks the keys and value kinds every reader relies on; one-line error naming the file."""
     if not isinstance(record, dict):
@@ -140,6 +160,11 @@ def validate_record(record: Any, where: str) -> dict[str, Any]:
     if not isinstance(record["config"], dict):
         raise BenchError(f"{where}: config must be an object")
     return record
+
+
+def hash_matches_config(record: dict[str, Any]) -> bool:
+    """Whether the record's config_hash is the hash of its config (false once the config is edited)."""
+    return config_hash(record["config"]) == record["config_hash"]
 
 
 def write_record(out_dir: Path, record: dict[str, Any]) -> Path:
