@@ -137,7 +137,7 @@ def test_a_huge_length_is_predicted_from_a_probe_near_it(monkeypatch):
         return SimpleNamespace(run=seq_len)
 
     monkeypatch.setattr(efficiency_limits, "build_case", fake_build)
-    monkeypatch.setattr(efficiency_limits, "peak_memory_mb", lambda n, device: (1.0, 1e-3 + 1e-9 * n * n))
+    monkeypatch.setattr(efficiency_limits, "extra_memory_mb", lambda n, device: (1.0, 1e-3 + 1e-9 * n * n))
     opts = EfficiencyOptions(cell_budget_s=5.0)
     status, reason = skip_reason(Entry(TimedMethod.of("sdpa")), History(), 100_000, "core", "forward", opts,
                                  "cpu", None)
@@ -150,7 +150,7 @@ def test_a_huge_length_is_predicted_from_a_probe_near_it(monkeypatch):
 def test_probes_stop_at_the_first_one_predicted_over_the_budget(monkeypatch):
     probed = []
     monkeypatch.setattr(efficiency_limits, "build_case", lambda e, n, *a: probed.append(n) or SimpleNamespace(run=n))
-    monkeypatch.setattr(efficiency_limits, "peak_memory_mb", lambda n, device: (1.0, 1e-6 * n * n))
+    monkeypatch.setattr(efficiency_limits, "extra_memory_mb", lambda n, device: (1.0, 1e-6 * n * n))
     status, _ = skip_reason(Entry(TimedMethod.of("sdpa")), History(), 10**7, "core", "forward",
                             EfficiencyOptions(cell_budget_s=5.0), "cpu", None)
     assert status == "timeout" and probed == [256, 1024]  # 4096 would take ~17 s
