@@ -42,8 +42,10 @@ def load_plugin(spec: str) -> ModuleType:
     path = Path(spec)
     try:
         if spec.endswith(".py") or path.exists():
+            if path.is_dir():
+                raise BenchError("is a directory; expected a .py file or a module name")
             if not path.is_file():
-                raise BenchError("no such file")
+                raise BenchError("no such file; expected a .py file or a module name")
             module_name = f"treeformer_bench_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
             if module_name in sys.modules:
                 return sys.modules[module_name]

@@ -80,7 +80,7 @@ def test_booleans_are_true_or_false_only():
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("bad.json", '{"train": {\n "steps": }', r"bad.json:2: malformed JSON"),
+    ("bad.json", '{"train": {\n "steps": }', r"bad.json:2:11: malformed JSON: Expecting value"),
     ("bad.yaml", "train:\n  steps: [1,\n", r"bad.yaml:\d+: malformed YAML"),
     ("bad.toml", "[train]\nsteps = = 3\n", r"bad.toml: malformed TOML.*line 2"),
     ("list.json", "[1, 2]", "expected a mapping of config sections"),

@@ -114,10 +114,15 @@ def test_plugin_that_raises_on_import_is_a_one_line_error(tmp_path):
     ]
 
 
-def test_missing_plugin_file_is_a_one_line_error(tmp_path):
-    result = run_cli("list", "--plugin", str(tmp_path / "absent.py"))
+@pytest.mark.parametrize("name, message", [
+    ("absent.py", "no such file; expected a .py file or a module name"),
+    ("", "is a directory; expected a .py file or a module name"),
+])
+def test_missing_plugin_file_or_a_directory_is_a_one_line_error(tmp_path, name, message):
+    target = tmp_path / name if name else tmp_path
+    result = run_cli("list", "--plugin", str(target))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: --plugin {tmp_path / 'absent.py'}: no such file"]
+    assert result.stderr.strip().splitlines() == [f"error: --plugin {target}: {message}"]
 
 
 def test_plugin_loaded_in_process_meets_the_contract_and_trains(tmp_path, restore_attention_registry):

@@ -272,7 +272,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     except BenchError:
         raise
     except json.JSONDecodeError as err:
-        raise BenchError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
+        raise BenchError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
     except Exception as err:  # YAML/TOML parse errors; each message carries its line
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
