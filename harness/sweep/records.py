@@ -11,6 +11,7 @@ test} or null before the data was read, plus loader counts such as "empty_images
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
