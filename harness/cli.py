@@ -282,7 +282,7 @@ def cmd_efficiency(args: argparse.Namespace) -> int:
     for item in args.set:
         key, _, text = item.partition("=")
         if key.startswith("efficiency."):
-            name, value = layered.parse_option_set(item.split(".", 1)[1], EfficiencyOptions)
+            name, value = layered.parse_option_set(item.split(".", 1)[1], EfficiencyOptions, "efficiency")
             options[name] = value
             continue
         layer = layered.parse_set(item)

@@ -188,11 +188,11 @@ def test_set_attention_options_means_what_it_means_for_run(tmp_path):
 @pytest.mark.parametrize("flags, named", [
     (["--set", "train.steps=5"], "--set train.steps: does not apply to efficiency"),
     (["--set", "min_reps=5"], "unknown key 'min_reps'"),
-    (["--set", "efficiency.min_rep=5"], "unknown option 'min_rep'"),
+    (["--set", "efficiency.min_rep=5"], "--set efficiency: unknown key 'min_rep' (did you mean 'min_reps'?)"),
     (["--config", "/nonexistent.yaml"], "--config does not apply"),
     (["--tasks", "bogus"], "--tasks does not apply"),
-    (["--executor", "ray", "--force"], "--executor, --force does not apply"),
-    (["--out", "/proc/efficiency-out"], "--out /proc/efficiency-out: cannot write"),
+    (["--executor", "ray", "--force"], "--executor does not apply to efficiency (its flags: --plugin"),
+    (["--out", "/proc/efficiency-out"], "--out /proc/efficiency-out: not writable"),
 ])
 def test_flags_that_do_not_apply_or_cannot_work_are_one_line_exit_2(tmp_path, capsys, flags, named):
     argv = ["efficiency", "--methods", "linformer", "--seq-lens", "16", "--device", "cpu", "--out", str(tmp_path),

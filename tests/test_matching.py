@@ -75,7 +75,7 @@ def test_matched_runs_are_solved_against_the_trained_reference_of_their_seed(tmp
                            sets=["train.steps=4", "train.eval_every=2"])
     specs = resolve_specs(request)
     assert sorted({s.method for s in specs}) == ["full", "linformer", "performer", "tf"]
-    before = {(line["method"], line["seed"]): line for line in plan(specs, out, "tf")}
+    before = {(line["method"], line["seed"]): line for line in plan(specs, out, reference="tf")}
     assert before[("linformer", 0)]["config_hash"] is None
     assert before[("linformer", 0)]["waits"] == "waits for the reference run tiny-majority/tf/seed0"
     assert before[("full", 0)]["config_hash"] and "waits" not in before[("full", 0)]
@@ -95,13 +95,13 @@ def test_matched_runs_are_solved_against_the_trained_reference_of_their_seed(tmp
             assert abs(traced - trained) <= 0.15 * trained, (method, record["config"]["model"]["attention_options"])
             assert isinstance(record["config"]["model"]["attention_options"][option], int)
     # a rerun resolves the same matched configs from the records: everything is done
-    after = plan(resolve_specs(request), out, "tf")
+    after = plan(resolve_specs(request), out, reference="tf")
     assert all(line["record_exists"] for line in after)
 
     # a failed reference leaves its matched runs unrun, named with the reason
     failed = read_record(record_path(out, "tiny-majority", "tf", 1))
     write_record(out, {**failed, "status": "error", "reason": "planted"})
-    waiting = {(line["method"], line["seed"]): line.get("waits") for line in plan(resolve_specs(request), out, "tf")}
+    waiting = {(line["method"], line["seed"]): line.get("waits") for line in plan(resolve_specs(request), out, reference="tf")}
     assert waiting[("performer", 1)] == "reference run tiny-majority/tf/seed1 ended 'error': nothing to match"
     assert waiting[("performer", 0)] is None
 

@@ -198,17 +198,17 @@ def _parse_assignment(assignment: str) -> dict[str, Any]:
     return {top: {field_name: _nest(parts[2:], parse_text(where, text, Any))}}
 
 
-def parse_option_set(assignment: str, options: type) -> tuple[str, Any]:
-    """`--set efficiency.name=value` (given without the prefix) for settings that are one flat dataclass:
-    (name, value), the text parsed and checked by the field's type, as `parse_set` does for
-    train.* and model.*."""
+def parse_option_set(assignment: str, options: type, section: str) -> tuple[str, Any]:
+    """`--set SECTION.name=value` (given without the prefix) for settings that are one flat
+    dataclass (`efficiency`): (name, value), the text parsed and checked by the field's type, as
+    `parse_set` does for train.* and model.*."""
     if "=" not in assignment:
-        raise BenchError(f"--set {assignment!r}: expected key=value, e.g. --set num_heads=4")
+        raise BenchError(f"--set {section}.{assignment}: expected {section}.KEY=VALUE, e.g. --set {section}.num_heads=4")
     name, text = assignment.split("=", 1)
     hints = _field_hints(options)
     if name not in hints:
-        raise _unknown_key("--set", name, list(hints))
-    where = f"--set {name}"
+        raise _unknown_key(f"--set {section}", name, list(hints))
+    where = f"--set {section}.{name}"
     value = check_value(where, parse_text(where, text, hints[name]), hints[name])
     check_finite(where, value)
     return name, value
