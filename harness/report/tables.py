@@ -81,7 +81,7 @@ def _accuracy_cell(cell: pd.Series, n: Optional[int], direction: Optional[str], 
     for baseline in ("majority", "shortcut"):
         count = cell[f"seeds_at_{baseline}"]
         if count:
-            text += f"{marks['at']}{baseline} {count}/{cell['n']}"
+            text += f"{marks['at']}{baseline} {int(count)}/{int(cell['n'])}"
     if cell["still_learning_runs"]:
         text += marks["learning"]
     return text
