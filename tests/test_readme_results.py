@@ -24,8 +24,8 @@ def test_check_fails_on_an_edited_block_and_a_missing_figure(tmp_path):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "<!-- results:quick/accuracy -->" in readme
     edited = tmp_path / "README.md"
-    # Mutation: one accuracy cell hand-edited (the drift the check exists for): full's first figure + 1.
-    cell = re.search(r"(\| full +\| )(\d+)\.(\d\d) ±", readme)
+    # Mutation: one accuracy cell hand-edited (the drift the check exists for): sdpa's first figure + 1.
+    cell = re.search(r"(\| sdpa +\| )(\d+)\.(\d\d) ±", readme)
     drifted = readme[:cell.start(2)] + str(int(cell[2]) + 1) + readme[cell.end(2):]
     assert drifted != readme
     edited.write_text(drifted, encoding="utf-8")
