@@ -124,14 +124,6 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def validate_record(record: Any, where: str) -> dict[str, Any]:
     """Checks the keys and value kinds every reader relies on; one-line error naming the file."""
     if not isinstance(record, dict):
