@@ -46,6 +46,7 @@ from torch import nn  # noqa: E402
 
 from harness.config.suites import QUICK_OVERRIDES  # noqa: E402
 from harness.measure.env import cpu_model  # noqa: E402
+from harness.report.speed_tables import speed_report  # noqa: E402
 from harness.training.model import AttentionLayer, EncoderClassifier, ModelConfig  # noqa: E402
 from methods import create_attention, list_attentions  # noqa: E402
 
@@ -402,74 +403,6 @@ def targets(table: list[dict], steps: list[dict]) -> list[dict]:
     return checks
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _ratio(entry: dict) -> str:
-    if entry["ratio_to_sdpa"] is None:
-        return "-"
-    spread = entry["ratio_ci95"]
-    return f"{entry['ratio_to_sdpa']:.3f}x" + (f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread else " [too few pairs]")
-
-
-def _status(entry: dict) -> str:
-    return entry["status"] + (": " + entry["reason"] if entry["reason"] else "")
-
-
-def markdown(env: dict, steps: list[dict], table: list[dict], checks: list[dict], notes: dict) -> str:
-    lines = [
-        "# Treeformer speed against sdpa (CPU)",
-        "",
-        f"Machine: {env['machine']}; threads {env['threads']}; torch {env['versions']['torch']}; "
-        f"python {env['versions']['python']}; commit {env['git_commit']}; {env['date_utc']}; "
-        f"load average at start {', '.join(f'{x:.1f}' for x in env['load_average'])}, "
-        f"at end {', '.join(f'{x:.1f}' for x in env.get('load_average_end', []))}.",
-        "",
-        f"Command: `{env['command']}`",
-        "",
-        "Ratio: median of the per-repetition (paired) time ratios to sdpa, 95% interval of that median "
-        "in brackets (order statistics).",
-    ]
-    if steps:
-        lines += [
-            "",
-            f"## Training step of the whole model at n={STEP_LENGTH}",
-            "",
-            f"The quick suite's model (batch {STEP_BATCH}, 2 layers, 64 wide, 2 heads, token head, fp32): "
-            "forward, loss, backward and AdamW update, as harness/training/loop.py runs them.",
-            "",
-            "| method | step ms | ratio to sdpa [95%] | pairs | status |",
-            "|---|--:|--:|--:|---|",
-        ]
-        for e in steps:
-            lines.append(f"| {e['method']} | {_fmt(e['time_ms'], '.1f')} | {_ratio(e)} | {e['pairs']} | {_status(e)} |")
-    if table:
-        lines += [
-            "",
-            "## One attention layer, forward + backward",
-            "",
-            "B=1, 4 heads, head_dim 64, fp32, projections included; \"projections only\" (an identity core) is the "
-            "floor of any attention layer. Extra memory: peak bytes torch allocates during one forward+backward, "
-            "from the profiler's memory timeline.",
-            "",
-            "| method | n | time ms | ratio to sdpa [95%] | pairs | extra MiB | memory / sdpa | status |",
-            "|---|--:|--:|--:|--:|--:|--:|---|",
-        ]
-        for e in table:
-            lines.append(
-                f"| {e['method']} | {e['seq_len']} | {_fmt(e['time_ms'], '.1f')} | {_ratio(e)} | {e['pairs']} | "
-                f"{_fmt(e['extra_memory_mb'], '.1f')} | {_fmt(e['memory_ratio_to_sdpa'], '.2f')} | {_status(e)} |"
-            )
-    lines += ["", "## Targets", "", "| target | measured | 95% interval | met |", "|---|--:|--:|---|"]
-    for c in checks:
-        interval = f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}" if c["ci95"] else "-"
-        met = "not measured" if c["met"] is None else "yes" if c["met"] else "no"
-        lines.append(f"| {c['target']} | {_fmt(c['measured'], '.3f')} | {interval} | {met} |")
-    lines += ["", "## Method notes", ""] + [f"- {k}: {v}" for k, v in notes.items() if v]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="*", default=[4096, 8192],
@@ -518,12 +451,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     table = summarise(rows)
     checks = targets(table, steps)
     notes = {case.label: case.note for case in all_cases}
-    report = markdown(env, steps, table, checks, notes)
+    payload = {"env": env, "steps": steps, "rows": table, "targets": checks, "notes": notes}
+    report = "# Treeformer speed against sdpa (CPU)\n\n" + speed_report(payload)
     print(report)
     if out is not None and (steps or table):
         out.mkdir(parents=True, exist_ok=True)
         stem = f"speed_threads{args.threads}"
-        payload = {"env": env, "steps": steps, "rows": table, "targets": checks}
         (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
         (out / f"{stem}.md").write_text(report)
     return 0

@@ -8,6 +8,7 @@ DIR is a folder of results/ and PART one of:
     provenance                                                            commits, threads and commands of the records
     time-SCOPE-PASS, memory-SCOPE-PASS, macs-SCOPE-PASS                   efficiency tables (e.g. time-layer-forward_backward)
     figure-NAME                                                           the report's NAME.png
+    speed_threadsN                                                        scripts/bench_treeformer.py's results with N threads
 
 Tables are computed from the records by the same functions as `run_benchmark.py report`.
 
@@ -21,6 +22,7 @@ Exit status: 0 up to date (or rewritten), 1 a block differs or cites a missing f
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -29,13 +31,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_common import BenchError  # noqa: E402
+from bench_common import BenchError, first_line  # noqa: E402
 from harness.report import tables  # noqa: E402
 from harness.report.efficiency_tables import efficiency_frame, efficiency_tables  # noqa: E402
 from harness.report.render import (accuracy_tables, efficiency_note, load_efficiency, load_records,  # noqa: E402
                                    markdown_table, render_report)
+from harness.report.speed_tables import speed_report  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+SPEED_PART = re.compile(r"speed_threads\d+")  # scripts/bench_treeformer.py's results with that thread count
 FIGURE_CAPTIONS = {
     "accuracy_vs_macs": "accuracy vs attention-core MACs",
     "accuracy_vs_throughput": "accuracy vs training speed, marker area = peak memory",
@@ -56,6 +60,8 @@ def block_text(name: str, cache: dict) -> str:
         return f"![{FIGURE_CAPTIONS.get(stem, stem)}](results/{directory}/report/{stem}.png)\n"
     if part.startswith(("time-", "memory-", "macs-core-", "macs-layer-")):
         return _efficiency_block(name, results, part, cache)
+    if SPEED_PART.fullmatch(part):
+        return _speed_block(name, results / f"{part}.json")
     if directory not in cache:
         records, left_out = load_records(results)
         if left_out:
@@ -113,6 +119,14 @@ def _efficiency_block(name: str, results: Path, part: str, cache: dict) -> str:
     return (efficiency_note(data) + "\n\n" + text) if kind == "time" else text
 
 
+def _speed_block(name: str, path: Path) -> str:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BenchError(f"block {name!r}: cannot read {path}: {first_line(error)}") from None
+    return speed_report(payload, heading="####")
+
+
 def expected(readme: str) -> tuple[str, list[str]]:
     """The README with every block rewritten, and the blocks' names."""
     cache: dict = {}
@@ -138,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         readme = args.readme.resolve()
         current = readme.read_text(encoding="utf-8")
         if not args.check:
-            for directory in sorted({m["name"].rpartition("/")[0] for m in BLOCK.finditer(current)}):
+            reported = {m["name"].rpartition("/")[0] for m in BLOCK.finditer(current)
+                        if not SPEED_PART.fullmatch(m["name"].rpartition("/")[2])}  # the benchmark writes its own
+            for directory in sorted(reported):
                 os.chdir(REPO)  # the figures the blocks cite; a relative path, so the index names no checkout
                 for problem in render_report(Path("results") / directory).problems:
                     print(f"results/{directory}: {problem}", file=sys.stderr)

@@ -42,3 +42,18 @@ def test_unknown_block_is_bad_input(tmp_path):
     edited.write_text("<!-- results:quick/nonsense -->\n<!-- /results:quick/nonsense -->\n", encoding="utf-8")
     result = run("--check", "--readme", str(edited))
     assert result.returncode == 2 and "unknown part 'nonsense'" in result.stderr
+
+
+def test_speed_block_drift_and_a_missing_speed_file_are_caught(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    edited = tmp_path / "README.md"
+    # Mutation: TC's step ratio hand-edited in the speed block.
+    drifted = re.sub(r"(\| treeformer-tc \| [\d.]+ \| )(\d)", lambda m: m[1] + str((int(m[2]) + 1) % 10), readme, count=1)
+    assert drifted != readme
+    edited.write_text(drifted, encoding="utf-8")
+    result = run("--check", "--readme", str(edited))
+    assert result.returncode == 1 and "block treeformer_speed/speed_threads2 differs" in result.stderr
+    edited.write_text("<!-- results:treeformer_speed/speed_threads7 -->\n<!-- /results:treeformer_speed/speed_threads7 -->\n",
+                      encoding="utf-8")
+    result = run("--check", "--readme", str(edited))
+    assert result.returncode == 2 and "speed_threads7.json" in result.stderr
