@@ -134,17 +134,3 @@ def save_entry(directory: Path, splits: dict[str, Split], meta: dict[str, Any]) 
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes a file via a temporary sibling and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bench_common import BenchError
-from lra.cache import Split, atomic_write_text, params_hash
+from bench_common.files import write_atomic
+from lra.cache import Split, params_hash
 from lra.snakes import SnakeParams, generate_samples
 from lra.fingerprint import Source, files_under
 from lra.task import Built, Loader, Task
@@ -89,7 +90,8 @@ def _write_batch(job: tuple[Path, SnakeParams, int, int, int]) -> int:
     for index, sample in enumerate(generate_samples(params, rng, count)):
         Image.fromarray(sample.image).save(images / f"sample_{index}.png")
         lines.append(_metadata_line(batch, index, sample.label, sample.margin, params))
-    atomic_write_text(metadata, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    write_atomic(metadata, lambda handle: handle.write(text))
     return count
 
 

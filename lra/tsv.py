@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bench_common import BenchError
+from bench_common.files import write_atomic
 
 # Retrieval rows hold whole papers in one field; the csv default limit (128 KiB) is too small.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -58,7 +59,6 @@ def parse_label(path: Path, line: int, text: str, num_classes: int) -> int:
 
 def write_rows(path: Path, rows: list[list[str]], header: tuple[str, ...] = ()) -> None:
     """Writes a TSV atomically (temporary file, then rename)."""
-    from lra.cache import atomic_write_text
-
     lines = (["\t".join(header)] if header else []) + ["\t".join(map(str, row)) for row in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    write_atomic(path, lambda handle: handle.write(text))

@@ -241,7 +241,8 @@ register_suite(Suite(
         _tree("tf-h3", "treeformer-tf", height=3),
         _tree("tf-h5", "treeformer-tf", height=5),
         _tree("tf-h5-ste-scaled", "treeformer-tf", height=5, ste="scaled"),  # the STE scaled by mean|z| (not DGT's)
-        # Full attention for the first 20% of the quick budget, TC for the next 20%, then TF.
+        # Full attention for the first 40 steps, TC for the next 40, then TF: 20% + 20% of ListOps'
+        # 200 steps, 10% + 10% of recall's 400 (the stages are set in steps, one schedule for every task).
         _tree("tf-h3-bootstrap", "treeformer-tf", bootstrap=two_level_bootstrap(QUICK_STEPS // 5, 2 * QUICK_STEPS // 5, 3), height=3),
         _tree("tf-h5-bootstrap", "treeformer-tf", bootstrap=two_level_bootstrap(QUICK_STEPS // 5, 2 * QUICK_STEPS // 5, 5), height=5),
     ),
