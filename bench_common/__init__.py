@@ -5,7 +5,7 @@ It lives outside those packages so that `methods/` and `lra/` can both use it wi
 each other (the design's one-way dependency rule).
 """
 
-from bench_common.errors import BenchError, first_line
+from bench_common.errors import BenchError, describe_error, first_line
 from bench_common.registry import Registry, check_option_keys
 
-__all__ = ["BenchError", "Registry", "check_option_keys", "first_line"]
+__all__ = ["BenchError", "Registry", "check_option_keys", "describe_error", "first_line"]

@@ -18,3 +18,9 @@ def first_line(err: BaseException, limit: int = 300) -> str:
     name when the message is empty: what a one-line row or message can show of it."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0][:limit] if lines else type(err).__name__
+
+
+def describe_error(err: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, or the type alone when the message is empty."""
+    name = type(err).__name__
+    return f"{name}: {first_line(err, limit)}" if str(err).strip() else name

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from bench_common import BenchError, first_line
+from bench_common import BenchError, describe_error
 from lra.fingerprint import Source, files_under
 
 TFDS_SUBDIR = "tensorflow_datasets"
@@ -80,7 +80,7 @@ def open_split(task: str, dataset: str, split: str, directory: Path, alternative
         return tfds.builder_from_directory(str(location)).as_data_source(split=split)
     except Exception as err:  # damaged dataset_info.json / features.json / array_record files
         raise BenchError(f"task '{task}': TFDS dataset '{dataset}' at {location} is unreadable "
-                         f"({type(err).__name__}: {first_line(err)}); prepare it again: {prepare_command(dataset, directory)}") from None
+                         f"({describe_error(err)}); prepare it again: {prepare_command(dataset, directory)}") from None
 
 
 def records(source: Any, fields: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
@@ -92,7 +92,7 @@ def records(source: Any, fields: tuple[str, ...] = ()) -> Iterator[dict[str, Any
         try:
             record = source[index]
         except Exception as err:
-            raise BenchError(f"{where}: record {index} of split '{split}' is unreadable ({type(err).__name__}: {first_line(err)}); "
+            raise BenchError(f"{where}: record {index} of split '{split}' is unreadable ({describe_error(err)}); "
                              f"prepare the dataset again") from None
         missing = [name for name in fields if name not in record]
         if missing:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench_common import first_line
+from bench_common import describe_error, first_line
 from bench_common.files import write_atomic
 
 
@@ -12,6 +12,11 @@ def test_first_line_is_the_first_non_blank_line_cut_or_the_type_name():
     assert first_line(ValueError("\n   boom  \nsecond line")) == "boom"
     assert first_line(RuntimeError("")) == "RuntimeError"
     assert first_line(OSError("x" * 400), limit=10) == "x" * 10
+
+
+def test_describe_error_names_the_type_once_when_the_message_is_empty():
+    assert describe_error(KeyError()) == "KeyError"  # not "KeyError: KeyError"
+    assert describe_error(ValueError("\n bad value \nmore")) == "ValueError: bad value"
 
 
 def test_atomic_write_uses_a_pid_named_temporary_and_keeps_the_old_file_on_failure(tmp_path):

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from bench_common import BenchError, first_line
+from bench_common import BenchError, describe_error, first_line
 from harness.sweep.executors import OnRecord, RunFn
 from harness.sweep.records import Record, RunSpec, failure_record
 from harness.training.failures import classify_exception
@@ -129,7 +129,7 @@ def _result_or_failure(ray: Any, ref: Any, spec: RunSpec) -> Record:
     except ray.exceptions.OutOfMemoryError as err:
         return failure_record(spec, "oom", f"Ray killed the run's worker for memory: {first_line(err)}")
     except ray.exceptions.RayError as err:
-        return failure_record(spec, "error", f"Ray task failed: {type(err).__name__}: {first_line(err)}")
+        return failure_record(spec, "error", f"Ray task failed: {describe_error(err)}")
 
 
 def _plugins_of(spec: RunSpec) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from bench_common import BenchError, first_line
+from bench_common import BenchError, describe_error
 from harness.config.layered import CONFIG_VERSION, model_config, train_config
 from harness.measure.baselines import class_baselines
 from harness.training.batches import check_split
@@ -75,9 +75,9 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
         _run(spec, record)
     except Exception as err:  # a failing run is a row, never the end of the sweep
         if is_out_of_memory(err):
-            record["status"], record["reason"] = "oom", f"out of memory: {type(err).__name__}: {first_line(err)}"
+            record["status"], record["reason"] = "oom", f"out of memory: {describe_error(err)}"
         else:
-            record["status"], record["reason"] = "error", f"{type(err).__name__}: {first_line(err)}"
+            record["status"], record["reason"] = "error", f"{describe_error(err)}"
     return record
 
 
@@ -182,5 +182,5 @@ def _flops(model: torch.nn.Module, test_split: Any, device: torch.device, record
         model.eval()
         return count_split_macs(model, test_split, device)
     except Exception as err:
-        record["diagnostics"]["flops_error"] = f"{type(err).__name__}: {first_line(err)}"
+        record["diagnostics"]["flops_error"] = f"{describe_error(err)}"
         return None
