@@ -15,7 +15,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from harness.config import layered as cfg
 from harness.measure.flops import analyze
+from harness.sweep.matching import solve_option
 from methods import AttentionMethod, create_attention
 
 HEADS, HEAD_DIM = 2, 8
@@ -102,9 +104,6 @@ MATCHED_SHAPE = dict(num_heads=2, head_dim=16, max_seq_len=64)  # the attention 
 def solve_matched(attention: str, options: dict, target: int) -> tuple:
     """solve_option's (cost option value, MACs) for `attention` with `options` fixed, aiming at
     `target` MACs in a one-layer model whose attention has MATCHED_SHAPE."""
-    from harness.config import layered as cfg
-    from harness.sweep.matching import solve_option
-
     config = cfg.default_layer("cpu")
     config["task"] = "hand"
     config["model"].update(vocab_size=8, num_classes=2, max_seq_len=64, emb_dim=32, qkv_dim=32, num_heads=2,
