@@ -1,27 +1,29 @@
 """`bigbird` against dense softmax attention masked to the same block pattern, in float64.
 
-The reference below shares no code with methods/bigbird.py: it builds the n x n mask token by
-token from the pattern's definition (global first and last block, a three-block window, the
-layer's random blocks as `random_blocks` reports them) and masks with -inf. The random table
-itself is checked separately against its rules. Mutations tried, each failing
-test_equals_the_dense_pattern_reference: the masked copy of the global block in rows 1 and nb - 2
-left unmasked (that block then counts twice in the softmax), the random key blocks gathered from
-head 0 for every head, window block i - 1 replaced by i + 1 in the blocked path, and random blocks
-allowed to fall on window blocks (`abs(cols - rows) < 1`; the rules test fails too).
+The reference below (over tests/attention_support.py's dense attention) shares no code with
+methods/bigbird.py: it builds the n x n mask token by token from the pattern's definition (global
+first and last block, a three-block window, the layer's random blocks as `random_blocks` reports
+them) and masks with -inf. The random table itself is checked separately against its rules.
+Mutations tried, each failing test_equals_the_dense_pattern_reference: the masked copy of the
+global block in rows 1 and nb - 2 left unmasked (that block then counts twice in the softmax), the
+random key blocks gathered from head 0 for every head, window block i - 1 replaced by i + 1 in the
+blocked path, and random blocks allowed to fall on window blocks (`abs(cols - rows) < 1`; the
+rules test fails too).
 """
 
 import math
+from functools import partial
 
 import pytest
 import torch
-from torch import nn
 
+from attention_support import (HEAD_DIM, HEADS, MATCHED_SHAPE, dense_attention, fvcore_macs, input_gradients, layer, qkv,
+                               ragged_mask, real_rows, solve_matched)
 from bench_common import BenchError
-from harness.measure.flops import analyze
 from methods import create_attention
 
-HEADS, DIM = 2, 8
 EXACT = dict(atol=1e-12, rtol=1e-12)
+PAD_STEP = 11  # ragged_mask: example b keeps its first n - 11 b tokens
 
 
 def pattern_reference(q, k, v, block, random_blocks, key_padding_mask=None):
@@ -36,25 +38,10 @@ def pattern_reference(q, k, v, block, random_blocks, key_padding_mask=None):
                 global_pair = bi in (0, blocks - 1) or bj in (0, blocks - 1)
                 random_pair = 0 < bi < blocks - 1 and bj in random_blocks[h][bi - 1]
                 allowed[h, i, j] = global_pair or abs(bi - bj) <= 1 or random_pair
-    if key_padding_mask is not None:
-        allowed = allowed & key_padding_mask[:, None, None, :]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    return torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1) @ v
+    return dense_attention(q, k, v, allowed, key_padding_mask)
 
 
-def qkv(n, batch=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(3, batch, HEADS, n, DIM, generator=generator, dtype=torch.float64).unbind(0)
-
-
-def ragged_mask(n, batch=2):
-    """Example b keeps its first n - 11 b tokens: the padding starts mid-block."""
-    return torch.arange(n)[None, :] < torch.tensor([n - 11 * b for b in range(batch)])[:, None]
-
-
-def bigbird(n, seed=0, **options):
-    torch.manual_seed(seed)
-    return create_attention("bigbird", num_heads=HEADS, head_dim=DIM, max_seq_len=n, **options).double().eval()
+bigbird = partial(layer, "bigbird")
 
 
 CASES = [  # (n, block_size, num_random_blocks, which path the cost rule picks)
@@ -71,10 +58,10 @@ def test_equals_the_dense_pattern_reference(n, block_size, random, path, padded)
     assert dense == (path == "dense") and r == random
     table = method.random_blocks(blocks).tolist() if blocks > 2 else [[]] * HEADS
     q, k, v = qkv(n)
-    mask = ragged_mask(n) if padded else None
+    mask = ragged_mask(n, PAD_STEP) if padded else None
     out = method(q, k, v, key_padding_mask=mask)
     expected = pattern_reference(q, k, v, block, table, mask)
-    rows = mask[:, None, :, None].expand_as(out) if padded else torch.ones_like(out, dtype=torch.bool)
+    rows = real_rows(mask, out)
     torch.testing.assert_close(out[rows], expected[rows], **EXACT)
 
 
@@ -82,10 +69,10 @@ def test_equals_the_dense_pattern_reference(n, block_size, random, path, padded)
 def test_a_pattern_covering_every_key_is_full_attention(n, block_size, random):
     """At most 4 blocks: every block is global or next to the others. (With 5, block 1 misses block 3.)"""
     q, k, v = qkv(n)
-    mask = ragged_mask(n)
-    full = create_attention("full", num_heads=HEADS, head_dim=DIM, max_seq_len=n).double()
+    mask = ragged_mask(n, PAD_STEP)
+    full = layer("full", n)
     out = bigbird(n, block_size=block_size, num_random_blocks=random)(q, k, v, key_padding_mask=mask)
-    real = mask[:, None, :, None].expand_as(out)
+    real = real_rows(mask, out)
     torch.testing.assert_close(out[real], full(q, k, v, key_padding_mask=mask)[real], **EXACT)
 
 
@@ -110,30 +97,17 @@ def test_random_blocks_follow_the_rules_and_the_layer_seed():
 def test_the_cost_is_linear_in_n_and_grows_with_the_random_blocks():
     method = bigbird(4096)
     assert method.macs(8192) < 2.05 * method.macs(4096)  # linear, where full would quadruple
-    assert method.macs(4096) < 0.2 * HEADS * 4096**2 * (2 * DIM + 1)
+    assert method.macs(4096) < 0.2 * HEADS * 4096**2 * (2 * HEAD_DIM + 1)
     for n, block in ((1, 4), (49, 8), (100, 8), (129, 64), (1000, 16)):  # monotone in the cost option
         costs = [bigbird(n, block_size=block, num_random_blocks=r).macs(n) for r in range(0, n + 1, max(1, n // 50))]
         assert costs == sorted(costs), n
-        assert costs[-1] == HEADS * n * n * (2 * DIM + 1)  # every block random: no dearer than n x n
-
-
-class CoreOnly(nn.Module):
-    def __init__(self, core):
-        super().__init__()
-        self.core = core
-
-    def forward(self, q, k, v, key_padding_mask):
-        return self.core(q, k, v, key_padding_mask=key_padding_mask)
+        assert costs[-1] == HEADS * n * n * (2 * HEAD_DIM + 1)  # every block random: no dearer than n x n
 
 
 @pytest.mark.parametrize("n, block_size, random", [(100, 8, 3), (256, 16, 3), (49, 8, 1)])
 def test_macs_match_fvcore_with_padding(n, block_size, random):
-    method = bigbird(n, block_size=block_size, num_random_blocks=random).float()
-    q, k, v = (x.float() for x in qkv(n, batch=1))
-    with torch.no_grad():
-        analysis = analyze(CoreOnly(method), (q, k, v, ragged_mask(n, batch=1)))
-    assert analysis.total("core") == method.macs(n)
-    assert dict(analysis.unsupported_ops("core")) == {}
+    method = bigbird(n, block_size=block_size, num_random_blocks=random)
+    assert fvcore_macs(method, n) == (method.macs(n), {})
 
 
 def test_options_are_validated():
@@ -146,29 +120,15 @@ def test_options_are_validated():
 
 
 def test_the_random_blocks_are_solved_by_the_matched_machinery():
-    from harness.config import layered as cfg
-    from harness.sweep.matching import solve_option
-
-    config = cfg.default_layer("cpu")
-    config["task"] = "hand"
-    config["model"].update(vocab_size=8, num_classes=2, max_seq_len=64, emb_dim=32, qkv_dim=32, num_heads=2,
-                           num_layers=1, attention="bigbird", attention_options={"block_size": 4})
-    target = create_attention("bigbird", num_heads=2, head_dim=16, max_seq_len=64, block_size=4,
-                              num_random_blocks=5).macs(64)
-    assert solve_option(config, target) == (5, target)
+    target = create_attention("bigbird", **MATCHED_SHAPE, block_size=4, num_random_blocks=5).macs(64)
+    assert solve_matched("bigbird", {"block_size": 4}, target) == (5, target)
 
 
 def test_gradients_equal_the_reference_gradients_on_the_blocked_path():
     n = 96
     method = bigbird(n, block_size=8, num_random_blocks=2)
     table = method.random_blocks(12).tolist()
-    mask = ragged_mask(n)
-    weights = torch.randn(2, HEADS, n, DIM, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    weights = weights * mask[:, None, :, None]  # padded queries' outputs are not compared
-    grads = []
-    for attend in (method, lambda q, k, v, key_padding_mask: pattern_reference(q, k, v, 8, table, key_padding_mask)):
-        q, k, v = (x.requires_grad_() for x in qkv(n))
-        (attend(q, k, v, key_padding_mask=mask) * weights).sum().backward()
-        grads.append((q.grad, k.grad, v.grad))
-    for got, expected in zip(*grads):
+    mask = ragged_mask(n, PAD_STEP)
+    reference = partial(pattern_reference, block=8, random_blocks=table)
+    for got, expected in zip(input_gradients(method, n, mask), input_gradients(reference, n, mask)):
         torch.testing.assert_close(got, expected, **EXACT)

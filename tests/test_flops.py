@@ -7,23 +7,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from attention_support import CoreOnly
 from harness.measure.flops import analyze, count_macs
 from harness.training.model import EncoderClassifier, ModelConfig
 from methods import AttentionMethod, create_attention, get_attention_class, list_attentions, register_attention
 
 HEADS, HEAD_DIM = 2, 16
 LENGTHS = (128, 256)
-
-
-class CoreOnly(nn.Module):
-    """Traces one attention core on its own, so fvcore attributes every operator to `core`."""
-
-    def __init__(self, core: AttentionMethod):
-        super().__init__()
-        self.core = core
-
-    def forward(self, q, k, v, key_padding_mask=None):
-        return self.core(q, k, v, key_padding_mask=key_padding_mask)
 
 
 # The exact TF core's executed count depends on the leaf sizes the data produces; its `macs()` is

@@ -8,24 +8,17 @@ equal weights instead of by their softmax mass.
 """
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from harness.measure.flops import analyze
+from attention_support import HEAD_DIM, HEADS, fvcore_macs, layer, qkv, random, real_rows
 from methods import create_attention
 
-HEADS, HEAD_DIM = 2, 8
 EXACT = dict(atol=1e-10, rtol=1e-10)
 
-
-def reformer(n: int, seed: int = 0, **options):
-    torch.manual_seed(seed)
-    return create_attention("reformer", num_heads=HEADS, head_dim=HEAD_DIM, max_seq_len=n, **options).double().eval()
-
-
-def random(*shape, seed: int = 1):
-    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+reformer = partial(layer, "reformer")
 
 
 @pytest.mark.parametrize("bucket_size, rounds", [(8, 1), (8, 3), (4, 2), (16, 2)])
@@ -34,7 +27,7 @@ def test_agrees_with_peer_package(monkeypatch, bucket_size, rounds):
 
     n, batch = 64, 2
     ours = reformer(n, bucket_size=bucket_size, rounds=rounds)
-    shared, v = random(2, batch, HEADS, n, HEAD_DIM).unbind(0)
+    shared, v = random(2, batch, HEADS, n, HEAD_DIM, seed=1).unbind(0)
     out = ours(shared, shared, v)  # q = k: our shared vector (q + k) / 2 is then the package's qk
 
     # The package draws its rotations with torch.randn inside the call; hand it ours instead.
@@ -64,20 +57,20 @@ def dense_shared_qk_attention(shared, v, mask=None):
 
 @pytest.mark.parametrize("n, bucket_size", [(64, 32), (64, 1000), (50, 25), (51, 26)])
 def test_one_pair_of_chunks_is_full_shared_qk_attention(n, bucket_size):
-    shared, v = random(2, 2, HEADS, n, HEAD_DIM).unbind(0)
+    shared, v = random(2, 2, HEADS, n, HEAD_DIM, seed=1).unbind(0)
     mask = torch.ones(2, n, dtype=torch.bool)
     mask[0, n // 2 :] = False
     ours = reformer(n, bucket_size=bucket_size, rounds=1)
     torch.testing.assert_close(ours(shared, shared, v), dense_shared_qk_attention(shared, v), **EXACT)
     out = ours(shared, shared, v, key_padding_mask=mask)
-    real = mask[:, None, :, None].expand_as(out)
+    real = real_rows(mask, out)
     torch.testing.assert_close(out[real], dense_shared_qk_attention(shared, v, mask)[real], **EXACT)
 
 
 @pytest.mark.parametrize("n", [64, 50])
 def test_padding_and_batch_independence_with_many_chunks(n):
     ours = reformer(n, bucket_size=4, rounds=3)
-    q, k, v = random(3, 2, HEADS, n, HEAD_DIM).unbind(0)
+    q, k, v = qkv(n, seed=1)
     mask = torch.ones(2, n, dtype=torch.bool)
     mask[0, n // 2 :] = False
     mask[1, [0, 7, 9]] = False
@@ -85,7 +78,7 @@ def test_padding_and_batch_independence_with_many_chunks(n):
     padded = ~mask[:, None, :].expand(-1, HEADS, -1)
     k2, v2 = k.clone(), v.clone()
     k2[padded], v2[padded] = 50.0, -50.0
-    real = mask[:, None, :, None].expand_as(out)
+    real = real_rows(mask, out)
     torch.testing.assert_close(ours(q, k2, v2, key_padding_mask=mask)[real], out[real], **EXACT)
     alone = torch.cat([ours(q[i : i + 1], k[i : i + 1], v[i : i + 1], key_padding_mask=mask[i : i + 1]) for i in range(2)])
     torch.testing.assert_close(alone, out, **EXACT)
@@ -93,7 +86,7 @@ def test_padding_and_batch_independence_with_many_chunks(n):
 
 def test_rotations_redrawn_in_training_only():
     ours = reformer(32, bucket_size=4)
-    q, k, v = random(3, 1, HEADS, 32, HEAD_DIM).unbind(0)
+    q, k, v = qkv(32, batch=1, seed=1)
     before = ours.rotations.clone()
     ours(q, k, v)
     assert torch.equal(before, ours.rotations)
@@ -104,14 +97,8 @@ def test_rotations_redrawn_in_training_only():
 @pytest.mark.parametrize("n, options", [(64, {"bucket_size": 8, "rounds": 2}), (50, {"bucket_size": 4, "rounds": 3}),
                                         (40, {})])
 def test_macs_match_fvcore(n, options):
-    ours = reformer(n, **options).float()
-    q, k, v = torch.randn(3, 1, HEADS, n, HEAD_DIM).unbind(0)
-    mask = torch.ones(1, n, dtype=torch.bool)
-    mask[0, -5:] = False
-    with torch.no_grad():
-        analysis = analyze(ours, (q, k, v, mask))
-    assert analysis.total() == ours.macs(n)
-    assert dict(analysis.unsupported_ops()) == {}
+    ours = reformer(n, **options)
+    assert fvcore_macs(ours, n) == (ours.macs(n), {})
 
 
 def test_cost_grows_with_rounds():

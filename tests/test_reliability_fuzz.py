@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import warnings
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
@@ -68,39 +69,45 @@ def scratch(tmp_path_factory):
 
 # --------------------------------------------------------------------------- task data files
 
-LISTOPS = b"Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] )\t9\n( ( [SM 3 ) 4 ] )\t7\n"
-AAN = b"1.0\tP1\tP2\tpaper one\tpaper two\n0\tP3\tP4\ttext \xc3\xa9\tshort\n"
+class TsvReader(NamedTuple):
+    read: Callable
+    seq_len: int
+    valid: bytes  # a file it reads
+    targets: list  # the targets of `valid`
 
 
-@FUZZ
-@given(data=mutations(LISTOPS))
-@example(data=b"\x80")  # not UTF-8
-@example(data=b"Source\tTarget\n\x00\t1\n")  # a NUL byte
-def test_listops_tsv(scratch, data):
+TSV = {
+    "listops": TsvReader(read_split_file, 16, b"Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] )\t9\n( ( [SM 3 ) 4 ] )\t7\n", [9, 7]),
+    "aan": TsvReader(read_pairs, 32, b"1.0\tP1\tP2\tpaper one\tpaper two\n0\tP3\tP4\ttext \xc3\xa9\tshort\n", [1, 0]),
+}
+
+
+def read_tsv(scratch, kind: str, data: bytes) -> None:
+    """The `kind` reader on a fresh file of `data`: it succeeds or names the file."""
     path = fresh(scratch, ".tsv")
     path.write_bytes(data)
-    either_succeeds_or_names(path, read_split_file, path, 16)
+    either_succeeds_or_names(path, TSV[kind].read, path, TSV[kind].seq_len)
 
 
-def test_listops_tsv_seed_is_valid(scratch):
-    path = fresh(scratch, ".tsv")
-    path.write_bytes(LISTOPS)
-    split = read_split_file(path, 16)
-    assert split.targets.tolist() == [9, 7]
-
-
+@pytest.mark.parametrize("kind", list(TSV))
 @FUZZ
-@given(data=mutations(AAN))
-def test_aan_tsv(scratch, data):
-    path = fresh(scratch, ".tsv")
-    path.write_bytes(data)
-    either_succeeds_or_names(path, read_pairs, path, 32)
+@given(data=st.data())
+def test_tsv_files(scratch, kind, data):
+    read_tsv(scratch, kind, data.draw(mutations(TSV[kind].valid)))
 
 
-def test_aan_tsv_seed_is_valid(scratch):
+@pytest.mark.parametrize("kind", list(TSV))
+@pytest.mark.parametrize("data", [b"\x80", b"Source\tTarget\n\x00\t1\n"], ids=["not-utf8", "nul-byte"])
+def test_tsv_odd_bytes(scratch, kind, data):
+    read_tsv(scratch, kind, data)
+
+
+@pytest.mark.parametrize("kind", list(TSV))
+def test_tsv_seed_is_valid(scratch, kind):
+    reader = TSV[kind]
     path = fresh(scratch, ".tsv")
-    path.write_bytes(AAN)
-    assert read_pairs(path, 32).targets.tolist() == [1, 0]
+    path.write_bytes(reader.valid)
+    assert reader.read(path, reader.seq_len).targets.tolist() == reader.targets
 
 
 def png_bytes(window: int) -> bytes:

@@ -8,18 +8,15 @@ interrupted run from its checkpoint, and end it with the metrics of an uninterru
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
 from harness.training.checkpoints import load_checkpoint
 from harness.sweep.records import iter_record_paths, read_record
+from reliability_support import checkpoints, driver_process, run_driver, sweep_command, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-DRIVER = ROOT / "tests" / "reliability_driver.py"
 SEEDS = (0, 1, 2)
 STEPS = 60
 # Timings and peak memory depend on the machine's load, everything else must match exactly.
@@ -27,42 +24,15 @@ MEASURED = {"train_seconds", "steps_per_second", "tokens_per_second", "peak_memo
 
 
 def command(out: Path, data: Path, seeds=SEEDS) -> list[str]:
-    return [sys.executable, str(DRIVER), "run", "--suite", "reliability", "--methods", "full",
-            "--seeds", ",".join(map(str, seeds)), "--out", str(out), "--data-dir", str(data), "--device", "cpu",
-            "--set", f"train.steps={STEPS}", "--set", "train.eval_every=10", "--set", "model.dropout=0.1"]
+    return sweep_command(out, data, "--methods", "full", "--seeds", ",".join(map(str, seeds)),
+                         "--set", f"train.steps={STEPS}", "--set", "train.eval_every=10", "--set", "model.dropout=0.1")
 
 
-def environment() -> dict[str, str]:
-    # One thread per process: the shared test machine has two cores, and oversubscribed torch
-    # threads make a 100-step run take a minute instead of seconds.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def start(cmd: list[str], logs: Path) -> subprocess.Popen:
-    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-        return subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=stdout, stderr=stderr)
-
-
-def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=300)
-
-
-def checkpoints(out: Path) -> list[Path]:
-    return sorted((out / "checkpoints").glob("*/*/seed*.pt"))
-
-
-def wait_for_a_run_in_training(proc: subprocess.Popen, out: Path, limit_s: float = 240) -> Path:
-    """Polls until one record exists and another run has a checkpoint; returns that checkpoint."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the sweep ended (status {proc.returncode}) before it could be interrupted")
-        done = {p.stem for p in iter_record_paths(out)}
-        pending = [c for c in checkpoints(out) if c.stem not in done]
-        if done and pending:
-            return pending[0]
-        time.sleep(0.01)
-    pytest.fail("no record and running checkpoint appeared in time")
+def a_run_in_training(out: Path) -> Optional[Path]:
+    """The checkpoint of a run in training, once another run has its record; None before."""
+    done = {p.stem for p in iter_record_paths(out)}
+    pending = [c for c in checkpoints(out) if c.stem not in done]
+    return pending[0] if done and pending else None
 
 
 def snapshot(paths) -> dict[Path, tuple[bytes, int]]:
@@ -80,14 +50,9 @@ def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tmp_path):
     out, data = tmp_path / "out", tmp_path / "data"
     logs = tmp_path / "first"
     logs.mkdir()
-    proc = start(command(out, data), logs)
-    try:
-        interrupted = wait_for_a_run_in_training(proc, out)
+    with driver_process(command(out, data), logs) as proc:
+        interrupted = wait_for(proc, lambda: a_run_in_training(out), "a record and another run's checkpoint", 240)
         os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # this test's own sweep process, whatever happened above
-        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
 
     finished = snapshot(iter_record_paths(out))
@@ -95,7 +60,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tmp_path):
     saved_step = load_checkpoint(interrupted)["step"]
     assert 0 < saved_step < STEPS
 
-    rerun = run_to_end(command(out, data))
+    rerun = run_driver(command(out, data), timeout_s=300)
     assert rerun.returncode == 0, rerun.stderr
     # The rerun ran only the missing runs, and resumed the interrupted one where it stopped.
     assert f"{len(finished)} of {len(SEEDS)} runs already done" in rerun.stderr
@@ -115,7 +80,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_each_run_once(tmp_path):
 
     # The resumed run ends exactly as the same run does uninterrupted.
     seed = int(interrupted.stem.removeprefix("seed"))
-    reference = run_to_end(command(tmp_path / "reference", data, seeds=(seed,)))
+    reference = run_driver(command(tmp_path / "reference", data, seeds=(seed,)), timeout_s=300)
     assert reference.returncode == 0, reference.stderr
     [reference_path] = iter_record_paths(tmp_path / "reference")
     resumed_path = next(p for p in paths if p.stem == interrupted.stem)

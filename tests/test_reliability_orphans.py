@@ -3,22 +3,17 @@ process must not live on as an orphan, training beside the rerun that resumes th
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from test_reliability_kill import checkpoints, start
-
-ROOT = Path(__file__).resolve().parent.parent
-DRIVER = ROOT / "tests" / "reliability_driver.py"
+from reliability_support import checkpoints, driver_process, sweep_command, wait_for
 
 
 def command(out: Path, data: Path) -> list[str]:
-    return [sys.executable, str(DRIVER), "run", "--suite", "reliability", "--methods", "full", "--seeds", "0",
-            "--out", str(out), "--data-dir", str(data), "--device", "cpu", "--executor", "subprocess",
-            "--set", "train.steps=1000000", "--set", "train.eval_every=10"]  # would train for hours
+    return sweep_command(out, data, "--methods", "full", "--seeds", "0", "--executor", "subprocess",
+                         "--set", "train.steps=1000000", "--set", "train.eval_every=10")  # would train for hours
 
 
 def children(pid: int) -> list[int]:
@@ -45,19 +40,11 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 def test_sigkill_of_the_driver_ends_the_run_process(tmp_path):
     out, data = tmp_path / "out", tmp_path / "data"
-    proc = start(command(out, data), tmp_path)
-    try:
-        deadline = time.monotonic() + 240
-        while not checkpoints(out):  # the run's process is training
-            assert proc.poll() is None and time.monotonic() < deadline, "the run never wrote a checkpoint"
-            time.sleep(0.05)
+    with driver_process(command(out, data), tmp_path) as proc:
+        wait_for(proc, lambda: checkpoints(out), "a checkpoint of the run's process", 240)  # it is training
         run_processes = children(proc.pid)
         assert run_processes
         os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # this test's own sweep process, whatever happened above
-        proc.wait(timeout=60)
 
     deadline = time.monotonic() + 20
     while any(alive(pid) for pid in run_processes) and time.monotonic() < deadline:
