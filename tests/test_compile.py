@@ -1,15 +1,27 @@
-"""train.compile: checked, hash-neutral while off."""
+"""train.compile: checked, hash-neutral while off; compiled training follows eager training.
+
+The training comparisons compile with inductor (C++ through the system compiler): a minute or more
+each on 2 busy cores, so they are `heavy`. Everything else here runs in the default suite.
+"""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench_common import BenchError
 from harness.config import layered as cfg
+from harness.training.checkpoints import load_checkpoint
+from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation, inductor_cache_dir
+from harness.training.loop import Splits, train
+from harness.training.model import EncoderClassifier, ModelConfig
 from harness.training.train_config import TrainConfig
+from conftest import TINY_TASKS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+TASK = TINY_TASKS["tiny-majority"]
 
 
 def test_compile_is_off_by_default_and_checked():
@@ -47,3 +59,88 @@ def test_resolved_configs_name_the_option(tmp_path, tiny_suite):
     off, on = resolve(), resolve(["train.compile=on"])
     assert off.config["train"]["compile"] == "off" and on.config["train"]["compile"] == "on"
     assert off.config_hash != on.config_hash
+
+
+def test_the_inductor_cache_has_a_stable_default_and_keeps_a_chosen_folder(monkeypatch, tmp_path):
+    import platformdirs
+
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, "")  # unset for the code; restored after the test
+    expected = Path(platformdirs.user_cache_dir("treeformer-bench")) / "torchinductor"
+    assert inductor_cache_dir() == expected and inductor_cache_dir() == expected
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, str(tmp_path))
+    assert inductor_cache_dir() == tmp_path
+
+
+def test_off_wraps_nothing_and_counts_nothing():
+    net = torch.nn.Linear(2, 2)
+    compilation = Compilation("off")
+    assert compilation.wrap(net) is net
+    compilation.close()
+    assert compilation.seconds == 0.0
+
+
+def test_the_clock_counts_compiling_while_open_only(monkeypatch, tmp_path):
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, str(tmp_path))
+    compilation = Compilation("on")
+    double = torch.compile(lambda x: x * 2, backend="eager")  # tracing only: counted, and fast
+    double(torch.ones(3))
+    counted = compilation.seconds
+    compilation.close()
+    torch.compile(lambda x: x * 3, backend="eager")(torch.ones(3))
+    assert counted > 0 and compilation.seconds == counted
+
+
+
+
+# --------------------------------------------------------------------------- compiled training
+
+
+def tiny_model_config(method: str) -> ModelConfig:
+    """The smoke suite's tiny shape, narrower still: compile time grows with the graph."""
+    options = {"height": 2} if method.startswith("treeformer") else {}
+    return ModelConfig(vocab_size=TASK.vocab_size, num_classes=TASK.num_classes, max_seq_len=TASK.seq_len,
+                       emb_dim=16, qkv_dim=16, mlp_dim=32, num_layers=1, num_heads=2, dropout=0.0,
+                       head=TASK.head, pad_id=TASK.pad_id, attention=method, attention_options=options)
+
+
+@pytest.fixture
+def float64():
+    """Inductor's C++ backend computes in double: eager and compiled then differ by rounding alone."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def train_tiny(method: str, compile_mode: str, checkpoint_path=None):
+    """(model, result, wall-clock seconds of `train`)."""
+    torch.manual_seed(0)
+    model = EncoderClassifier(tiny_model_config(method))
+    data = TASK.prepare(None, {"num_examples": 64})
+    config = TrainConfig(steps=4, batch_size=8, lr=1e-2, schedule="constant", warmup_steps=1, eval_every=2,
+                         eval_batches=1, compile=compile_mode)
+    start = time.perf_counter()
+    result = train(model, Splits(data["train"], data["val"], data["test"]), config, head=TASK.head, seed=0,
+                   device=torch.device("cpu"), checkpoint_path=checkpoint_path, progress=False)
+    return model, result, time.perf_counter() - start
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("method", ["sdpa", "treeformer-tf", "treeformer-tc"])
+def test_compiled_training_follows_eager_training(method, float64, monkeypatch, tmp_path):
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, str(tmp_path / "inductor"))
+    eager_model, eager, _ = train_tiny(method, "off")
+    model, compiled, wall = train_tiny(method, "on", checkpoint_path=tmp_path / "run.pt")
+    assert compiled.status == eager.status == "ok"
+    losses = [point["train_loss"] for point in compiled.metrics.history]
+    assert losses == pytest.approx([point["train_loss"] for point in eager.metrics.history], rel=1e-9)
+    assert compiled.metrics.val_accuracy == eager.metrics.val_accuracy
+    for (name, value), (_, expected) in zip(model.state_dict().items(), eager_model.state_dict().items()):
+        torch.testing.assert_close(value, expected, rtol=1e-9, atol=1e-12, msg=name)
+    assert compiled.metrics.compile_seconds > 0 and eager.metrics.compile_seconds == 0.0
+    # compiling is counted once, apart from the steps (counted in both, the two would exceed the wall time)
+    assert compiled.metrics.train_seconds + compiled.metrics.compile_seconds <= wall
+    # the checkpoint holds the bare model's keys: an eager model loads it as it is
+    saved = load_checkpoint(tmp_path / "run.pt")
+    assert not any(key.startswith("_orig_mod.") for key in saved["model"])
+    EncoderClassifier(tiny_model_config(method)).load_state_dict(saved["model"])
