@@ -90,6 +90,34 @@ def test_the_clock_counts_compiling_while_open_only(monkeypatch, tmp_path):
     assert counted > 0 and compilation.seconds == counted
 
 
+def test_the_record_names_the_cores_a_compiled_run_ran_eagerly():
+    from harness.sweep.runner import _diagnostics
+
+    config = ModelConfig(vocab_size=8, max_seq_len=16, emb_dim=16, qkv_dim=16, mlp_dim=16, num_layers=2,
+                         attention="treeformer-tf", attention_options={"height": 2},
+                         layer_attention={0: {"name": "treeformer-tc", "options": {"height": 2}}})
+    model = EncoderClassifier(config)
+    assert _diagnostics(model, "on")["compile"] == {"eager_methods": ["treeformer-tf"]}
+    assert "compile" not in _diagnostics(model, "off")
+
+
+def test_a_data_dependent_core_is_not_traced(monkeypatch, tmp_path):
+    """TF runs eagerly inside a compiled model: dynamo never traces its forward."""
+    from methods.treeformer.tf import TreeformerTF
+
+    monkeypatch.setenv(INDUCTOR_CACHE_ENV, str(tmp_path))
+    traced = []
+    forward = TreeformerTF.forward
+
+    def spy(self, *args, **kwargs):
+        traced.append(torch.compiler.is_compiling())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(TreeformerTF, "forward", spy)
+    model = EncoderClassifier(tiny_model_config("treeformer-tf"))
+    Compilation("on").close()  # a fresh dynamo state, as a run starts with
+    torch.compile(model, backend="eager")(torch.randint(0, TASK.vocab_size, (2, TASK.seq_len)))
+    assert traced and not any(traced)
 
 
 # --------------------------------------------------------------------------- compiled training

@@ -5,8 +5,10 @@ evaluation, checkpoints, `final_test` and FLOP counting, so state dicts never ga
 `_orig_mod.` prefix and a checkpoint loads whether the run that wrote it compiled or not.
 Evaluation stays eager: it would compile a second (no-grad, eval-mode) set of graphs for a few
 batches. Host syncs (the encoder's padding check, the Treeformer diagnostics) become graph breaks:
-they run eagerly between compiled pieces. Shapes are dynamo's default: static, made dynamic only
-for a dimension that changed.
+they run eagerly between compiled pieces. A core whose shapes follow the data
+(`Capabilities.data_dependent_shapes`: TF) runs eagerly as a whole (`AttentionLayer`), since
+traced it would recompile at every step. Shapes are otherwise dynamo's default: static, made
+dynamic only for a dimension that changed.
 
 Compiled code is cached on disk by inductor (its FX graph cache, on by default) in
 `inductor_cache_dir()`, so the second run of a sweep with the same shapes loads what the first
