@@ -27,6 +27,9 @@ class Capabilities:
     # drops attention weights in training at the model's `attention_dropout` rate; a core without
     # it ignores the rate, and the run record says so
     attention_dropout: bool = False
+    # its tensor shapes follow the data (TF's leaf sizes): traced by torch.compile it would recompile
+    # at every step, so under `train.compile=on` it runs eagerly inside the compiled model
+    data_dependent_shapes: bool = False
 
 
 @dataclass(frozen=True)

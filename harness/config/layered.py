@@ -382,7 +382,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Keys added after CONFIG_VERSION 2, left out of the hash while they hold their default (the
 # behaviour before they existed), so records made before them keep their identity.
-HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "short_conv"): 0}
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "short_conv"): 0, ("train", "compile"): "off"}
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -131,15 +131,15 @@ def _run(spec: RunSpec, record: dict[str, Any]) -> None:
     result.metrics.baselines = baselines
     record["status"], record["reason"] = result.status, result.reason
     record["metrics"], record["bootstrap"] = result.metrics.as_record(), result.events
-    record["diagnostics"] = _diagnostics(model)
+    record["diagnostics"] = _diagnostics(model, config["train"].get("compile", "off"))
     record["flops"] = _flops(model, splits["test"], device, record)
     if path is not None and dist.is_primary:
         path.unlink(missing_ok=True)  # finished: the record now carries what the checkpoint held
 
 
-def _diagnostics(model: torch.nn.Module) -> dict[str, Any]:
-    """Each attention core's diagnostics after the test evaluation, keyed by layer, and whether the
-    model's attention dropout reached every core."""
+def _diagnostics(model: torch.nn.Module, compile_mode: str = "off") -> dict[str, Any]:
+    """Each attention core's diagnostics after the test evaluation, keyed by layer, whether the
+    model's attention dropout reached every core, and which cores a compiled run ran eagerly."""
     found: dict[str, Any] = {}
     for index, core in enumerate(model.attention_cores()):
         values = core.diagnostics()
@@ -150,6 +150,10 @@ def _diagnostics(model: torch.nn.Module) -> dict[str, Any]:
         ignored = sorted({type(core).registry_name or type(core).__name__
                           for core in model.attention_cores() if not type(core).capabilities.attention_dropout})
         found["attention_dropout"] = {"rate": rate, "applied": not ignored, "not_applied_by": ignored}
+    if compile_mode == "on":
+        eager = sorted({type(core).registry_name or type(core).__name__
+                        for core in model.attention_cores() if type(core).capabilities.data_dependent_shapes})
+        found["compile"] = {"eager_methods": eager}
     return found
 
 

@@ -7,7 +7,8 @@ it measures validation accuracy, keeps the best state, writes a checkpoint and c
 stopping. At the end the best state (never the last) is loaded and tested (`final_test`).
 Divergence, out-of-memory and the time limit end the run with that status and keep what was
 measured. What carries from step to step, and what a checkpoint holds, is a `TrainingState`; what
-the run measured is a `RunMetrics`.
+the run measured is a `RunMetrics`. With `train.compile=on` the steps call the model through
+torch.compile (`compiling`), and the time torch spends compiling is counted apart from the steps'.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 
 from bench_common import BenchError, first_line
 from harness.training.checkpoints import load_checkpoint, save_checkpoint, set_rng_state
+from harness.training.compiling import Compilation
 from harness.training.train_config import TrainConfig, resolve_precision
 from harness.training.batches import TrainBatches, eval_batches
 from harness.training.distributed import DistInfo, mean_over_ranks, wrap_model
@@ -200,7 +202,6 @@ def train(
         print(f"{label or 'run'}: resuming from its checkpoint at step {state.step}", file=sys.stderr)
     state = state or TrainingState()
 
-    net = wrap_model(model, dist)
     reset_run_peak_memory(device)
     eval_batch_size = max(1, config.batch_size // dist.world_size)
     status, reason = "ok", None
@@ -212,15 +213,17 @@ def train(
         return state.elapsed + time.perf_counter() - start
 
     bar = Progress(config.steps, state.step, label, progress and dist.is_primary)
+    compilation = Compilation(config.compile)
+    net = compilation.wrap(wrap_model(model, dist))  # what the steps call; `model` for everything else
     model.train()
     try:
         while state.step < config.steps:
-            step_start = time.perf_counter()
+            step_start, compiled_before = time.perf_counter(), compilation.seconds
             if run_callbacks(state.step, model, optimizer, callbacks, state.events):
                 # The method changed: the optimizer already follows the model's parameters, and the
                 # best checkpoint is chosen afresh, so a bootstrapped method is never credited
                 # with its warm-up model's accuracy.
-                net = wrap_model(model, dist)
+                net = compilation.wrap(wrap_model(model, dist))
                 state.forget_best()
             set_learning_rate(optimizer, config, state.step)
             inputs, targets = batches.batch(state.step)
@@ -230,7 +233,9 @@ def train(
                 status, reason = "diverged", f"non-finite training loss ({loss_value}) at step {state.step + 1}"
                 break
             state.step += 1
-            state.seconds += time.perf_counter() - step_start
+            compiling = compilation.seconds - compiled_before
+            state.compile_seconds += compiling
+            state.seconds += time.perf_counter() - step_start - compiling
             loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
             refresh = state.step % 10 == 0 or state.step == config.steps
             if refresh:
@@ -256,6 +261,7 @@ def train(
         status, reason = "oom", f"out of memory at step {state.step + 1}: {first_line(err)}"
     finally:
         bar.close()
+        compilation.close()
 
     test_accuracy = None
     if state.best_state is not None and status != "oom":

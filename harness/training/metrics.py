@@ -23,7 +23,7 @@ class RunMetrics:
     test_accuracy: Optional[float] = None  # of the best-validation state; null when never tested
     best_step: Optional[int] = None
     steps: Optional[int] = None  # steps taken
-    train_seconds: Optional[float] = None  # time in training steps (evaluation excluded)
+    train_seconds: Optional[float] = None  # time in training steps (evaluation and compile_seconds excluded)
     steps_per_second: Optional[float] = None
     tokens_per_second: Optional[float] = None
     # CUDA: allocator high-water mark of the run; CPU: the process's resident-set high-water mark.
@@ -32,6 +32,9 @@ class RunMetrics:
     still_learning: Optional[bool] = field(default=None, metadata=OPTIONAL)  # see `still_learning`
     # {"majority", "chance"} of the test split's scored targets.
     baselines: Optional[dict[str, float]] = field(default=None, metadata=OPTIONAL)
+    # Seconds torch spent compiling inside the training steps (`compiling.Compilation`; 0 when
+    # train.compile is off), kept out of train_seconds so steps_per_second is the compiled code's rate.
+    compile_seconds: Optional[float] = field(default=None, metadata=OPTIONAL)
 
     def as_record(self) -> dict[str, Any]:
         """The JSON form a record carries."""

@@ -27,7 +27,8 @@ class TrainingState:
     history: list[dict] = field(default_factory=list)  # {"step", "train_loss", "val_accuracy"}
     events: list[dict] = field(default_factory=list)  # callback events, each with its step
     evals_without_gain: int = 0
-    seconds: float = 0.0  # time spent in training steps
+    seconds: float = 0.0  # time spent in training steps, compiling excluded
+    compile_seconds: float = 0.0  # time torch spent compiling inside training steps (train.compile)
     elapsed: float = 0.0  # wall-clock time of the run in earlier processes (before a resume)
 
     def record_evaluation(self, val_accuracy: float, train_loss: float, model: nn.Module) -> None:
@@ -48,7 +49,7 @@ class TrainingState:
         verdict need the run's end and stay null."""
         return RunMetrics(
             val_accuracy=self.best_accuracy if self.best_state is not None else None,
-            best_step=self.best_step, steps=self.step, train_seconds=self.seconds,
+            best_step=self.best_step, steps=self.step, train_seconds=self.seconds, compile_seconds=self.compile_seconds,
             steps_per_second=self.step / self.seconds if self.seconds else None, history=list(self.history),
         )
 
@@ -60,7 +61,8 @@ class TrainingState:
             "key": key, "step": self.step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": rng_state(), "best_accuracy": self.best_accuracy, "best_step": self.best_step,
             "best_state": self.best_state, "history": self.history, "events": self.events,
-            "evals_without_gain": self.evals_without_gain, "seconds": self.seconds, "elapsed": elapsed,
+            "evals_without_gain": self.evals_without_gain, "seconds": self.seconds,
+            "compile_seconds": self.compile_seconds, "elapsed": elapsed,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
         }
 
@@ -70,4 +72,5 @@ class TrainingState:
         return cls(step=int(saved["step"]), best_accuracy=saved["best_accuracy"], best_step=saved["best_step"],
                    best_state=saved["best_state"], history=list(saved["history"]), events=list(saved["events"]),
                    evals_without_gain=saved["evals_without_gain"], seconds=float(saved["seconds"]),
+                   compile_seconds=float(saved.get("compile_seconds", 0.0)),  # absent from older checkpoints
                    elapsed=float(saved["elapsed"]))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from bench_common import BenchError
+
+
+CompileMode = Literal["off", "on"]
+COMPILE_MODES = get_args(CompileMode)
 
 
 def default_eval_every(steps: int) -> int:
@@ -33,6 +37,9 @@ class TrainConfig:
     # Forward-pass precision: "bf16" autocast or plain "fp32"; null = the device's default
     # (`resolve_precision`), resolved when a run config is built so the record names what ran.
     precision: Optional[Literal["fp32", "bf16"]] = None
+    # torch.compile (inductor) of the training forward and backward; evaluation stays eager
+    # (harness/training/compiling.py).
+    compile: CompileMode = "off"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -50,6 +57,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise BenchError(f"train.{name} must be > 0 or null, got {value!r}")
+        if self.compile not in COMPILE_MODES:
+            raise BenchError(f"train.compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise BenchError(f"train.betas must be two numbers in [0, 1), got {list(self.betas)!r}")
 

@@ -29,7 +29,7 @@ from typing import Literal, Optional
 import torch
 
 from bench_common import BenchError
-from methods.base import check_qkv
+from methods.base import Capabilities, check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention
 
@@ -59,6 +59,8 @@ class Plan:
 @register_attention("treeformer-tf")
 class TreeformerTF(TreeAttention):
     """Softmax attention of each query over the keys of its leaf (or deepest non-empty ancestor)."""
+
+    capabilities = Capabilities(attention_dropout=True, data_dependent_shapes=True)  # the plan's group sizes
 
     def __init__(
         self,
