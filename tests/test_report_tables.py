@@ -134,6 +134,8 @@ def test_matched_macs_table():
     assert matched.loc["linformer-matched", "MACs / reference"] == "1.10"
     assert matched.loc["linformer-matched", "MACs / target"] == "1.10"
     assert matched.loc["treeformer-tf (reference)", "accuracy (%, ± 95% CI)"].startswith("41.00 ± ")
+    # Paired by seed: 30 - 40 and 30 - 42, mean -11, sd sqrt(2), t(0.975, 1 df) = 12.706.
+    assert matched.loc["linformer-matched", "difference to reference [95% CI]"] == "-11.00 [-23.71, +1.71] (paired t)"
     assert accuracy_tables([record("full", "t", 0, 0.5)]).matched is None
 
 

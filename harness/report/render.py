@@ -84,7 +84,7 @@ def accuracy_tables(records: list[dict]) -> AccuracyTables:
         accuracy=tables.accuracy_table(cells, baselines, significance),
         notes=tables.accuracy_notes(cells, baselines, significance),
         macs=tables.macs_table(cells), macs_detail=tables.macs_detail_table(cells),
-        matched=tables.matched_table(cells), cost=tables.cost_table(cells))
+        matched=tables.matched_table(cells, runs), cost=tables.cost_table(cells))
 
 
 @dataclass(frozen=True)

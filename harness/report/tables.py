@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from harness.report.cells import average_tasks
+from harness.report.cells import average_tasks, comparisons
 from harness.report.stats import ALPHA, RankingStability
 
 MISSING = "—"
@@ -186,11 +186,15 @@ def macs_detail_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
     return frame.reset_index(drop=True)
 
 
-def matched_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """Accuracy at matched attention MACs: the `matched` suite's cells beside their reference's."""
+def matched_table(cells: pd.DataFrame, runs: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """Accuracy at matched attention MACs: the `matched` suite's cells beside their reference's, with
+    each one's difference to the reference, paired by seed, and its 95% interval."""
     matched = cells[cells["match_reference"].notna()]
     if matched.empty:
         return None
+    differences = {(row.task, row.method, row.reference): row
+                   for reference in dict.fromkeys(matched["match_reference"])
+                   for row in comparisons(runs, cells, reference).itertuples()}
     rows = []
     for task in dict.fromkeys(matched["task"]):
         on_task = cells[cells["task"] == task].set_index("method")
@@ -203,9 +207,12 @@ def matched_table(cells: pd.DataFrame) -> Optional[pd.DataFrame]:
             else:
                 rows.append({"task": task, "method": f"{reference} (reference)",
                              "accuracy (%, ± 95% CI)": "not in this directory", "n": MISSING,
-                             "attention-core MACs": MISSING, "MACs / reference": MISSING, "MACs / target": MISSING})
+                             "attention-core MACs": MISSING, "MACs / reference": MISSING, "MACs / target": MISSING,
+                             "difference to reference [95% CI]": MISSING})
             for _, cell in group.iterrows():
-                rows.append(_matched_row(task, cell["method"], cell, ref_macs, cell["match_target_macs"]))
+                row = _matched_row(task, cell["method"], cell, ref_macs, cell["match_target_macs"])
+                row["difference to reference [95% CI]"] = _difference(differences.get((task, cell["method"], reference)))
+                rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -215,7 +222,15 @@ def _matched_row(task: str, label: str, cell: pd.Series, ref_macs: Optional[floa
     ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b else MISSING  # noqa: E731
     return {"task": task, "method": label, "accuracy (%, ± 95% CI)": accuracy, "n": cell["n"] or MISSING,
             "attention-core MACs": format_count(macs), "MACs / reference": ratio(macs, ref_macs),
-            "MACs / target": ratio(macs, target)}
+            "MACs / target": ratio(macs, target), "difference to reference [95% CI]": MISSING}
+
+
+def _difference(comparison: Any) -> str:
+    """'-0.50 [-1.94, +0.94] (paired t)': a comparisons() row as a cell; MISSING without one."""
+    if comparison is None:
+        return MISSING
+    low, high = comparison.difference - comparison.difference_ci95, comparison.difference + comparison.difference_ci95
+    return f"{comparison.difference:+.2f} [{low:+.2f}, {high:+.2f}] ({comparison.test})"
 
 
 def cost_table(cells: pd.DataFrame) -> pd.DataFrame:
