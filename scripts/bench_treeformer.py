@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import torch.utils.benchmark as benchmark  # noqa: E402
 from torch import nn  # noqa: E402
 
 from harness.config.suites import QUICK_OVERRIDES  # noqa: E402
-from harness.measure.env import cpu_model  # noqa: E402
+from harness.measure.env import cpu_model, git_commit  # noqa: E402
 from harness.report.speed_tables import speed_report  # noqa: E402
 from harness.training.model import AttentionLayer, EncoderClassifier, ModelConfig  # noqa: E402
 from methods import create_attention, list_attentions  # noqa: E402
@@ -322,19 +321,13 @@ def profile_steps(methods: tuple[str, ...], steps: int = 5, rows: int = 25) -> s
 
 
 def environment(command: str, threads: int) -> dict:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
     cpu = cpu_model()
     return {
         "machine": f"{platform.node()} {platform.machine()} {cpu}, {os.cpu_count()} cores",
         "threads": threads,
         "load_average": list(os.getloadavg()),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "git_commit": git("rev-parse", "HEAD") + (" (dirty)" if git("status", "--porcelain", "--", ".", ":!results") else ""),
+        "git_commit": git_commit() or "unknown",
         "command": command,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -65,12 +65,14 @@ def cpu_model(default: str = "unknown") -> str:
 
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str | None:
-    """HEAD of the checkout the code runs from, with '-dirty' when tracked files changed."""
+    """HEAD of the checkout the code runs from, with '-dirty' when tracked files outside results/
+    changed: results/ holds outputs, which a sweep writing its records there changes itself."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        outside_results = ["--", ":(top)", ":(top,exclude)results"]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *outside_results],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("-dirty" if dirty else "")
