@@ -135,3 +135,13 @@ def tiny_suite(tiny_tasks):
                                  methods=(plain("full"), plain("sdpa")), family="lra"))
     yield suite
     SUITES.remove("tiny")
+
+
+def tiny_spec(tmp_path, method: str, sets=()):
+    """The one run the `tiny` suite resolves for `method` with these `--set` values (needs `tiny_suite`)."""
+    from harness.sweep.driver import SweepRequest, resolve_specs
+
+    request = SweepRequest(suite="tiny", methods=[method], sets=list(sets), out=tmp_path / "out",
+                           data_dir=tmp_path / "data", device="cpu")
+    (spec,) = resolve_specs(request)
+    return spec

@@ -18,7 +18,7 @@ from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation, inductor
 from harness.training.loop import Splits, train
 from harness.training.model import EncoderClassifier, ModelConfig
 from harness.training.train_config import TrainConfig
-from conftest import TINY_TASKS
+from conftest import TINY_TASKS, tiny_spec
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TASK = TINY_TASKS["tiny-majority"]
@@ -48,15 +48,7 @@ def test_off_leaves_the_config_hash_of_existing_records_unchanged():
 
 
 def test_resolved_configs_name_the_option(tmp_path, tiny_suite):
-    from harness.sweep.driver import SweepRequest, resolve_specs
-
-    def resolve(sets=()):
-        request = SweepRequest(suite="tiny", methods=["sdpa"], sets=list(sets), out=tmp_path / "out",
-                               data_dir=tmp_path / "data", device="cpu")
-        (spec,) = resolve_specs(request)
-        return spec
-
-    off, on = resolve(), resolve(["train.compile=on"])
+    off, on = tiny_spec(tmp_path, "sdpa"), tiny_spec(tmp_path, "sdpa", ["train.compile=on"])
     assert off.config["train"]["compile"] == "off" and on.config["train"]["compile"] == "on"
     assert off.config_hash != on.config_hash
 

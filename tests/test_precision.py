@@ -18,7 +18,7 @@ from harness.training.loop import Splits, autocast, train
 from harness.training.model import EncoderClassifier, ModelConfig
 from harness.training.train_config import TrainConfig, resolve_precision
 from methods import create_attention, get_attention_class, list_attentions
-from conftest import TINY_TASKS
+from conftest import TINY_TASKS, tiny_spec
 
 SEQ_LEN = 16  # the tiny task's length
 
@@ -42,13 +42,8 @@ def test_autocast_follows_the_precision():
 
 
 def test_the_record_config_names_the_precision_that_ran(tmp_path, tiny_suite):
-    from harness.sweep.driver import SweepRequest, resolve_specs
-
     def resolve(sets=()):
-        request = SweepRequest(suite="tiny", methods=["full"], sets=list(sets), out=tmp_path / "out",
-                               data_dir=tmp_path / "data", device="cpu")
-        (spec,) = resolve_specs(request)
-        return spec
+        return tiny_spec(tmp_path, "full", sets)
 
     assert resolve().config["train"]["precision"] == "fp32"  # null resolved for the cpu device
     bf16 = resolve(["train.precision=bf16"])

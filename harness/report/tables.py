@@ -210,19 +210,19 @@ def matched_table(cells: pd.DataFrame, runs: pd.DataFrame) -> Optional[pd.DataFr
                              "attention-core MACs": MISSING, "MACs / reference": MISSING, "MACs / target": MISSING,
                              "difference to reference [95% CI]": MISSING})
             for _, cell in group.iterrows():
-                row = _matched_row(task, cell["method"], cell, ref_macs, cell["match_target_macs"])
-                row["difference to reference [95% CI]"] = _difference(differences.get((task, cell["method"], reference)))
-                rows.append(row)
+                difference = _difference(differences.get((task, cell["method"], reference)))
+                rows.append(_matched_row(task, cell["method"], cell, ref_macs, cell["match_target_macs"], difference))
     return pd.DataFrame(rows)
 
 
-def _matched_row(task: str, label: str, cell: pd.Series, ref_macs: Optional[float], target: Optional[float]) -> dict:
+def _matched_row(task: str, label: str, cell: pd.Series, ref_macs: Optional[float], target: Optional[float],
+                 difference: str = MISSING) -> dict:
     accuracy = cell["label"] if cell["label"] != "ok" else _accuracy_cell(cell, cell["n"], None, False)
     macs = cell["attention_core_macs"]
     ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b else MISSING  # noqa: E731
     return {"task": task, "method": label, "accuracy (%, ± 95% CI)": accuracy, "n": cell["n"] or MISSING,
             "attention-core MACs": format_count(macs), "MACs / reference": ratio(macs, ref_macs),
-            "MACs / target": ratio(macs, target), "difference to reference [95% CI]": MISSING}
+            "MACs / target": ratio(macs, target), "difference to reference [95% CI]": difference}
 
 
 def _difference(comparison: Any) -> str:

@@ -77,7 +77,7 @@ def execute_run(spec: RunSpec) -> dict[str, Any]:
         if is_out_of_memory(err):
             record["status"], record["reason"] = "oom", f"out of memory: {describe_error(err)}"
         else:
-            record["status"], record["reason"] = "error", f"{describe_error(err)}"
+            record["status"], record["reason"] = "error", describe_error(err)
     return record
 
 
@@ -186,5 +186,5 @@ def _flops(model: torch.nn.Module, test_split: Any, device: torch.device, record
         model.eval()
         return count_split_macs(model, test_split, device)
     except Exception as err:
-        record["diagnostics"]["flops_error"] = f"{describe_error(err)}"
+        record["diagnostics"]["flops_error"] = describe_error(err)
         return None
