@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run offline and on CPU; plugins registered by a test are removed after it."""
 
 import os
+import signal
 
 import pytest
 import torch
@@ -145,3 +146,10 @@ def tiny_spec(tmp_path, method: str, sets=()):
                            data_dir=tmp_path / "data", device="cpu")
     (spec,) = resolve_specs(request)
     return spec
+
+
+def default_sigint() -> None:
+    """`preexec_fn` of a child a test interrupts with SIGINT. A shell that starts the tests in the
+    background (nohup, some CI runners) leaves SIGINT ignored, children inherit that, and Python
+    then installs no KeyboardInterrupt handler: the child would finish instead of being interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

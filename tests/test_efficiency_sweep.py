@@ -22,6 +22,8 @@ from harness.measure.efficiency_store import row_key
 from methods import register_attention
 from methods.full import FullAttention
 
+from conftest import default_sigint
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"num_heads": 2, "head_dim": 8, "min_reps": 2, "long_min_reps": 2, "max_reps": 2, "rep_budget_s": 0.0,
         "block_s": 0.0, "scopes": ["core"], "passes": ["forward"]}
@@ -105,7 +107,8 @@ def test_sigint_keeps_the_finished_groups_and_the_same_command_resumes(tmp_path)
                "--set", "efficiency.max_reps=200", "--set", "efficiency.min_reps=200",
                "--set", "efficiency.num_threads=1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     path = out / "efficiency.json"
     deadline = time.monotonic() + 300  # a hang guard, not a speed target
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:

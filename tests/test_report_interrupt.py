@@ -12,6 +12,7 @@ import pytest
 
 from harness.report.render import remove_abandoned_renderings, render_report
 from harness.sweep.records import record_path
+from conftest import default_sigint
 from report_support import add_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,8 @@ def interrupt_mid_rendering(run_dir: Path, signum: int) -> subprocess.Popen:
     returns the process."""
     started = time.time_ns()
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_benchmark.py"), "report", str(run_dir)], cwd=ROOT,
-                            env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 120
         while not any(written_since(path, started) for path in run_dir.glob("*/runs.csv")):
