@@ -90,7 +90,8 @@ def check_data_dir_flag(path: Path) -> Path:
 COMMON_DEFAULTS: dict[str, Any] = {
     "plugin": [], "debug": False, "suite": "quick", "methods": None, "tasks": None, "seeds": None,
     "out": None, "data_dir": None, "device": "auto", "config": None, "set": [],
-    "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "force": False,
+    "executor": "local", "ray_address": None, "run_timeout": None, "run_memory_gb": None, "workers": None,
+    "force": False,
     "retry_failed": False,
     "match_macs": None, "option": [],
 }
@@ -126,6 +127,8 @@ COMMON_FLAGS = [
     _flag("--ray-address", help="Ray cluster address for --executor ray (auto or HOST:PORT)"),
     _flag("--run-timeout", type=float, help="wall-clock seconds per run (--executor subprocess)"),
     _flag("--run-memory-gb", type=float, help="memory cap per run in GiB (--executor subprocess)"),
+    _flag("--workers", type=int, help="runs side by side (--executor subprocess; default 1); give each run "
+          "threads=1 (--set threads=1) and one worker per core"),
     _flag("--force", action="store_true",
           help="rerun every selected run, replacing its record even when another config made it "
                "(without it a finished record of another config is refused). A rerun without "
@@ -145,7 +148,7 @@ FLAGS_OF: dict[Optional[str], set[str]] = {
     "run": ALL_FLAGS,
     # it times methods and trains nothing: no training, data or executor flags
     "efficiency": ALL_FLAGS - {"option", "config", "tasks", "seeds", "data_dir", "executor", "ray_address",
-                               "run_timeout", "run_memory_gb", "force", "retry_failed", "match_macs"},
+                               "run_timeout", "run_memory_gb", "workers", "force", "retry_failed", "match_macs"},
     "report": {"debug", "suite", "out", "methods", "tasks", "seeds"},
     "generate": {"plugin", "debug", "suite", "methods", "tasks", "data_dir", "device", "config", "set", "match_macs"},
 }
@@ -238,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.sweep.executors import executor_from_flags
     from harness.sweep.driver import failed, matching_reference, resolve_specs, run_matched, run_sweep
 
-    executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb)
+    executor = executor_from_flags(args.executor, args.ray_address, args.run_timeout, args.run_memory_gb, args.workers)
     request = sweep_request(args)
     specs = resolve_specs(request)
     reference = matching_reference(request)

@@ -58,3 +58,12 @@ def touch_marker(spec: RunSpec) -> dict:
     with open(spec.config["marker"], "w") as handle:
         handle.write(spec.key)
     return report_pid(spec)
+
+
+def sleep_and_time(spec: RunSpec) -> dict:
+    """Sleeps `spec.config["sleep_s"]`; an ok row with the wall-clock start and end of the sleep."""
+    record = report_pid(spec)
+    start = time.time()
+    time.sleep(spec.config["sleep_s"])
+    record["diagnostics"].update(start=start, end=time.time())
+    return record

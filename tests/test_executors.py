@@ -64,7 +64,7 @@ def test_unknown_executor_and_option_are_one_line_errors():
 def test_flags_for_another_executor_are_refused():
     with pytest.raises(BenchError, match="--ray-address applies to --executor ray only"):
         executor_from_flags("local", ray_address="auto")
-    with pytest.raises(BenchError, match="apply to --executor subprocess only"):
+    with pytest.raises(BenchError, match="--run-timeout applies to --executor subprocess only"):
         executor_from_flags("ray", timeout_s=5)
     executor = executor_from_flags("subprocess", timeout_s=5, memory_gb=1)
     assert (executor.name, executor.timeout_s, executor.memory_gb) == ("subprocess", 5, 1)
@@ -142,6 +142,25 @@ def test_subprocess_limit_defaults_to_the_runs_time_limit_plus_grace():
     [(_, record)] = collect(executor, probes.by_seed, specs([1], train={"time_limit_s": 2}))
     assert record["status"] == "timeout" and "limit of 3.5 s" in record["reason"]
     assert time.monotonic() - start < 60  # the hang (an hour) was cut short
+
+
+@pytest.mark.slow
+def test_subprocess_workers_run_side_by_side_and_failures_stay_rows():
+    """Two workers: seed 1 hangs until its limit while the others pass it; every run is one row."""
+    executor = get_executor("subprocess", timeout_s=6, workers=2)
+    rows = collect(executor, probes.by_seed, specs([0, 1, 3, 5]))
+    assert {spec.seed: record["status"] for spec, record in rows} == {0: "ok", 1: "timeout", 3: "error", 5: "ok"}
+    assert [spec.seed for spec, _ in rows][-1] == 1  # the others finished while it hung
+    sleepers = collect(get_executor("subprocess", workers=2), probes.sleep_and_time, specs([0, 1], sleep_s=2))
+    (first, second) = sorted((record["diagnostics"]["start"], record["diagnostics"]["end"]) for _, record in sleepers)
+    assert second[0] < first[1]  # the second run started before the first ended
+
+
+def test_workers_must_be_a_positive_integer():
+    with pytest.raises(BenchError, match="workers must be a positive integer, got 0"):
+        get_executor("subprocess", workers=0)
+    assert executor_from_flags("subprocess", workers=3).workers == 3
+    assert executor_from_flags("subprocess").workers == 1
 
 
 # --- ray --------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ def test_bad_set_value_is_refused_naming_the_key(tmp_path, capsys, finished, ass
     (["--seeds", "one"], "expected comma-separated integers"),
     (["--tasks", "no-such-task"], "no-such-task"),
     (["--device", "tpu"], "--device: expected cpu, cuda or auto"),
-    (["--run-timeout", "5"], "--run-timeout and --run-memory-gb apply to --executor subprocess only"),
+    (["--run-timeout", "5"], "--run-timeout applies to --executor subprocess only"),
+    (["--workers", "2"], "--workers applies to --executor subprocess only, not 'local'"),
 ])
 def test_bad_flag_is_refused(tmp_path, capsys, finished, flags, expected):
     assert expected in refused(tmp_path, capsys, finished, *flags)

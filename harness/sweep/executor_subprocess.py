@@ -30,13 +30,15 @@ _EXIT_GRACE_S = 10.0  # time a child that has reported gets to exit before it is
 
 
 class SubprocessExecutor:
-    """Runs each spec in its own spawned Python process, one at a time.
+    """Runs each spec in its own spawned Python process, `workers` of them side by side.
 
     timeout_s: hard wall-clock limit per run; by default the run's `train.time_limit_s` plus
     `grace_s`, and no limit when neither is set. memory_gb: address-space cap (RLIMIT_AS) of the
     run's process on CPU runs (virtual memory: importing torch alone maps ~0.7 GiB, so allow
     2 GiB or more); CUDA runs are not capped this way because the CUDA driver reserves far more
-    virtual memory than it uses.
+    virtual memory than it uses. workers: runs at a time; specs start in order, and records reach
+    `on_record` as runs finish. Two one-thread runs keep two cores busier than one two-thread run
+    of the small models the quick suite trains (set the runs' `threads` to match).
     """
 
     name = "subprocess"
@@ -46,18 +48,32 @@ class SubprocessExecutor:
         timeout_s: Optional[float] = None,
         memory_gb: Optional[float] = None,
         grace_s: float = DEFAULT_GRACE_S,
+        workers: int = 1,
     ):
         for flag, value in (("timeout_s", timeout_s), ("memory_gb", memory_gb)):
             if value is not None and not value > 0:
                 raise BenchError(f"--executor subprocess: {flag} must be a positive number, got {value}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise BenchError(f"--executor subprocess: workers must be a positive integer, got {workers!r}")
         self.timeout_s = timeout_s
         self.memory_gb = memory_gb
         self.grace_s = grace_s
+        self.workers = workers
         self._context = multiprocessing.get_context("spawn")
 
     def map(self, run_fn: RunFn, specs: list[RunSpec], on_record: OnRecord) -> None:
-        for spec in specs:
-            on_record(spec, self.run_one(run_fn, spec))
+        waiting = list(reversed(specs))  # popped from the end: in order
+        running: list[_Child] = []
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.workers:
+                    running.append(self._start(run_fn, waiting.pop()))
+                for child in _wait_any(running):
+                    running.remove(child)
+                    on_record(child.spec, self._finish(child))
+        finally:
+            for child in running:  # interrupted: no run outlives the sweep
+                child.close()
 
     def limit_for(self, spec: RunSpec) -> Optional[float]:
         """Wall-clock seconds the run's process may live, or None for no limit."""
@@ -68,6 +84,15 @@ class SubprocessExecutor:
 
     def run_one(self, run_fn: RunFn, spec: RunSpec) -> Record:
         """Runs one spec in a child process and returns its record or its failure row."""
+        child = self._start(run_fn, spec)
+        try:
+            while not _wait_any([child]):
+                pass
+            return self._finish(child)
+        finally:
+            child.close()
+
+    def _start(self, run_fn: RunFn, spec: RunSpec) -> "_Child":
         memory_bytes = None
         if self.memory_gb is not None and not str(spec.config.get("device", "cpu")).startswith("cuda"):
             memory_bytes = int(self.memory_gb * 2**30)
@@ -80,40 +105,66 @@ class SubprocessExecutor:
         limit = self.limit_for(spec)
         process.start()
         sender.close()  # the child holds the only write end: EOF on the pipe means it is gone
+        deadline = None if limit is None else time.monotonic() + limit
+        return _Child(spec, process, receiver, limit, deadline, memory_bytes is not None)
+
+    def _finish(self, child: "_Child") -> Record:
+        """The record of a child `_wait_any` found done; the child's process group is gone after."""
         try:
-            record, reported = _await_record(process, receiver, spec, limit)
-            if reported:
-                process.join(timeout=_EXIT_GRACE_S)  # a child that has sent its record exits by itself
-            if memory_bytes is not None and record["status"] == "oom":
+            record = child.outcome
+            if child.reported:
+                child.process.join(timeout=_EXIT_GRACE_S)  # a child that has sent its record exits by itself
+            if child.capped and record["status"] == "oom":
                 record["reason"] = f"{record['reason']} (under this executor's cap, --run-memory-gb {self.memory_gb:g})"
             return record
         finally:
-            _kill_group(process)
-            process.join()
-            receiver.close()
+            child.close()
 
 
-def _await_record(
-    process: Any, receiver: Connection, spec: RunSpec, limit: Optional[float]
-) -> tuple[Record, bool]:
-    """Waits for the child's record, its death or the deadline; True when the child reported."""
-    deadline = None if limit is None else time.monotonic() + limit
-    while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = wait([receiver, process.sentinel], timeout=remaining)
-        if receiver in ready:
+class _Child:
+    """One run's process, the read end of its pipe, its deadline and, once known, its outcome."""
+
+    def __init__(self, spec: RunSpec, process: Any, receiver: Connection, limit: Optional[float],
+                 deadline: Optional[float], capped: bool):
+        self.spec, self.process, self.receiver = spec, process, receiver
+        self.limit, self.deadline, self.capped = limit, deadline, capped
+        self.outcome: Optional[Record] = None
+        self.reported = False
+
+    def settle(self, ready: list[Any]) -> bool:
+        """Sets `outcome` from what `wait` found ready or from the deadline; True once it is known."""
+        spec = self.spec
+        if self.receiver in ready:
             try:
-                kind, *payload = receiver.recv()
-                record = payload[0] if kind == "record" else failure_record(spec, *payload)
-                return record, True
+                kind, *payload = self.receiver.recv()
+                self.outcome = payload[0] if kind == "record" else failure_record(spec, *payload)
+                self.reported = True
+                return True
             except EOFError:
                 pass  # the child died without sending: fall through to its exit code
-        if ready:
-            process.join()
-            return failure_record(spec, "error", _describe_exit(process.exitcode)), False
-        if deadline is not None and time.monotonic() >= deadline:
-            reason = f"run exceeded the executor's wall-clock limit of {limit:g} s and was killed"
-            return failure_record(spec, "timeout", reason), False
+        if self.receiver in ready or self.process.sentinel in ready:
+            self.process.join()
+            self.outcome = failure_record(spec, "error", _describe_exit(self.process.exitcode))
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            reason = f"run exceeded the executor's wall-clock limit of {self.limit:g} s and was killed"
+            self.outcome = failure_record(spec, "timeout", reason)
+            return True
+        return False
+
+    def close(self) -> None:
+        _kill_group(self.process)
+        self.process.join()
+        self.receiver.close()
+
+
+def _wait_any(children: list[_Child]) -> list[_Child]:
+    """Blocks until at least one child has an outcome (a record, its death or its deadline); those children."""
+    deadlines = [child.deadline for child in children if child.deadline is not None]
+    timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+    handles = [handle for child in children for handle in (child.receiver, child.process.sentinel)]
+    ready = wait(handles, timeout=timeout)
+    return [child for child in children if child.settle(ready)]
 
 
 def _describe_exit(exitcode: Optional[int]) -> str:

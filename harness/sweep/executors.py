@@ -75,6 +75,7 @@ def executor_from_flags(
     ray_address: Optional[str] = None,
     timeout_s: Optional[float] = None,
     memory_gb: Optional[float] = None,
+    workers: Optional[int] = None,
 ) -> Executor:
     """Builds the executor the CLI flags ask for; a flag that does not apply to it is an error.
 
@@ -83,10 +84,13 @@ def executor_from_flags(
     """
     if ray_address is not None and name != "ray":
         raise BenchError(f"--ray-address applies to --executor ray only, not '{name}'")
-    if (timeout_s is not None or memory_gb is not None) and name != "subprocess":
-        raise BenchError(f"--run-timeout and --run-memory-gb apply to --executor subprocess only, not '{name}'")
+    subprocess_flags = {"--run-timeout": timeout_s, "--run-memory-gb": memory_gb, "--workers": workers}
+    given = [flag for flag, value in subprocess_flags.items() if value is not None]
+    if given and name != "subprocess":
+        verb = "apply" if len(given) > 1 else "applies"
+        raise BenchError(f"{' and '.join(given)} {verb} to --executor subprocess only, not '{name}'")
     if name == "subprocess":
-        return get_executor(name, timeout_s=timeout_s, memory_gb=memory_gb)
+        return get_executor(name, timeout_s=timeout_s, memory_gb=memory_gb, workers=1 if workers is None else workers)
     if name == "ray":
         return get_executor(name, ray_address=ray_address)
     return get_executor(name)
