@@ -147,11 +147,11 @@ def test_subprocess_limit_defaults_to_the_runs_time_limit_plus_grace():
 @pytest.mark.slow
 def test_subprocess_workers_run_side_by_side_and_failures_stay_rows():
     """Two workers: seed 1 hangs until its limit while the others pass it; every run is one row."""
-    executor = get_executor("subprocess", timeout_s=6, workers=2)
+    executor = get_executor("subprocess", timeout_s=15, workers=2)  # room for three spawns on a loaded machine
     rows = collect(executor, probes.by_seed, specs([0, 1, 3, 5]))
     assert {spec.seed: record["status"] for spec, record in rows} == {0: "ok", 1: "timeout", 3: "error", 5: "ok"}
     assert [spec.seed for spec, _ in rows][-1] == 1  # the others finished while it hung
-    sleepers = collect(get_executor("subprocess", workers=2), probes.sleep_and_time, specs([0, 1], sleep_s=2))
+    sleepers = collect(get_executor("subprocess", workers=2), probes.sleep_and_time, specs([0, 1], sleep_s=4))
     (first, second) = sorted((record["diagnostics"]["start"], record["diagnostics"]["end"]) for _, record in sleepers)
     assert second[0] < first[1]  # the second run started before the first ended
 

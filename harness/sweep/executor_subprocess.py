@@ -84,13 +84,9 @@ class SubprocessExecutor:
 
     def run_one(self, run_fn: RunFn, spec: RunSpec) -> Record:
         """Runs one spec in a child process and returns its record or its failure row."""
-        child = self._start(run_fn, spec)
-        try:
-            while not _wait_any([child]):
-                pass
-            return self._finish(child)
-        finally:
-            child.close()
+        records: list[Record] = []
+        self.map(run_fn, [spec], lambda _, record: records.append(record))
+        return records[0]
 
     def _start(self, run_fn: RunFn, spec: RunSpec) -> "_Child":
         memory_bytes = None
