@@ -99,11 +99,13 @@ class AttentionMethod(nn.Module):
         """MACs the algorithm needs; differs from `macs` when the fast path does extra work."""
         return self.macs(seq_len)
 
-    def last_forward_macs(self) -> Optional[tuple[float, float]]:
-        """(executed, algorithmic) MACs of the last forward call, summed over its batch, for a
-        method whose cost depends on the data (a learned tree); None for one whose cost is
-        `macs(n)` and `algorithmic_macs(n)` whatever the input. The harness counts a test split
-        per example from this, instead of tracing every example."""
+    def last_forward_macs(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(executed, algorithmic) MACs of each example of the last forward call, as that example
+        would cost in a batch of its own: two (B,) float64 tensors, for a method whose cost depends
+        on the data (a learned tree); None for one whose cost is `macs(n)` and `algorithmic_macs(n)`
+        whatever the input. Per example and batch-free because a tree's padded work depends on its
+        batch mates' leaves; the harness counts a test split in batches from this, instead of
+        tracing every example."""
         return None
 
     def diagnostics(self) -> dict:

@@ -118,7 +118,33 @@ def test_tf_algorithmic_count_on_a_tree_that_sends_every_token_to_one_leaf():
         core.tree.weight.zero_()
         core.tree.bias.fill_(1.0)
         core(*torch.randn(3, 1, heads, n, dim).unbind(0))
-    executed, algorithmic = core.last_forward_macs()
+    executed, algorithmic = (float(count.sum()) for count in core.last_forward_macs())
     assert algorithmic == 2 * heads * n * height * dim + heads * n * n * (2 * dim + 1)  # 1024 + 8704
     assert algorithmic > core.algorithmic_macs(n)
     assert executed > 0
+
+
+@pytest.mark.parametrize("attention, options", [
+    pytest.param("treeformer-tf", {"height": 2}, id="tf"),
+    pytest.param("treeformer-tf", {"height": 2, "bucket_capacity": 12}, id="tf-bucketed"),
+    pytest.param("treeformer-tc", {"height": 3}, id="tc"),
+    pytest.param("treeformer-tc", {"height": 3, "implementation": "path", "overparam_layers": 1}, id="tc-path"),
+])
+def test_a_batch_reports_what_each_example_costs_alone(attention, options):
+    """Counting the split in one batch gives each example what it executes and needs in a batch of
+    its own (where the core's count is what ran: fvcore agrees above), and the needed counts add up
+    to the batch's own total (the diagnostics' count, computed for the batch as a whole)."""
+    model, split = model_and_split(attention, **options)
+    alone = per_example_core_macs(model, split, CPU, batch_size=1)
+    together = per_example_core_macs(model, split, CPU, batch_size=4)
+    np.testing.assert_array_equal(together[0], alone[0])
+    np.testing.assert_array_equal(together[1], alone[1])
+    assert len(set(alone[1].tolist())) > 1, "the examples must need different counts for this test to mean anything"
+    if attention == "treeformer-tf":
+        assert len(set(alone[0].tolist())) > 1, "the examples must execute different counts"
+    core = model.attention_cores()[0]
+    core.reset_diagnostics()
+    with torch.no_grad():
+        model.eval()(torch.from_numpy(split.inputs))
+    _, needed = core.last_forward_macs()
+    assert float(needed.sum()) == pytest.approx(core.diagnostics()["attention_algorithmic_macs_spent"] * 4, rel=1e-12)

@@ -61,7 +61,7 @@ class Case:
         forward: the estimator's extra work is backward-only); the others cost `macs(n)`.
         """
         reported = self.core.last_forward_macs()
-        return self.projection_macs + (reported[0] if reported is not None else self.core.macs(self.seq_len))
+        return self.projection_macs + (float(reported[0].sum()) if reported is not None else self.core.macs(self.seq_len))
 
 
 def build_case(entry: Entry, seq_len: int, scope: str, pass_: str, opts: EfficiencyOptions, device: str) -> Case:

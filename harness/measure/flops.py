@@ -249,7 +249,7 @@ class _CoreCall:
     core: nn.Module
     seq_len: int
     batch: int
-    reported: Optional[tuple[float, float]]  # last_forward_macs() after the call
+    reported: Optional[tuple[torch.Tensor, torch.Tensor]]  # last_forward_macs() after the call, per example
 
 
 def _count(model: EncoderClassifier, inputs: torch.Tensor) -> _Count:
@@ -304,30 +304,28 @@ def _algorithmic(calls: list[_CoreCall]) -> tuple[float, int]:
     for call in calls:
         needed = call.core.algorithmic_macs(call.seq_len) * call.batch
         formula += needed
-        measured += call.reported[1] if call.reported is not None else needed
+        measured += float(call.reported[1].sum()) if call.reported is not None else needed
     return measured, formula
 
 
-def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device,
-                     max_examples: Optional[int] = None) -> dict:
+def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device) -> dict:
     """The record's `flops`: count_macs on the split's first example, with the attention-core and
     algorithmic counts replaced by their mean over every example of the split, plus the core
     count's min and max.
 
     Data-independent cores cost the same on every example (fvcore's count of the first, so min =
-    max = mean). Data-dependent cores report what each call executed (`last_forward_macs`): the
-    split runs through the model one example at a time (the executed count of a tree depends on
-    its batch mates' leaves), costing one evaluation pass at batch size 1 rather than one fvcore
-    trace per example. Attention-layer and total MACs move by the same difference as the core
-    count (the projections do not depend on the data). `max_examples` limits the count to the
-    split's first examples.
+    max = mean). Data-dependent cores report what each example would execute in a batch of its
+    own (`last_forward_macs`; a tree's padded work depends on its batch mates' leaves): the split
+    costs one evaluation pass in batches rather than one fvcore trace per example. Attention-layer
+    and total MACs move by the same difference as the core count (the projections do not depend
+    on the data).
     """
     first = _count(model, one_example(split, device))
     flops = dict(first.totals)
     if not first.data_dependent:
         flops["attention_core_macs_min"] = flops["attention_core_macs_max"] = flops["attention_core_macs"]
         return flops
-    executed, algorithmic = per_example_core_macs(model, split, device, first.data_independent_core_macs, max_examples)
+    executed, algorithmic = per_example_core_macs(model, split, device, first.data_independent_core_macs)
     shift = executed.mean() - flops["attention_core_macs"]
     flops.update(
         attention_core_macs=float(executed.mean()),
@@ -342,26 +340,31 @@ def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device,
 
 def per_example_core_macs(
     model: EncoderClassifier, split: Any, device: torch.device, data_independent_core_macs: int = 0,
-    max_examples: Optional[int] = None,
+    batch_size: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(executed, algorithmic) attention-core MACs of each example of `split`, run one at a time.
+    """(executed, algorithmic) attention-core MACs of each example of `split`, each as it would
+    cost in a batch of its own, from forward passes over batches of `batch_size`.
 
     Data-dependent cores contribute what they reported; the others `data_independent_core_macs`
     (their fvcore count, the same for every example) and `algorithmic_macs(n)` per call.
     """
-    was_training, threads = model.training, torch.get_num_threads()
+    was_training = model.training
     model.eval()
-    # One thread: batch-1 forwards are too small to share, and two threads spent 80 s of CPU
-    # where one spent 12 s (TF on 400 ListOps-tiny examples, shared 2-core machine).
-    torch.set_num_threads(1)
     executed, algorithmic = [], []
     try:
         with torch.no_grad():
-            for inputs, _ in eval_batches(split, 1, max_examples, device):
+            for inputs, _ in eval_batches(split, batch_size, None, device):
                 calls = _core_calls(model, inputs)
-                executed.append(data_independent_core_macs + sum(c.reported[0] for c in calls if c.reported is not None))
-                algorithmic.append(_algorithmic(calls)[0])
+                batch_executed = torch.full((len(inputs),), float(data_independent_core_macs), dtype=torch.float64)
+                batch_algorithmic = torch.zeros(len(inputs), dtype=torch.float64)
+                for call in calls:
+                    if call.reported is None:
+                        batch_algorithmic += call.core.algorithmic_macs(call.seq_len)
+                    else:
+                        batch_executed += call.reported[0].cpu()
+                        batch_algorithmic += call.reported[1].cpu()
+                executed.append(batch_executed.numpy())
+                algorithmic.append(batch_algorithmic.numpy())
     finally:
         model.train(was_training)
-        torch.set_num_threads(threads)
-    return np.asarray(executed, dtype=np.float64), np.asarray(algorithmic, dtype=np.float64)
+    return np.concatenate(executed), np.concatenate(algorithmic)

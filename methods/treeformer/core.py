@@ -8,7 +8,7 @@ learned routing when the bootstrap switches a layer from TC to TF.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -41,7 +41,7 @@ class TreeAttention(AttentionMethod):
             raise BenchError(f"{what} option 'overparam_layers' must be an integer >= 0, got {overparam_layers!r}")
         self.height = height
         self.tree = RoutingTree(num_heads, head_dim, height, overparam_layers, ste=ste, and_bias=and_bias)
-        self._last_macs: Optional[tuple[float, float]] = None  # see last_forward_macs
+        self._alone_macs: Optional[Callable[[], tuple[torch.Tensor, torch.Tensor]]] = None  # see last_forward_macs
         self.reset_diagnostics()
 
     @property
@@ -98,8 +98,11 @@ class TreeAttention(AttentionMethod):
         query_real: torch.Tensor,
         macs_spent: float,
         algorithmic_macs_spent: float,
+        alone_macs: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     ) -> None:
-        """key_counts (B, H, L); reached (B, H, n) keys each query reaches; real_keys (B,) per example."""
+        """key_counts (B, H, L); reached (B, H, n) keys each query reaches; real_keys (B,) per example;
+        the MACs this call spent on its whole batch; `alone_macs` computes `last_forward_macs` on demand
+        (training never asks, so its forwards do not pay for it)."""
         batch, heads, _ = key_counts.shape
         self._diag_calls += 1
         self._diag_examples += batch
@@ -111,11 +114,12 @@ class TreeAttention(AttentionMethod):
         self._diag_queries += int(query_real.sum())
         self._diag_macs += float(macs_spent)
         self._diag_algorithmic_macs += float(algorithmic_macs_spent)
-        self._last_macs = (float(macs_spent), float(algorithmic_macs_spent))
+        self._alone_macs = alone_macs
 
-    def last_forward_macs(self) -> Optional[tuple[float, float]]:
-        """What the last forward call executed and needed (the counts `_record` received)."""
-        return self._last_macs
+    def last_forward_macs(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(executed, algorithmic) MACs of each example of the last forward call as if it had run
+        alone: two (B,) float64 tensors (see `AttentionMethod.last_forward_macs`)."""
+        return None if self._alone_macs is None else self._alone_macs()
 
     def diagnostics(self) -> dict:
         """Leaf occupancy and spent MACs averaged over the forward calls since `reset_diagnostics`."""

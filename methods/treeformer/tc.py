@@ -159,16 +159,24 @@ class TreeformerTC(TreeAttention):
         reached = query_real.to(counts.dtype) * real_keys[:, None, None]
         # Non-empty path nodes per (example, head, leaf), then counted per query by its leaf.
         per_leaf = (self.ancestors[: self.leaves] & (counts > 0).unsqueeze(-2)).sum(-1)  # (B, H, L)
-        path_nodes = float((per_leaf.gather(-1, queries.leaf.clamp(min=0)) * query_real).sum())
+        path_nodes = per_leaf.gather(-1, queries.leaf.clamp(min=0)) * query_real  # (B, H, n)
         row = 2 * self.head_dim + 1
         algorithmic = (
             self.algorithmic_routing_macs(n) * batch
             + (float(real_keys.sum()) + batch * (self.leaves - 1)) * heads * row
-            + path_nodes * row
+            + float(path_nodes.sum()) * row
         )
         walk = implementation == "path"
+        alone = self.routing_macs(n, 1, walk) + self.num_heads * self._core_macs(n, implementation)
         executed = self.routing_macs(n, batch, walk) + batch * self.num_heads * self._core_macs(n, implementation)
-        self._record(key_counts, reached, real_keys, query_real, executed, algorithmic)
+
+        def alone_macs() -> tuple[torch.Tensor, torch.Tensor]:
+            """Executed: the same for every example; needed: its own keys and non-empty path nodes."""
+            keys_and_nodes = (real_keys.double() + self.leaves - 1) * heads * row + path_nodes.sum(dim=(1, 2)).double() * row
+            return (torch.full((batch,), float(alone), dtype=torch.float64, device=real_keys.device),
+                    self.algorithmic_routing_macs(n) + keys_and_nodes)
+
+        self._record(key_counts, reached, real_keys, query_real, executed, algorithmic, alone_macs)
 
     def _core_macs(self, seq_len: int, implementation: str) -> int:
         """Per head, past the routing: index_add of n rows of 2d+1, then scores and weighted sum over

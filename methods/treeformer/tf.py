@@ -54,6 +54,13 @@ class Plan:
     keys_per_query_leaf: torch.Tensor  # (G, L) keys a query in that leaf attends to
     macs_spent: int  # sum over groups of queries * keys * (2d + 1): what the algorithm needs
     macs_executed: int  # padded products and softmax plus the bookkeeping cumsums
+    # Per group (a leaf with queries and keys, or a chunk of one), in slot order, for the per-example
+    # counts: its example, real queries and keys, and the leaf's (unchunked) query x key pairs.
+    group_example: torch.Tensor
+    group_queries: torch.Tensor
+    group_keys: torch.Tensor
+    leaf_example: torch.Tensor  # (active leaves,) their example
+    leaf_pairs: torch.Tensor  # (active leaves,) queries x keys of each
 
 
 @register_attention("treeformer-tf")
@@ -89,6 +96,8 @@ class TreeformerTF(TreeAttention):
         groups = batch * heads
         queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
         plan = self.plan(queries.leaf.reshape(groups, n), keys.leaf.reshape(groups, n), q.dtype)
+        if not torch.jit.is_tracing():
+            self._record_tf(plan, queries, batch, heads, n)
         if not plan.shapes:  # no real key anywhere
             return q.new_zeros(q.shape)
         table_v = v * keys.gate.unsqueeze(-1)
@@ -109,10 +118,7 @@ class TreeformerTF(TreeAttention):
             outputs.append(torch.bmm(weights, class_v.view(count, size_k, dim)).view(-1, dim))  # (count*sq, d)
         flat = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         out = flat.index_select(0, plan.source).view(batch, heads, n, dim)
-        out = out * (queries.gate * plan.has_output.view(batch, heads, n)).unsqueeze(-1)
-        if not torch.jit.is_tracing():
-            self._record_tf(plan, queries, batch, heads, n)
-        return out
+        return out * (queries.gate * plan.has_output.view(batch, heads, n)).unsqueeze(-1)
 
     @torch.no_grad()
     def plan(self, query_leaf: torch.Tensor, key_leaf: torch.Tensor, dtype: torch.dtype) -> Plan:
@@ -144,7 +150,10 @@ class TreeformerTF(TreeAttention):
         active = ((query_counts > 0) & (run_length.reshape(-1) > 0)).nonzero().squeeze(1)
         query_len, query_begin = query_counts.index_select(0, active), query_start.index_select(0, active)
         key_len, key_begin = run_length.reshape(-1).index_select(0, active), run_start.reshape(-1).index_select(0, active)
-        macs_spent = int((query_len * key_len).sum()) * (2 * self.head_dim + 1)
+        leaf_pairs = query_len * key_len
+        leaf_example = active // (self.num_heads * leaves)  # rows of the flat (B*H*L) leaves
+        group_example = leaf_example
+        macs_spent = int(leaf_pairs.sum()) * (2 * self.head_dim + 1)
         bookkeeping = 2 * groups * leaves  # the cumsums of the two sorts
 
         if self.bucket_capacity is not None:
@@ -156,6 +165,7 @@ class TreeformerTF(TreeAttention):
             query_begin = query_begin[owner] + chunk * capacity
             query_len = (query_len[owner] - chunk * capacity).clamp(max=capacity)
             key_begin, key_len = key_begin[owner], key_len[owner]
+            group_example = leaf_example[owner]
             # One class: every chunk padded to the fullest chunk and the longest key run.
             size_q = query_len.new_full(query_len.shape, int(query_len.max()) if len(owner) else 0)
             size_k = key_len.new_full(key_len.shape, int(key_len.max()) if len(owner) else 0)
@@ -182,7 +192,8 @@ class TreeformerTF(TreeAttention):
         products = sum(count * sq * sk for count, sq, sk in shapes)
         macs_executed = products * (2 * self.head_dim + 1) + bookkeeping  # baddbmm, softmax, bmm
         return Plan(query_rows, key_rows, key_bias, shapes, source, has_output, counts, run_length,
-                    macs_spent, macs_executed)
+                    macs_spent, macs_executed, group_example.index_select(0, order), query_len, key_len,
+                    leaf_example, leaf_pairs)
 
     @torch.no_grad()
     def _record_tf(self, plan: Plan, queries, batch: int, heads: int, n: int) -> None:
@@ -193,7 +204,31 @@ class TreeformerTF(TreeAttention):
         executed = self.routing_macs(n, batch) + plan.macs_executed
         algorithmic = self.algorithmic_routing_macs(n) * batch + plan.macs_spent
         query_real = (leaf >= 0).view(batch, heads, n)
-        self._record(key_counts, reached.view(batch, heads, n).float(), real_keys, query_real, executed, algorithmic)
+        self._record(key_counts, reached.view(batch, heads, n).float(), real_keys, query_real, executed, algorithmic,
+                     lambda: self._macs_alone(plan, batch, n))
+
+    def _macs_alone(self, plan: Plan, batch: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What `plan` would execute and need for each example in a batch of its own: the groups
+        are per example already; only the padding of the bucketed variant (to the fullest chunk of
+        the batch) and the per-call routing terms change with the batch."""
+        def per_example(values: torch.Tensor, example: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(batch, dtype=torch.float64, device=values.device).index_add_(0, example, values.double())
+
+        groups = torch.bincount(plan.group_example, minlength=batch).double()
+        bookkeeping = 2 * self.num_heads * self.leaves + 2 * groups  # as in `plan`, at batch 1
+        if self.bucket_capacity is None:
+            padded = _next_power_of_two(plan.group_queries) * _next_power_of_two(plan.group_keys)
+            products = per_example(padded, plan.group_example)
+        else:
+            def fullest(lengths: torch.Tensor) -> torch.Tensor:
+                return lengths.new_zeros(batch).scatter_reduce_(0, plan.group_example, lengths, "amax").double()
+
+            products = groups * fullest(plan.group_queries) * fullest(plan.group_keys)
+            bookkeeping += torch.bincount(plan.leaf_example, minlength=batch).double()  # the chunk counts' cumsum
+        row = 2 * self.head_dim + 1
+        executed = self.routing_macs(n) + products * row + bookkeeping
+        algorithmic = self.algorithmic_routing_macs(n) + per_example(plan.leaf_pairs, plan.leaf_example) * row
+        return executed, algorithmic
 
     def _balanced_leaf(self, seq_len: int) -> int:
         return max(1, math.ceil(seq_len / self.leaves))
