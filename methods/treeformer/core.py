@@ -150,5 +150,13 @@ class TreeAttention(AttentionMethod):
         return result
 
 
+def records_diagnostics() -> bool:
+    """Whether a forward call feeds `diagnostics` and `last_forward_macs`: not under a FLOP tracer
+    (it would record the tracer's pass) nor while torch.compile traces a training forward (the
+    host syncs would break the graph and their varying values recompile it every step; the harness
+    reads diagnostics after the eager test evaluation only)."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
 def inverse_sqrt(dim: int) -> float:
     return 1.0 / math.sqrt(dim)

@@ -26,7 +26,7 @@ import torch
 
 from methods.base import check_qkv
 from methods.registry import register_attention
-from methods.treeformer.core import TreeAttention, inverse_sqrt
+from methods.treeformer.core import TreeAttention, inverse_sqrt, records_diagnostics
 from methods.treeformer.tc_choice import choose_implementation
 from methods.treeformer.tree import ancestor_table, needs_grad, path_node_table
 
@@ -82,7 +82,7 @@ class TreeformerTC(TreeAttention):
             attended = self.attend_all_nodes(q.reshape(groups, n, dim), path, bias, node_keys, node_values)
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
         out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
-        if not torch.jit.is_tracing():
+        if records_diagnostics():
             self._record_tc(queries, counts.view(batch, heads, -1), n, implementation)
         return out
 

@@ -31,7 +31,7 @@ import torch
 from bench_common import BenchError
 from methods.base import Capabilities, check_qkv
 from methods.registry import register_attention
-from methods.treeformer.core import TreeAttention
+from methods.treeformer.core import TreeAttention, records_diagnostics
 
 
 
@@ -96,7 +96,7 @@ class TreeformerTF(TreeAttention):
         groups = batch * heads
         queries, keys = self.route_queries_and_keys(q, k, key_padding_mask)
         plan = self.plan(queries.leaf.reshape(groups, n), keys.leaf.reshape(groups, n), q.dtype)
-        if not torch.jit.is_tracing():
+        if records_diagnostics():
             self._record_tf(plan, queries, batch, heads, n)
         if not plan.shapes:  # no real key anywhere
             return q.new_zeros(q.shape)

@@ -1,0 +1,243 @@
+"""What `train.compile=on` gives each method: compile seconds, step time, and whether it pays.
+
+For each method, two copies of one model (same seed) are built: one called eagerly, one through
+`harness.training.compiling.Compilation`, the path a run takes with `train.compile=on`. Measured:
+
+1. Compile seconds, cold (an empty inductor cache: generating and building the C++) and warm
+   (in-memory state reset, the disk cache of the cold compile kept: what the second run of a
+   sweep pays), as torch's compile callbacks count them, over the first forward and backward.
+2. Step time eager and compiled, paired: the two copies alternate within each repetition and
+   every compiled time is divided by the eager time of the same repetition; the median ratio with
+   a distribution-free 95% interval over at least 9 repetitions.
+3. What that means for a run: the steps after which compiling has paid for itself (warm compile
+   seconds / time saved per step), against the quick suite's 400-step recall runs.
+
+Two shapes: the whole training step at the quick suite's shape (n=128, batch 32, AdamW; the step
+of scripts/bench_treeformer.py) and one attention layer forward + backward at n=4096 (4 heads x
+64, batch 1). One torch thread by default, as the quick suite's runs use.
+
+    python scripts/bench_compile.py                   # everything: results/compile_speed/compile_threads1.*
+    python scripts/bench_compile.py --quick           # smoke check, sdpa and TC at n=128 only; writes nothing
+
+Timings are valid only on an otherwise idle machine: the load average is printed at start and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench_treeformer import RegistryLayer, TrainingStep, environment, median_interval  # noqa: E402
+from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation  # noqa: E402
+
+METHODS = ("sdpa", "linformer", "performer", "treeformer-tf", "treeformer-tc")
+QUICK_RUN_STEPS = 400  # the quick suite's recall runs (ListOps: 200)
+LAYER_LENGTH = 4096
+MIN_REPEATS = 9
+
+
+@dataclass
+class Result:
+    method: str
+    shape: str
+    cold_compile_s: Optional[float] = None
+    warm_compile_s: Optional[float] = None
+    eager_ms: list[float] = field(default_factory=list)
+    compiled_ms: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    status: str = "ok"
+    reason: Optional[str] = None
+
+
+class LayerStep:
+    """One attention layer, forward + backward on a fixed input (the weights are not updated)."""
+
+    def __init__(self, attention: str, seq_len: int = LAYER_LENGTH):
+        torch.manual_seed(0)
+        self.model = RegistryLayer(attention, seq_len)
+        self.net: nn.Module = self.model
+        generator = torch.Generator().manual_seed(0)
+        self.x = torch.randn(1, seq_len, self.model.layer.config.emb_dim, generator=generator, requires_grad=True)
+        self.grad = torch.randn(1, seq_len, self.model.layer.config.emb_dim, generator=generator)
+
+    def __call__(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        self.net(self.x).backward(self.grad)
+
+
+class ModelStep:
+    """The quick suite's training step (bench_treeformer's), calling `net`: the model or its compiled form."""
+
+    def __init__(self, attention: str):
+        self.step = TrainingStep(attention)
+        self.model = self.step.model
+        self.net: nn.Module = self.model
+
+    def __call__(self) -> None:
+        step = self.step
+        logits = self.net(step.inputs)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), step.targets.flatten())
+        loss.item()
+        step.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        step.optimizer.step()
+
+
+SHAPES: dict[str, Callable[[str], object]] = {
+    "training step n=128": ModelStep,
+    f"layer fwd+bwd n={LAYER_LENGTH}": LayerStep,
+}
+
+
+def compile_seconds(step, cache_dir: Path) -> float:
+    """Compiles `step.model` as a run does and runs two steps (forward, then backward compiled at the
+    first backward); the seconds torch's compile callbacks counted."""
+    os.environ[INDUCTOR_CACHE_ENV] = str(cache_dir)
+    compilation = Compilation("on")
+    try:
+        step.net = compilation.wrap(step.model)
+        for _ in range(2):
+            step()
+    finally:
+        compilation.close()
+    return compilation.seconds
+
+
+def measure(method: str, shape: str, repeats: int, steps_per_repeat: int, cache_root: Path) -> Result:
+    result = Result(method, shape)
+    build = SHAPES[shape]
+    try:
+        eager, compiled = build(method), build(method)
+        cache_dir = cache_root / f"{method}-{shape.split()[0]}"
+        result.cold_compile_s = compile_seconds(compiled, cache_dir)
+        result.warm_compile_s = compile_seconds(compiled, cache_dir)  # reset in memory, cache on disk
+        for _ in range(2):
+            eager()
+    except Exception as error:  # becomes a row, never a dropped one
+        result.status, result.reason = "error", f"{type(error).__name__}: {error}"
+        return result
+    for repetition in range(repeats):
+        pair = [("eager", eager), ("compiled", compiled)]
+        times = {}
+        for label, step in (pair if repetition % 2 == 0 else pair[::-1]):
+            start = time.perf_counter()
+            for _ in range(steps_per_repeat):
+                step()
+            times[label] = (time.perf_counter() - start) / steps_per_repeat * 1e3
+        result.eager_ms.append(times["eager"])
+        result.compiled_ms.append(times["compiled"])
+        result.ratios.append(times["compiled"] / times["eager"])
+    print(f"{method} {shape}: compile cold {result.cold_compile_s:.1f}s warm {result.warm_compile_s:.1f}s; "
+          f"eager {statistics.median(result.eager_ms):.1f} ms, compiled {statistics.median(result.compiled_ms):.1f} ms",
+          flush=True)
+    return result
+
+
+def summarise(result: Result) -> dict:
+    entry = {"method": result.method, "shape": result.shape, "status": result.status, "reason": result.reason,
+             "cold_compile_s": result.cold_compile_s, "warm_compile_s": result.warm_compile_s,
+             "eager_ms": None, "compiled_ms": None, "ratio": None, "ratio_ci95": None, "pairs": len(result.ratios),
+             "break_even_steps": None, f"saved_s_per_{QUICK_RUN_STEPS}_steps_warm": None}
+    if not result.ratios:
+        return entry
+    eager, compiled = statistics.median(result.eager_ms), statistics.median(result.compiled_ms)
+    saved_ms = eager - compiled
+    entry.update(eager_ms=eager, compiled_ms=compiled, ratio=statistics.median(result.ratios),
+                 ratio_ci95=median_interval(result.ratios))
+    entry["break_even_steps"] = result.warm_compile_s * 1e3 / saved_ms if saved_ms > 0 else None
+    entry[f"saved_s_per_{QUICK_RUN_STEPS}_steps_warm"] = QUICK_RUN_STEPS * saved_ms / 1e3 - result.warm_compile_s
+    return entry
+
+
+def report(payload: dict) -> str:
+    env = payload["env"]
+    saved = f"saved_s_per_{QUICK_RUN_STEPS}_steps_warm"
+    lines = [
+        "# What train.compile=on gives each method (CPU)",
+        "",
+        f"Machine: {env['machine']}; threads {env['threads']}; torch {env['versions']['torch']}; commit "
+        f"{env['git_commit']}; {env['date_utc']}; load average at start {', '.join(f'{x:.1f}' for x in env['load_average'])}, "
+        f"at end {', '.join(f'{x:.1f}' for x in env['load_average_end'])} (on 2 cores a load above 1 beside this "
+        f"1-thread run means other work ran: the paired ratios still hold, the absolute times do not).",
+        "",
+        f"Command: `{env['command']}`",
+        "",
+        "Compile seconds: torch's compile callbacks over the first forward and backward; cold = empty inductor "
+        "cache, warm = the disk cache of the cold compile (a sweep's later runs). Ratio: compiled / eager step "
+        "time, paired in each repetition, median and 95% interval. Break-even: warm compile seconds over the "
+        f"time saved per step. Last column: seconds a {QUICK_RUN_STEPS}-step run saves net of the warm compile "
+        "(negative: compiling costs more than it saves).",
+        "",
+        "| method | shape | compile cold s | compile warm s | eager ms | compiled ms | ratio [95%] | break-even steps "
+        f"| net s per {QUICK_RUN_STEPS} steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def number(value, digits=1):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for e in payload["rows"]:
+        if e["status"] != "ok":
+            lines.append(f"| {e['method']} | {e['shape']} | {e['status']}: {e['reason']} | | | | | | |")
+            continue
+        interval = e["ratio_ci95"]
+        ratio = f"{e['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        even = "never" if e["break_even_steps"] is None else f"{e['break_even_steps']:.0f}"
+        lines.append(f"| {e['method']} | {e['shape']} | {number(e['cold_compile_s'])} | {number(e['warm_compile_s'])} | "
+                     f"{number(e['eager_ms'])} | {number(e['compiled_ms'])} | {ratio} | {even} | {number(e[saved])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
+                        help=f"paired repetitions per method and shape, at least {MIN_REPEATS}")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-layer", dest="layer", action="store_false", help=f"skip the layer at n={LAYER_LENGTH}")
+    parser.add_argument("--quick", action="store_true", help="smoke check: sdpa and TC at n=128, 3 repetitions; writes only with --out")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/compile_speed)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.layer, args.methods = 3, False, ["sdpa", "treeformer-tc"]
+    elif args.repeats < MIN_REPEATS:
+        parser.error(f"--repeats must be at least {MIN_REPEATS} (the median's 95% interval needs them), got {args.repeats}")
+    out = args.out if args.out is not None or args.quick else Path("results/compile_speed")
+    torch.set_num_threads(args.threads)
+    command = "python " + " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:]))
+    env = environment(command, args.threads)
+    shapes = list(SHAPES) if args.layer else list(SHAPES)[:1]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-compile-") as cache_root:
+        for shape in shapes:
+            steps_per_repeat = 3 if shape.startswith("training") else 1
+            for method in args.methods:
+                rows.append(summarise(measure(method, shape, args.repeats, steps_per_repeat, Path(cache_root))))
+    env["load_average_end"] = list(os.getloadavg())
+    payload = {"env": env, "rows": rows}
+    text = report(payload)
+    print(text)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"compile_threads{args.threads}"
+        (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (out / f"{stem}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
