@@ -5,6 +5,8 @@ approximated by phi(q) phi(k)^T with positive random features
 
     phi(x) = m^-1/2 * exp(w_j . x' - |x'|^2 / 2),  x' = d^-1/4 x,  j = 1..m   (paper eq. 5, lemma 1)
 
+(the ratio m^-1/2 cancels between numerator and denominator; we leave it out)
+
 so the output phi(q) (phi(k)^T v) / phi(q) (phi(k)^T 1) costs O(n m d) instead of O(n^2 d). The
 rows w_j come in blocks of d mutually orthogonal directions, each scaled to the length of a d-dim
 Gaussian vector (section 2.4), which lowers the estimator's variance.
@@ -110,7 +112,8 @@ class PerformerAttention(AttentionMethod):
     def feature_map(self, x: torch.Tensor, is_query: bool, keep: Optional[torch.Tensor]) -> torch.Tensor:
         """phi(x) for (B, H, n, d) inputs -> (B, H, n, m); rows where keep is False are zero."""
         scale = x.shape[-1] ** -0.25
-        projected = torch.matmul(x * scale, self.features.to(x.dtype).T)  # (B, H, n, m)
+        # The scale goes onto the (m, d) features rather than the (B, H, n, d) inputs: one small product.
+        projected = torch.matmul(x, self.features.to(x.dtype).T * scale)  # (B, H, n, m)
         if self.kernel == "relu":
             phi = torch.relu(projected) + RELU_EPS
         else:
@@ -122,8 +125,11 @@ class PerformerAttention(AttentionMethod):
                 shift = real.amax(dim=(-2, -1), keepdim=True)  # (B, H, 1, 1): cancels per head
                 # No real key at all: a shift of -inf would turn exp() into inf and its gradient NaN.
                 shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-            exponent = projected - half_norm - shift.detach()  # (B, H, n, m)
-            phi = (torch.exp(exponent) + SOFTMAX_EPS) / math.sqrt(self.num_features)  # ratio m^-1/2
+            # Both constants summed on the small tensors first: one pass over the (B, H, n, m) scores.
+            exponent = projected - (half_norm + shift.detach())  # (B, H, n, m)
+            # The paper's ratio m^-1/2 multiplies numerator and denominator alike, eps included, so
+            # it cancels in `forward` and is left out (a pass forward and backward on q and k).
+            phi = torch.exp(exponent) + SOFTMAX_EPS
         return phi if keep is None else phi.masked_fill(~keep, 0.0)
 
     def macs(self, seq_len: int) -> int:

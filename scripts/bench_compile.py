@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench_treeformer import RegistryLayer, TrainingStep, environment, median_interval  # noqa: E402
+from harness.report.speed_tables import compile_report  # noqa: E402
 from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation  # noqa: E402
 
 METHODS = ("sdpa", "linformer", "performer", "treeformer-tf", "treeformer-tc")
@@ -151,7 +152,7 @@ def summarise(result: Result) -> dict:
     entry = {"method": result.method, "shape": result.shape, "status": result.status, "reason": result.reason,
              "cold_compile_s": result.cold_compile_s, "warm_compile_s": result.warm_compile_s,
              "eager_ms": None, "compiled_ms": None, "ratio": None, "ratio_ci95": None, "pairs": len(result.ratios),
-             "break_even_steps": None, f"saved_s_per_{QUICK_RUN_STEPS}_steps_warm": None}
+             "break_even_steps": None, "net_saving_s": None}
     if not result.ratios:
         return entry
     eager, compiled = statistics.median(result.eager_ms), statistics.median(result.compiled_ms)
@@ -159,47 +160,8 @@ def summarise(result: Result) -> dict:
     entry.update(eager_ms=eager, compiled_ms=compiled, ratio=statistics.median(result.ratios),
                  ratio_ci95=median_interval(result.ratios))
     entry["break_even_steps"] = result.warm_compile_s * 1e3 / saved_ms if saved_ms > 0 else None
-    entry[f"saved_s_per_{QUICK_RUN_STEPS}_steps_warm"] = QUICK_RUN_STEPS * saved_ms / 1e3 - result.warm_compile_s
+    entry["net_saving_s"] = QUICK_RUN_STEPS * saved_ms / 1e3 - result.warm_compile_s
     return entry
-
-
-def report(payload: dict) -> str:
-    env = payload["env"]
-    saved = f"saved_s_per_{QUICK_RUN_STEPS}_steps_warm"
-    lines = [
-        "# What train.compile=on gives each method (CPU)",
-        "",
-        f"Machine: {env['machine']}; threads {env['threads']}; torch {env['versions']['torch']}; commit "
-        f"{env['git_commit']}; {env['date_utc']}; load average at start {', '.join(f'{x:.1f}' for x in env['load_average'])}, "
-        f"at end {', '.join(f'{x:.1f}' for x in env['load_average_end'])} (on 2 cores a load above 1 beside this "
-        f"1-thread run means other work ran: the paired ratios still hold, the absolute times do not).",
-        "",
-        f"Command: `{env['command']}`",
-        "",
-        "Compile seconds: torch's compile callbacks over the first forward and backward; cold = empty inductor "
-        "cache, warm = the disk cache of the cold compile (a sweep's later runs). Ratio: compiled / eager step "
-        "time, paired in each repetition, median and 95% interval. Break-even: warm compile seconds over the "
-        f"time saved per step. Last column: seconds a {QUICK_RUN_STEPS}-step run saves net of the warm compile "
-        "(negative: compiling costs more than it saves).",
-        "",
-        "| method | shape | compile cold s | compile warm s | eager ms | compiled ms | ratio [95%] | break-even steps "
-        f"| net s per {QUICK_RUN_STEPS} steps |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    def number(value, digits=1):
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    for e in payload["rows"]:
-        if e["status"] != "ok":
-            lines.append(f"| {e['method']} | {e['shape']} | {e['status']}: {e['reason']} | | | | | | |")
-            continue
-        interval = e["ratio_ci95"]
-        ratio = f"{e['ratio']:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
-        even = "never" if e["break_even_steps"] is None else f"{e['break_even_steps']:.0f}"
-        lines.append(f"| {e['method']} | {e['shape']} | {number(e['cold_compile_s'])} | {number(e['warm_compile_s'])} | "
-                     f"{number(e['eager_ms'])} | {number(e['compiled_ms'])} | {ratio} | {even} | {number(e[saved])} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -228,8 +190,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for method in args.methods:
                 rows.append(summarise(measure(method, shape, args.repeats, steps_per_repeat, Path(cache_root))))
     env["load_average_end"] = list(os.getloadavg())
-    payload = {"env": env, "rows": rows}
-    text = report(payload)
+    payload = {"env": env, "steps_per_run": QUICK_RUN_STEPS, "rows": rows}
+    text = "# What train.compile=on gives each method (CPU)\n\n" + compile_report(payload)
     print(text)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

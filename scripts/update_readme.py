@@ -9,6 +9,7 @@ DIR is a folder of results/ and PART one of:
     time-SCOPE-PASS, memory-SCOPE-PASS, macs-SCOPE-PASS                   efficiency tables (e.g. time-layer-forward_backward)
     figure-NAME                                                           the report's NAME.png
     speed_threadsN                                                        scripts/bench_treeformer.py's results with N threads
+    compile_threadsN                                                      scripts/bench_compile.py's results with N threads
 
 Tables are computed from the records by the same functions as `run_benchmark.py report`.
 
@@ -36,10 +37,10 @@ from harness.report import tables  # noqa: E402
 from harness.report.efficiency_tables import efficiency_frame, efficiency_tables  # noqa: E402
 from harness.report.render import (accuracy_tables, efficiency_note, load_efficiency, load_records,  # noqa: E402
                                    markdown_table, render_report)
-from harness.report.speed_tables import speed_report  # noqa: E402
+from harness.report.speed_tables import compile_report, speed_report  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
-SPEED_PART = re.compile(r"speed_threads\d+")  # scripts/bench_treeformer.py's results with that thread count
+SPEED_PART = re.compile(r"(speed|compile)_threads\d+")  # scripts/bench_treeformer.py's / bench_compile.py's results
 FIGURE_CAPTIONS = {
     "accuracy_vs_macs": "accuracy vs attention-core MACs",
     "accuracy_vs_throughput": "accuracy vs training speed, marker area = peak memory",
@@ -124,7 +125,7 @@ def _speed_block(name: str, path: Path) -> str:
         payload = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise BenchError(f"block {name!r}: cannot read {path}: {first_line(error)}") from None
-    return speed_report(payload, heading="####")
+    return compile_report(payload) if path.stem.startswith("compile") else speed_report(payload, heading="####")
 
 
 def expected(readme: str) -> tuple[str, list[str]]:

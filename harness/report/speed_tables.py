@@ -1,7 +1,9 @@
-"""The Treeformer speed benchmark's results (results/treeformer_speed/speed_threads*.json) as markdown.
+"""The speed benchmarks' results as markdown: Treeformer against sdpa
+(results/treeformer_speed/speed_threads*.json) and what compiling gives each method
+(results/compile_speed/compile_threads*.json).
 
-One renderer for the benchmark's own report (scripts/bench_treeformer.py) and the README's block
-(scripts/update_readme.py), so the two cannot disagree. The payload holds `env` (machine, threads,
+One renderer for each benchmark's own report (scripts/bench_treeformer.py, scripts/bench_compile.py)
+and the README's block (scripts/update_readme.py), so the two cannot disagree. The speed The payload holds `env` (machine, threads,
 commit, command, load averages), `steps` and `rows` (median paired ratios with their 95% intervals),
 `targets` (each bound, the measured median and whether it held) and optionally `notes` per method.
 """
@@ -56,6 +58,41 @@ def speed_report(payload: dict[str, Any], heading: str = "##") -> str:
     notes = {label: note for label, note in (payload.get("notes") or {}).items() if note}
     if notes:
         lines += ["", f"{heading} Method notes", ""] + [f"- {label}: {note}" for label, note in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def compile_report(payload: dict[str, Any]) -> str:
+    """Provenance line, then one row per method and shape: compile seconds cold and warm, the paired
+    compiled/eager step ratio, the steps that repay the warm compile, and what a run of the
+    payload's `steps_per_run` steps saves net of it."""
+    env, steps_per_run = payload["env"], payload["steps_per_run"]
+    lines = [
+        f"Machine: {env['machine']}; threads {env['threads']}; torch {env['versions']['torch']}; commit "
+        f"{env['git_commit']}; {env['date_utc']}; load average at start {_loads(env['load_average'])}, "
+        f"at end {_loads(env.get('load_average_end') or [])}.",
+        "",
+        f"Command: `{env['command']}`",
+        "",
+        "Compile seconds: torch's compile callbacks over the first forward and backward; cold = empty inductor "
+        "cache, warm = the disk cache the cold compile left (what a sweep's later runs pay). Ratio: compiled / "
+        "eager time, paired in each repetition, median and 95% interval (order statistics). Break-even: warm "
+        f"compile seconds over the time saved per step. Net: seconds a {steps_per_run}-step run saves after "
+        "paying the warm compile (negative: compiling costs more than it saves).",
+        "",
+        f"| method | shape | compile cold s | compile warm s | eager ms | compiled ms | ratio [95%] | break-even steps "
+        f"| net s per {steps_per_run} steps |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for e in payload["rows"]:
+        if e["status"] != "ok":
+            lines.append(f"| {e['method']} | {e['shape']} | - | - | - | - | - | - | {_status(e)} |")
+            continue
+        interval = e["ratio_ci95"]
+        ratio = f"{e['ratio']:.2f}x" + (f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else " [too few pairs]")
+        even = "never" if e["break_even_steps"] is None else f"{e['break_even_steps']:.0f}"
+        lines.append(f"| {e['method']} | {e['shape']} | {_fmt(e['cold_compile_s'], '.1f')} | "
+                     f"{_fmt(e['warm_compile_s'], '.1f')} | {_fmt(e['eager_ms'], '.1f')} | {_fmt(e['compiled_ms'], '.1f')} | "
+                     f"{ratio} | {even} | {_fmt(e['net_saving_s'], '.1f')} |")
     return "\n".join(lines) + "\n"
 
 

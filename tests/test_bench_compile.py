@@ -1,0 +1,61 @@
+"""scripts/bench_compile.py: the eager copy it times is bench_treeformer's training step, the
+break-even arithmetic, and too few repetitions for an interval are a usage error (no timing is
+asserted here; compiling itself is covered by tests/test_compile.py)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_compile", SCRIPTS / "bench_compile.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_too_few_repeats_is_a_usage_error(bench):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--repeats", "3"])
+    assert exit_info.value.code == 2
+
+
+def test_the_eager_step_is_bench_treeformers_training_step(bench):
+    """Same seed, one step each: identical parameters after it (so the two benchmarks time one step)."""
+    ours, theirs = bench.ModelStep("treeformer-tc"), bench.TrainingStep("treeformer-tc")
+    ours()
+    theirs()
+    for (name, mine), (_, other) in zip(ours.model.named_parameters(), theirs.model.named_parameters()):
+        assert torch.equal(mine, other), name
+
+
+def test_break_even_and_net_saving_follow_the_paired_medians(bench):
+    result = bench.Result("sdpa", "training step n=128", cold_compile_s=60.0, warm_compile_s=20.0,
+                          eager_ms=[100.0, 110.0, 90.0], compiled_ms=[50.0, 55.0, 45.0], ratios=[0.5, 0.5, 0.5])
+    entry = bench.summarise(result)
+    assert entry["ratio"] == 0.5 and (entry["eager_ms"], entry["compiled_ms"]) == (100.0, 50.0)
+    assert entry["break_even_steps"] == pytest.approx(400.0)  # 20 s / 50 ms saved per step
+    assert entry["net_saving_s"] == pytest.approx(bench.QUICK_RUN_STEPS * 0.05 - 20.0)
+    slower = bench.summarise(bench.Result("sdpa", "x", 1.0, 1.0, [10.0], [12.0], [1.2]))
+    assert slower["break_even_steps"] is None  # compiled is slower: it never pays
+    assert slower["net_saving_s"] < 0
+    assert "| never |" in bench.compile_report({"env": _env(), "steps_per_run": 400, "rows": [slower]})
+
+
+def test_an_error_becomes_a_row(bench):
+    entry = bench.summarise(bench.Result("nope", "x", status="error", reason="KeyError: 'nope'"))
+    assert entry["status"] == "error" and entry["ratio"] is None
+    assert "error: KeyError" in bench.compile_report({"env": _env(), "steps_per_run": 400, "rows": [entry]})
+
+
+def _env() -> dict:
+    return {"machine": "m", "threads": 1, "versions": {"torch": "t"}, "git_commit": "c", "date_utc": "d",
+            "load_average": [0.0, 0.0, 0.0], "load_average_end": [0.0, 0.0, 0.0], "command": "python x"}
