@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench_treeformer import RegistryLayer, TrainingStep, environment, median_interval  # noqa: E402
+from bench_treeformer import WIDTH, RegistryLayer, TrainingStep, environment, median_interval  # noqa: E402
 from harness.report.speed_tables import compile_report  # noqa: E402
 from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation  # noqa: E402
 
@@ -72,8 +72,8 @@ class LayerStep:
         self.model = RegistryLayer(attention, seq_len)
         self.net: nn.Module = self.model
         generator = torch.Generator().manual_seed(0)
-        self.x = torch.randn(1, seq_len, self.model.layer.config.emb_dim, generator=generator, requires_grad=True)
-        self.grad = torch.randn(1, seq_len, self.model.layer.config.emb_dim, generator=generator)
+        self.x = torch.randn(1, seq_len, WIDTH, generator=generator, requires_grad=True)
+        self.grad = torch.randn(1, seq_len, WIDTH, generator=generator)
 
     def __call__(self) -> None:
         self.model.zero_grad(set_to_none=True)

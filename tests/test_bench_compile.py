@@ -59,3 +59,9 @@ def test_an_error_becomes_a_row(bench):
 def _env() -> dict:
     return {"machine": "m", "threads": 1, "versions": {"torch": "t"}, "git_commit": "c", "date_utc": "d",
             "load_average": [0.0, 0.0, 0.0], "load_average_end": [0.0, 0.0, 0.0], "command": "python x"}
+
+
+def test_the_layer_step_runs_forward_and_backward(bench):
+    step = bench.LayerStep("sdpa", seq_len=64)
+    step()
+    assert step.x.grad is not None and all(p.grad is not None for p in step.model.parameters())
