@@ -99,16 +99,18 @@ class SubprocessExecutor:
         if self.memory_gb is not None and not str(spec.config.get("device", "cpu")).startswith("cuda"):
             memory_bytes = int(self.memory_gb * 2**30)
         receiver, sender = self._context.Pipe(duplex=False)
+        lifeline, held = self._context.Pipe(duplex=False)  # the driver holds `held` while it lives
         process = self._context.Process(
             target=_child_main,
-            args=(sender, run_fn, spec, memory_bytes),
+            args=(sender, lifeline, run_fn, spec, memory_bytes),
             name=f"run {spec.key}",
         )
         limit = self.limit_for(spec)
         process.start()
         sender.close()  # the child holds the only write end: EOF on the pipe means it is gone
+        lifeline.close()  # and the only read end of the lifeline: EOF there means the driver is gone
         deadline = None if limit is None else time.monotonic() + limit
-        return _Child(spec, process, receiver, limit, deadline, memory_bytes is not None)
+        return _Child(spec, process, receiver, held, limit, deadline, memory_bytes is not None)
 
     def _finish(self, child: "_Child") -> Record:
         """The record of a child `_wait_any` found done; the child's process group is gone after."""
@@ -126,9 +128,9 @@ class SubprocessExecutor:
 class _Child:
     """One run's process, the read end of its pipe, its deadline and, once known, its outcome."""
 
-    def __init__(self, spec: RunSpec, process: Any, receiver: Connection, limit: Optional[float],
-                 deadline: Optional[float], capped: bool):
-        self.spec, self.process, self.receiver = spec, process, receiver
+    def __init__(self, spec: RunSpec, process: Any, receiver: Connection, lifeline: Connection,
+                 limit: Optional[float], deadline: Optional[float], capped: bool):
+        self.spec, self.process, self.receiver, self.lifeline = spec, process, receiver, lifeline
         self.limit, self.deadline, self.capped = limit, deadline, capped
         self.outcome: Optional[Record] = None
         self.reported = False
@@ -158,6 +160,7 @@ class _Child:
         _kill_group(self.process)
         self.process.join()
         self.receiver.close()
+        self.lifeline.close()
 
 
 def _wait_any(children: list[_Child]) -> list[_Child]:
@@ -186,7 +189,8 @@ def _kill_group(process: Any) -> None:
             process.kill()
 
 
-def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: Optional[int]) -> None:
+def _child_main(sender: Connection, lifeline: Connection, run_fn: RunFn, spec: RunSpec,
+                memory_bytes: Optional[int]) -> None:
     """Entry point of the run's process: own group, memory cap, run, send the outcome.
 
     Sends ("record", record), or ("failure", status, reason) for an exception, which the driver
@@ -195,7 +199,7 @@ def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: 
     and working directory.
     """
     os.setpgrp()
-    _exit_with_parent()
+    _exit_with_driver(lifeline)
     if memory_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
@@ -206,14 +210,20 @@ def _child_main(sender: Connection, run_fn: RunFn, spec: RunSpec, memory_bytes: 
     sender.close()
 
 
-def _exit_with_parent() -> None:
+def _exit_with_driver(lifeline: Connection) -> None:
     """Ends this run's process group when the driver dies (kill -9 of the sweep): an orphaned run
-    would go on training, holding its CPU or GPU, beside the rerun that resumes the same run."""
-    parent = os.getppid()
+    would go on training, holding its CPU or GPU, beside the rerun that resumes the same run.
+
+    The driver holds the lifeline's only write end and never writes: reading it returns at EOF,
+    which the kernel signals when the driver's process is gone. (Watching for a new parent does not
+    work here: the run's parent is the fork server, which outlives the driver while runs hold its
+    pipe.)"""
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
+        try:
+            lifeline.recv()
+        except (EOFError, OSError):
+            pass
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
