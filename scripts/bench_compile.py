@@ -81,26 +81,8 @@ class LayerStep:
         self.net(self.x).backward(self.grad)
 
 
-class ModelStep:
-    """The quick suite's training step (bench_treeformer's), calling `net`: the model or its compiled form."""
-
-    def __init__(self, attention: str):
-        self.step = TrainingStep(attention)
-        self.model = self.step.model
-        self.net: nn.Module = self.model
-
-    def __call__(self) -> None:
-        step = self.step
-        logits = self.net(step.inputs)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), step.targets.flatten())
-        loss.item()
-        step.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        step.optimizer.step()
-
-
 SHAPES: dict[str, Callable[[str], object]] = {
-    "training step n=128": ModelStep,
+    "training step n=128": TrainingStep,  # bench_treeformer's step, which calls `net`
     f"layer fwd+bwd n={LAYER_LENGTH}": LayerStep,
 }
 

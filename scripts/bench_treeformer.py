@@ -238,6 +238,7 @@ class TrainingStep:
         config = ModelConfig(vocab_size=STEP_VOCAB, num_classes=STEP_CLASSES, max_seq_len=STEP_LENGTH,
                              head="token", pad_id=0, attention=attention, **QUICK_OVERRIDES["model"])
         self.model = EncoderClassifier(config).train()
+        self.net: nn.Module = self.model  # what the step calls: the model, or a compiled form of it
         train = QUICK_OVERRIDES["train"]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
         generator = torch.Generator().manual_seed(0)
@@ -247,7 +248,7 @@ class TrainingStep:
 
     def __call__(self) -> None:
         """What one step of harness/training/loop.py does: forward, loss (read), backward, update."""
-        logits = self.model(self.inputs)
+        logits = self.net(self.inputs)
         loss = nn.functional.cross_entropy(logits.flatten(0, 1), self.targets.flatten())
         loss.item()
         self.optimizer.zero_grad(set_to_none=True)
