@@ -26,7 +26,6 @@ Timings are valid only on an otherwise idle machine: the load average is printed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench_treeformer import WIDTH, RegistryLayer, TrainingStep, environment, median_interval  # noqa: E402
+from bench_treeformer import WIDTH, RegistryLayer, TrainingStep, environment, median_interval, write_results  # noqa: E402
 from harness.report.speed_tables import compile_report  # noqa: E402
 from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation  # noqa: E402
 
@@ -181,10 +180,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     text = "# What train.compile=on gives each method (CPU)\n\n" + compile_report(payload)
     print(text)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"compile_threads{args.threads}"
-        (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (out / f"{stem}.md").write_text(text)
+        write_results(out, f"compile_threads{args.threads}", payload, text)
     return 0
 
 

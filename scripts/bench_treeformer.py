@@ -449,11 +449,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     report = "# Treeformer speed against sdpa (CPU)\n\n" + speed_report(payload)
     print(report)
     if out is not None and (steps or table):
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"speed_threads{args.threads}"
-        (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (out / f"{stem}.md").write_text(report)
+        write_results(out, f"speed_threads{args.threads}", payload, report)
     return 0
+
+
+def write_results(out: Path, stem: str, payload: dict, report: str) -> None:
+    """`<stem>.json` (the payload) and `<stem>.md` (its report) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(report)
 
 
 if __name__ == "__main__":
