@@ -268,7 +268,7 @@ def _count(model: EncoderClassifier, inputs: torch.Tensor) -> _Count:
     batch = inputs.shape[0]
     core_macs = sum(by_module[names[core]] for core in model.attention_cores())
     independent = sum(by_module[names[core]] for core in model.attention_cores() if id(core) not in dependent)
-    algorithmic, balanced = _algorithmic(calls)
+    algorithmic, balanced = _algorithmic(calls, batch)
     totals = {
         "unit": "MACs",
         "attention_core_macs": core_macs // batch,
@@ -298,14 +298,26 @@ def _core_calls(model: EncoderClassifier, inputs: torch.Tensor) -> list[_CoreCal
     return calls
 
 
-def _algorithmic(calls: list[_CoreCall]) -> tuple[float, int]:
-    """(algorithmic MACs measured on this input, the formula's count) summed over the calls."""
-    measured = formula = 0
+def _algorithmic(calls: list[_CoreCall], batch: int) -> tuple[float, int]:
+    """(algorithmic MACs measured on these `batch` examples, the formula's count) summed over the calls."""
+    formula = sum(call.core.algorithmic_macs(call.seq_len) * call.batch for call in calls)
+    return float(_per_example(calls, batch)[1].sum()), formula
+
+
+def _per_example(calls: list[_CoreCall], batch: int,
+                 data_independent_core_macs: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(executed, algorithmic) core MACs of each of the `batch` examples the calls ran on, (B,)
+    float64: what the data-dependent cores reported; for the others `data_independent_core_macs`
+    (their fvcore count, the same for every example) and `algorithmic_macs(n)` per call."""
+    executed = torch.full((batch,), float(data_independent_core_macs), dtype=torch.float64)
+    algorithmic = torch.zeros(batch, dtype=torch.float64)
     for call in calls:
-        needed = call.core.algorithmic_macs(call.seq_len) * call.batch
-        formula += needed
-        measured += float(call.reported[1].sum()) if call.reported is not None else needed
-    return measured, formula
+        if call.reported is None:
+            algorithmic += call.core.algorithmic_macs(call.seq_len)
+        else:
+            executed += call.reported[0].cpu()
+            algorithmic += call.reported[1].cpu()
+    return executed, algorithmic
 
 
 def count_split_macs(model: EncoderClassifier, split: Any, device: torch.device) -> dict:
@@ -345,8 +357,7 @@ def per_example_core_macs(
     """(executed, algorithmic) attention-core MACs of each example of `split`, each as it would
     cost in a batch of its own, from forward passes over batches of `batch_size`.
 
-    Data-dependent cores contribute what they reported; the others `data_independent_core_macs`
-    (their fvcore count, the same for every example) and `algorithmic_macs(n)` per call.
+    See `_per_example` for what each core contributes.
     """
     was_training = model.training
     model.eval()
@@ -354,15 +365,8 @@ def per_example_core_macs(
     try:
         with torch.no_grad():
             for inputs, _ in eval_batches(split, batch_size, None, device):
-                calls = _core_calls(model, inputs)
-                batch_executed = torch.full((len(inputs),), float(data_independent_core_macs), dtype=torch.float64)
-                batch_algorithmic = torch.zeros(len(inputs), dtype=torch.float64)
-                for call in calls:
-                    if call.reported is None:
-                        batch_algorithmic += call.core.algorithmic_macs(call.seq_len)
-                    else:
-                        batch_executed += call.reported[0].cpu()
-                        batch_algorithmic += call.reported[1].cpu()
+                batch_executed, batch_algorithmic = _per_example(_core_calls(model, inputs), len(inputs),
+                                                                 data_independent_core_macs)
                 executed.append(batch_executed.numpy())
                 algorithmic.append(batch_algorithmic.numpy())
     finally:
