@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench_treeformer import WIDTH, RegistryLayer, TrainingStep, environment, median_interval, write_results  # noqa: E402
+from bench_treeformer import (WIDTH, RegistryLayer, TrainingStep, environment, forward_backward,  # noqa: E402
+                             median_interval, write_results)
 from harness.report.speed_tables import compile_report  # noqa: E402
 from harness.training.compiling import INDUCTOR_CACHE_ENV, Compilation  # noqa: E402
 
@@ -76,8 +77,7 @@ class LayerStep:
         self.grad = torch.randn(1, seq_len, WIDTH, generator=generator)
 
     def __call__(self) -> None:
-        self.model.zero_grad(set_to_none=True)
-        self.net(self.x).backward(self.grad)
+        forward_backward(self.net, self.x, self.grad)
 
 
 SHAPES: dict[str, Callable[[str], object]] = {

@@ -1,25 +1,16 @@
-"""scripts/bench_compile.py: the eager copy it times is bench_treeformer's training step, the
-break-even arithmetic, and too few repetitions for an interval are a usage error (no timing is
+"""scripts/bench_compile.py: the step it times goes through the swappable `net`, the break-even
+arithmetic, and too few repetitions for an interval are a usage error (no timing is
 asserted here; compiling itself is covered by tests/test_compile.py)."""
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from script_support import loaded_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_compile", SCRIPTS / "bench_compile.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from loaded_script("bench_compile")
 
 
 def test_too_few_repeats_is_a_usage_error(bench):

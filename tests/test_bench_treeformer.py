@@ -1,24 +1,15 @@
 """scripts/bench_treeformer.py: the step it times is the loop's step, targets read the paired ratios,
 and too few repetitions for an interval are a usage error (no timing is asserted here)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_treeformer.py"
+from script_support import loaded_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_treeformer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from loaded_script("bench_treeformer")
 
 
 def test_too_few_repeats_is_a_usage_error(bench):
