@@ -3,7 +3,7 @@
 A run that crashes the interpreter, exhausts memory or hangs takes only its own process down: the
 driver turns it into an `error`/`oom`/`timeout` row and goes on with the sweep. Processes come from
 multiprocessing's fork server: a fresh interpreter that imports torch and the harness once
-(`PRELOAD`, about 6 s on a 2-core machine, which every spawned run used to pay again) and forks one
+(`PRELOAD`, seconds of start-up that every spawned run used to pay again) and forks one
 child per run. Nothing of the driver is inherited (its open data sources and thread pools are not
 fork-safe), and the server has run no torch operation, so no thread pool exists to fork. Each run
 leads its own process group, so a kill also reaches any worker processes it started.
