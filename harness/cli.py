@@ -357,11 +357,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_default(args: argparse.Namespace) -> int:
-    """Bare `run_benchmark.py`: the quick suite, a short efficiency sweep of its methods into the
-    same directory, then one report of both."""
+    """Bare `run_benchmark.py`: the suite's main-job tasks (quick: many-keys recall and ListOps), a
+    short efficiency sweep of its methods into the same directory, then one report of both."""
+    from harness.config.suites import get_suite
     from harness.measure import efficiency_options
     from harness.measure.efficiency import failed_rows, run_efficiency
 
+    main_job_tasks = get_suite(args.suite).main_job_tasks
+    if args.tasks is None and main_job_tasks:
+        args.tasks = list(main_job_tasks)
+        print(f"main job: suite {args.suite} on {', '.join(main_job_tasks)} "
+              f"(`run --suite {args.suite}` trains all its tasks)", file=sys.stderr)
     status = cmd_run(args)
     path = run_efficiency(timed_variants(args, {}), efficiency_options.MAIN_JOB_SEQ_LENS, out_dir(args),
                           resolve_device(args.device), args.plugin, efficiency_options.MAIN_JOB_OPTIONS)

@@ -138,6 +138,29 @@ def test_bare_invocation_runs_the_suite_and_renders_its_report(tmp_path, tiny_su
     assert (tmp_path / "runs/tiny/report/index.md").exists()
 
 
+def test_bare_invocation_trains_the_suites_main_job_tasks_unless_told(tmp_path, tiny_tasks, monkeypatch, capsys):
+    from harness.config.suites import SUITES, Suite, plain, register_suite
+    import harness.measure.efficiency_options as efficiency
+
+    register_suite(Suite(name="two-tasks", description="tests", tasks=("tiny-majority", "tiny-copy"),
+                         methods=(plain("sdpa"),), family="lra", main_job_tasks=("tiny-copy",)))
+    try:
+        monkeypatch.setattr(efficiency, "MAIN_JOB_SEQ_LENS", [16])
+        monkeypatch.setattr(efficiency, "MAIN_JOB_OPTIONS", {"num_heads": 1, "head_dim": 8, "scopes": ["core"],
+                                                             "passes": ["forward"], "min_reps": 2, "rep_budget_s": 0.0})
+        flags = ["--suite", "two-tasks", "--device", "cpu", "--data-dir", str(tmp_path / "data"),
+                 "--set", "train.steps=2", "--set", "train.eval_every=2"]
+        assert main(flags + ["--out", str(tmp_path / "main")]) == 0
+        assert "main job: suite two-tasks on tiny-copy (`run --suite two-tasks` trains all its tasks)" in capsys.readouterr().err
+        assert [p.name for p in (tmp_path / "main/records").iterdir()] == ["tiny-copy"]
+        assert main(flags + ["--out", str(tmp_path / "told"), "--tasks", "tiny-majority"]) == 0
+        assert [p.name for p in (tmp_path / "told/records").iterdir()] == ["tiny-majority"]
+        assert main(["run"] + flags + ["--out", str(tmp_path / "run")]) == 0
+        assert sorted(p.name for p in (tmp_path / "run/records").iterdir()) == ["tiny-copy", "tiny-majority"]
+    finally:
+        SUITES.remove("two-tasks")
+
+
 def test_report_of_a_missing_directory_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory of results" in one_line_error(capsys)

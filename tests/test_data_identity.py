@@ -301,6 +301,9 @@ def test_suites_keep_data_params_per_task():
     with pytest.raises(BenchError, match="task_overrides for listops, which it does not list"):
         register_suite(Suite(name="bad", description="", tasks=("mqar",), methods=(plain("full"),),
                              task_overrides={"listops": {"train": {"steps": 1}}}))
+    with pytest.raises(BenchError, match="main_job_tasks names listops, which it does not list"):
+        register_suite(Suite(name="bad", description="", tasks=("mqar",), methods=(plain("full"),),
+                             main_job_tasks=("listops",)))
 
 
 # --------------------------------------------------------------------------- killed runs
