@@ -115,8 +115,33 @@ def _flip_routing_gradient(monkeypatch, core):
 
 
 def _drop_p_leaf(monkeypatch, core):
+    """Without the AND bias: the closed form's p_leaf = q^h factor left out."""
+    closed_form = tree_module._factorised_node_grad
+
+    def without_p_leaf(z, scale, visited, grad_gate):
+        p_leaf = ((1.0 + torch.tanh(scale)) / 2.0) ** visited.shape[1]
+        return closed_form(z, scale, visited, grad_gate) / p_leaf
+
+    monkeypatch.setattr(tree_module, "_factorised_node_grad", without_p_leaf)
+
+
+def _walked_path_only(monkeypatch, core):
+    """Without the AND bias: the gradient of the one-hot alone, as if the softmax gave p = e_leaf
+    (p_leaf * d gate * s_j on the walked nodes, nothing spread over the others)."""
+
+    def path_only(z, scale, visited, grad_gate):
+        signs = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        p_leaf = ((1.0 + torch.tanh(scale)) / 2.0) ** visited.shape[1]
+        return torch.zeros_like(z).scatter_(1, visited, signs.gather(1, visited) * p_leaf * grad_gate)
+
+    monkeypatch.setattr(tree_module, "_factorised_node_grad", path_only)
+
+
+def _drop_p_leaf_with_and_bias(monkeypatch, core):
+    """With the AND bias (the leaf softmax): d gate taken as d p_leaf / p_leaf."""
+
     def without_p_leaf(probabilities, leaf, grad_gate):
-        step = grad_gate.expand_as(probabilities.gather(1, leaf))  # d gate / d p_leaf taken as 1/p_leaf
+        step = grad_gate.expand_as(probabilities.gather(1, leaf))
         return (probabilities * -step).scatter_add_(1, leaf, step)
 
     monkeypatch.setattr(tree_module, "_leaf_score_grad", without_p_leaf)
@@ -132,11 +157,14 @@ def _scaled_ste(monkeypatch, core):
     monkeypatch.setattr(core.tree, "ste", "scaled")
 
 
+# mutation: (the core's options, the change)
 MUTATIONS = {
-    "sign_flip_of_routing_gradient": _flip_routing_gradient,
-    "p_leaf_dropped": _drop_p_leaf,
-    "no_gradient_into_q_and_k": _cut_gradient_into_q_and_k,
-    "scaled_instead_of_dgt_ste": _scaled_ste,
+    "sign_flip_of_routing_gradient": ({}, _flip_routing_gradient),
+    "p_leaf_dropped": ({}, _drop_p_leaf),
+    "walked_path_only": ({}, _walked_path_only),
+    "p_leaf_dropped_with_and_bias": ({"and_bias": True}, _drop_p_leaf_with_and_bias),
+    "no_gradient_into_q_and_k": ({}, _cut_gradient_into_q_and_k),
+    "scaled_instead_of_dgt_ste": ({}, _scaled_ste),
 }
 
 
@@ -145,10 +173,11 @@ MUTATIONS = {
 def test_reference_comparison_catches_mutated_routing_backward(monkeypatch, name, mutation):
     """Each mutation of the STE backward leaves the forward as it is and must fail the comparison
     above: the reference shares no code with the cores, so a wrong backward cannot agree with it."""
-    core, (q, k, v, mask) = scenario_case(name, {}, "random_padded")
+    options, mutate = MUTATIONS[mutation]
+    core, (q, k, v, mask) = scenario_case(name, options, "random_padded")
     expected = reference_for(core)(core, q, k, v, key_padding_mask=mask)
     want = grads(core, (q, k, v), expected)
-    MUTATIONS[mutation](monkeypatch, core)
+    mutate(monkeypatch, core)
     out = core(q, k, v, key_padding_mask=mask)
     torch.testing.assert_close(out, expected, **EXACT)
     got = grads(core, (q, k, v), out)
@@ -447,14 +476,17 @@ class LeafSoftmaxCalls(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+@pytest.mark.parametrize("and_bias", [False, True])
 @pytest.mark.parametrize("name", ["treeformer-tf", "treeformer-tc"])
-def test_leaf_softmax_runs_only_when_a_gradient_is_wanted(name):
-    core = build(name, n=32, height=2)
+def test_leaf_softmax_runs_only_for_the_and_bias_backward(name, and_bias):
+    """Without the AND bias the backward's leaf softmax has a closed form, so it never runs; with
+    it, only when a gradient is wanted (queries and keys)."""
+    core = build(name, n=32, height=2, and_bias=and_bias)
     q, k, v, mask = inputs(n=32)
     with torch.no_grad(), LeafSoftmaxCalls(core.leaves) as without_grad:
         expected = core(q, k, v, mask)
     with LeafSoftmaxCalls(core.leaves) as with_grad:
         out = core(q, k, v, mask)
     assert without_grad.calls == 0
-    assert with_grad.calls == 2  # queries and keys, for the straight-through backward
+    assert with_grad.calls == (2 if and_bias else 0)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -59,8 +59,8 @@ class TreeAttention(AttentionMethod):
 
         The node product z = x W^T + b for q and k (with the AND bias also the leaf scores), or,
         when the tree `walks`, the h products on each token's path; collapsing the
-        over-parameterisation costs once per call (once for q, once for k). The leaf softmax of
-        the straight-through estimator runs only when a gradient is wanted, so it is not counted.
+        over-parameterisation costs once per call (once for q, once for k). The straight-through
+        estimator's work runs only when a gradient is wanted, so it is not counted.
         """
         nodes = 2**self.height - 1
         extra = len(self.tree.overparam_weights)

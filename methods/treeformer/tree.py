@@ -5,8 +5,9 @@ docs/treeformer.md: a complete binary tree of height h with 2^h - 1 internal nod
 breadth-first (children of j are 2j+1 and 2j+2), every node a hyperplane z = w.x + b, all nodes
 computed as one linear layer; z >= 0 goes left. The forward pass is a hard tree: sign(z) scaled
 by the detached mean |z|, a fixed +1/-1/0 root-to-leaf path matrix gives leaf scores, softmax,
-then the one-hot argmax; without the AND bias the leaf is found by walking the signs, so the leaf
-scores and softmax feed only the backward and run only when a gradient is wanted (`needs_grad`).
+then the one-hot argmax; without the AND bias the leaf is found by walking the signs, and the
+softmax, which feeds only the backward, has a closed form there: it factorises over the levels
+(`_factorised_node_grad`), so no leaf scores are ever formed.
 The backward pass is DGT's straight-through estimator: hard-tanh STE at the sign and identity from
 the one-hot into the softmax. DGT's `ScaleBinarizer1` returns (z >= 0)·fac with an identity
 backward where |z| <= 1, and the scores use 2a - fac, so d(score input)/dz = 2 in the window and 0
@@ -123,36 +124,24 @@ def _node_scores(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     )
 
 
-def _hard_route(x, weight, bias, paths, and_bias, with_softmax: bool):
-    """DGT's hard forward: leaves (B*H, 1, m), and for the backward mean|z|, p and |z| (or None).
+def _hard_leaves(z: torch.Tensor, paths: torch.Tensor, and_bias: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """DGT's hard forward on node scores z (B*H, N, m): leaves (B*H, 1, m), and what the backward
+    would need: the nodes walked (B*H, h, m) without the AND bias, the leaf scores with it.
 
-    For x (B, H, m, d) and node parameters W (H, N, d), b (H, N): z = x W^T + b; s = sign(z)
-    (z >= 0 -> +1); integer leaf scores t = P s (P the fixed path matrix); leaf scores
-    mean|z| * t (+ the AND bias (H, L) if any), mean|z| detached; p = their softmax. Without the
-    AND bias the argmax is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties), so we
-    walk the tree instead of scoring every leaf, which is slow on CPU. All (B*H, nodes or leaves, m).
+    With s = sign(z) (z >= 0 -> +1), integer leaf scores t = P s (P the fixed path matrix) and leaf
+    scores mean|z| * t (+ the AND bias (H, L)), mean|z| detached, the leaf is their argmax. Without
+    the AND bias that is the traversed leaf (t = h there, <= h - 2 elsewhere: no ties), so we walk
+    the tree instead of scoring every leaf (and the backward never forms the leaf softmax:
+    `_factorised_node_grad`).
     """
-    batch, heads, m, _ = x.shape
-    z = _node_scores(x, weight, bias)  # (B*H, N, m)
-    # Float arithmetic throughout: comparisons and bool masks on tensors this large ran an order
-    # of magnitude slower on this CPU than sign/clamp. sign(2 sign(z) + 1) maps z >= 0 to +1.
-    signs = torch.sign(z).mul_(2.0).add_(1.0).sign_()
     if and_bias is None:
-        leaf = _traverse(signs)  # (B*H, 1, m)
-        if not with_softmax:
-            return leaf, None, None, None
-    integer_scores = torch.matmul(paths, signs)  # (B*H, L, m), integers in [-h, h]
-    del signs  # free it before the softmax allocates
-    magnitude = z.abs_()  # z is not needed any more: reuse its memory
-    scale = magnitude.mean(dim=1, keepdim=True)  # (B*H, 1, m), detached by construction
-    scores = integer_scores.mul_(scale)
-    if and_bias is not None:
-        scores = scores.view(batch, heads, -1, m).add_(and_bias.unsqueeze(-1)).view(batch * heads, -1, m)
-        leaf = scores.argmax(dim=1, keepdim=True)
-        if not with_softmax:
-            return leaf, None, None, None
-    probabilities = torch.softmax(scores, dim=1)  # (B*H, L, m)
-    return leaf, scale, probabilities, magnitude
+        return _traverse(z)
+    bh, _, m = z.shape
+    scale = z.abs().mean(dim=1, keepdim=True)  # (B*H, 1, m)
+    scores = torch.matmul(paths, _signs(z)).mul_(scale)  # (B*H, L, m)
+    heads = and_bias.shape[0]
+    scores = scores.view(bh // heads, heads, -1, m).add_(and_bias.unsqueeze(-1)).view(bh, -1, m)
+    return scores.argmax(dim=1, keepdim=True), scores
 
 
 def _leaf_score_grad(probabilities: torch.Tensor, leaf: torch.Tensor, grad_gate: torch.Tensor) -> torch.Tensor:
@@ -165,21 +154,61 @@ def _leaf_score_grad(probabilities: torch.Tensor, leaf: torch.Tensor, grad_gate:
     return (probabilities * -step).scatter_add_(1, leaf, step)
 
 
+def _signs(z: torch.Tensor) -> torch.Tensor:
+    """+1 where z >= 0, else -1 (sign(2 sign(z) + 1): float passes ran faster here than a compare)."""
+    return torch.sign(z).mul_(2.0).add_(1.0).sign_()
+
+
+def _factorised_node_grad(z: torch.Tensor, scale: torch.Tensor, visited: torch.Tensor, grad_gate: torch.Tensor) -> torch.Tensor:
+    """P^T d loss / d leaf scores (B*H, N, m), without the AND bias, in closed form.
+
+    Leaf l's integer score is h - 2 d_l, d_l the nodes on its path whose sign it goes against, and
+    every pattern of disagreements belongs to exactly one leaf, so the softmax over leaves factorises
+    into independent levels: p_l = q^(h - d_l) (1 - q)^(d_l) with q = sigmoid(2 mean|z|), and
+    p_leaf = q^h. With beta = 2q - 1 = tanh(mean|z|) and reach_j the probability of passing node j,
+    sum_l P[l, j] p_l = s_j beta reach_j, so node j's gradient is
+    p_leaf * d loss / d gate * s_j * ([j on the walked path] - beta reach_j).
+    reach is computed level by level (children: reach_j (1 +- s_j beta) / 2): no (L, m) softmax,
+    no path-matrix products.
+    """
+    height = visited.shape[1]
+    beta = torch.tanh(scale)  # (B*H, 1, m)
+    signs = _signs(z)
+    reach = torch.empty_like(z)  # probability of passing each node, level by level
+    tilt = torch.empty_like(z)  # beta s_j reach_j: what node j's gradient subtracts
+    reach[:, :1] = 1.0
+    for level in range(height):
+        first, last = 2**level - 1, 2 ** (level + 1) - 1  # this level's nodes, breadth-first
+        parents = reach[:, first:last]
+        torch.mul(signs[:, first:last], parents, out=tilt[:, first:last])
+        tilt[:, first:last].mul_(beta)
+        if level + 1 < height:
+            children = reach[:, last : 2 * last + 1].unflatten(1, (last - first, 2))
+            torch.add(parents, tilt[:, first:last], out=children[:, :, 0]).mul_(0.5)
+            torch.sub(parents, tilt[:, first:last], out=children[:, :, 1]).mul_(0.5)
+    q = beta.add(1.0).mul_(0.5)
+    p_leaf = q.log_().mul_(height).exp_()  # q^h (pow ran slower here than log and exp)
+    return tilt.neg_().scatter_add_(1, visited, signs.gather(1, visited)).mul_(p_leaf * grad_gate)
+
+
 class _DGTRouting(torch.autograd.Function):
-    """Hard DGT routing forward (`_hard_route`) with DGT's straight-through backward.
+    """Hard DGT routing forward (`_hard_leaves`) with DGT's straight-through backward.
 
     The gate output is 1 (the one-hot at the leaf). Backward: the identity STE sends d gate to
-    p[leaf], the softmax to the leaf scores (and the AND bias), P back to the signs, and the
-    hard-tanh STE through where |z| <= 1 with factor 2 (DGT's `2a - fac`; times mean|z| too when
-    `scaled`). Fused by hand to keep few (N x m) tensors alive.
+    p[leaf], the softmax to the leaf scores (and the AND bias), P back to the signs (in closed form
+    without the AND bias: `_factorised_node_grad`), and the hard-tanh STE through where |z| <= 1
+    with factor 2 (DGT's `2a - fac`; times mean|z| too when `scaled`). Fused by hand to keep few
+    (N x m) tensors alive.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, paths, and_bias, scaled):
         batch, heads, m, _ = x.shape
-        # Applied only when a gradient is wanted (RoutingTree.route), so the softmax is always needed.
-        leaf, scale, probabilities, magnitude = _hard_route(x, weight, bias, paths, and_bias, with_softmax=True)
-        ctx.save_for_backward(x, weight, paths, leaf, scale, probabilities, magnitude)
+        z = _node_scores(x, weight, bias)  # (B*H, N, m)
+        scale = z.abs().mean(dim=1, keepdim=True)  # (B*H, 1, m), detached by construction
+        leaf, walked_or_scores = _hard_leaves(z, paths, and_bias)
+        walked_or_p = walked_or_scores if and_bias is None else torch.softmax(walked_or_scores, dim=1)
+        ctx.save_for_backward(x, weight, paths, leaf, z, scale, walked_or_p)
         ctx.scaled, ctx.has_and_bias = scaled, and_bias is not None
         leaf = leaf.view(batch, heads, m)
         ctx.mark_non_differentiable(leaf)
@@ -187,14 +216,21 @@ class _DGTRouting(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _grad_leaf, grad_gate):
-        x, weight, paths, leaf, scale, probabilities, magnitude = ctx.saved_tensors
+        x, weight, paths, leaf, z, scale, walked_or_p = ctx.saved_tensors
         batch, heads, m, dim = x.shape
-        grad_scores = _leaf_score_grad(probabilities, leaf, grad_gate.reshape(batch * heads, 1, m))  # (B*H, L, m)
-        grad_and_bias = grad_scores.view(batch, heads, -1, m).sum(dim=(0, 3)) if ctx.has_and_bias else None
-        # Scores = mean|z| * P s: d/ds is mean|z| P^T; DGT's STE gives d(mean|z| s)/dz = 2 in the window.
-        factor = 2.0 * scale if ctx.scaled else 2.0
-        window = (1.0 - magnitude).sign_().add_(1.0).clamp_(max=1.0)  # 1 where |z| <= 1, else 0
-        grad_z = torch.matmul(paths.t(), grad_scores).mul_(window).mul_(factor)  # (B*H, N, m)
+        grad_gate = grad_gate.reshape(batch * heads, 1, m)
+        grad_and_bias = None
+        if ctx.has_and_bias:
+            grad_scores = _leaf_score_grad(walked_or_p, leaf, grad_gate)  # (B*H, L, m)
+            grad_and_bias = grad_scores.view(batch, heads, -1, m).sum(dim=(0, 3))
+            grad_signs = torch.matmul(paths.t(), grad_scores)  # scores = mean|z| * P s: d/ds is mean|z| P^T
+        else:
+            grad_signs = _factorised_node_grad(z, scale, walked_or_p, grad_gate)
+        # DGT's STE gives d(mean|z| s)/dz = 2 inside the window |z| <= 1 and 0 outside: hardtanh's
+        # backward in one pass (a compare and a mask took several), its open interval widened to the
+        # next float past 1 so that |z| = 1 stays inside, as in DGT.
+        edge = 1.0 + torch.finfo(z.dtype).eps
+        grad_z = torch.ops.aten.hardtanh_backward(grad_signs.mul_(2.0 * scale if ctx.scaled else 2.0), z, -edge, edge)
         nodes = grad_z.shape[1]
         grad_x = None
         if ctx.needs_input_grad[0]:
@@ -229,14 +265,18 @@ def _walk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int
     return node - nodes
 
 
-def _traverse(signs: torch.Tensor) -> torch.Tensor:
-    """Leaf index (B*H, 1, m) by walking root to leaf over node signs (B*H, N, m); -1 goes right."""
-    nodes = int(signs.shape[1])
-    node = torch.zeros(signs.shape[0], 1, signs.shape[2], dtype=torch.long, device=signs.device)
-    for _ in range((nodes + 1).bit_length() - 1):  # the height of a complete tree
-        right = signs.gather(1, node) < 0  # (B*H, 1, m): small
-        node = node * 2 + 1 + right.long()
-    return node - nodes
+def _traverse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leaf index (B*H, 1, m) by walking root to leaf over node scores (B*H, N, m), z < 0 going
+    right, and the nodes it passed (B*H, h, m), root first."""
+    nodes = int(z.shape[1])
+    height = (nodes + 1).bit_length() - 1  # of a complete tree
+    visited = torch.zeros(z.shape[0], height, z.shape[2], dtype=torch.long, device=z.device)
+    for level in range(1, height + 1):
+        node = visited[:, level - 1 : level]  # (B*H, 1, m): small
+        child = node * 2 + 1 + (z.gather(1, node) < 0)
+        if level == height:
+            return child.sub_(nodes), visited
+        visited[:, level : level + 1] = child
 
 
 class RoutingTree(nn.Module):
@@ -307,11 +347,11 @@ class RoutingTree(nn.Module):
             leaf, gate = _DGTRouting.apply(x, weight, bias, self.paths, self.and_bias, self.ste == "scaled")
         else:
             # No backward wanted (evaluation, no_grad), or a FLOP tracer, which cannot see inside an
-            # autograd.Function: the hard forward alone, without the leaf softmax only the STE needs.
+            # autograd.Function: the hard forward alone, without what only the STE needs.
             if self.walks(walk):
                 leaf = _walk(x, weight, bias, self.height)
             else:
-                leaf = _hard_route(x, weight, bias, self.paths, self.and_bias, with_softmax=False)[0].view(x.shape[:-1])
+                leaf = _hard_leaves(_node_scores(x, weight, bias), self.paths, self.and_bias)[0].view(x.shape[:-1])
             gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
