@@ -122,8 +122,9 @@ register_suite(Suite(
 # The main job (bare run_benchmark.py, `make bench`) trains seed 0 of many-keys recall and ListOps:
 # all three tasks took 14 min 10 s on 2 idle cores, 1356 of its 1556 worker-seconds in training steps
 # that no speed-up within reach would halve (results/README.md, `main_job/`). Many-keys is the recall task
-# that separates the methods (few-keys adds Linformer's success at 8 keys); its runs are the published
-# seed 0's config hashes, so the job reproduces results/quick's figures.
+# that separates the methods (few-keys adds Linformer's success at 8 keys); its runs have the published
+# seed 0's config hashes, so its figures compare with results/quick's (to the last digit where a
+# method's code has not changed since those runs; results/README.md says which).
 QUICK_STEPS = 200
 QUICK_OVERRIDES = {
     "model": {"emb_dim": 64, "qkv_dim": 64, "mlp_dim": 128, "num_layers": 2, "num_heads": 2, "dropout": 0.0,
