@@ -8,8 +8,9 @@ nowhere and padded positions output zero.
 Implementation, never n x n: queries and keys are sorted by (example, head, leaf), so the keys of
 any subtree are one contiguous run. Each (example, head, leaf) with queries is a *group*: its
 queries attend to one run of keys. Groups are batched by size class (both sizes rounded up to a
-power of two, padded, masked), so a balanced tree costs one or two batched attention products
-(baddbmm, softmax, bmm) and one leaf holding everything costs what full attention on that leaf
+power of two, above 32 also to 3·2^k: `_padded_size`; padded, masked), so a balanced tree costs one
+or two batched attention products (baddbmm, softmax, bmm) and one leaf holding everything costs
+what full attention on that leaf
 costs. With `bucket_capacity` = c (a fixed bucket size, as Reformer's), each leaf's keys are capped
 at its first c keys in sequence order and its queries split into chunks of at most c: all buckets
 then share one shape, one batched product; keys beyond a leaf's capacity are attended by no one
@@ -170,7 +171,7 @@ class TreeformerTF(TreeAttention):
             size_q = query_len.new_full(query_len.shape, int(query_len.max()) if len(owner) else 0)
             size_k = key_len.new_full(key_len.shape, int(key_len.max()) if len(owner) else 0)
         else:
-            size_q, size_k = _next_power_of_two(query_len), _next_power_of_two(key_len)
+            size_q, size_k = _padded_size(query_len), _padded_size(key_len)
         classes = size_q * (2 * n + 1) + size_k
         order = torch.argsort(classes, stable=True)  # groups of one class become consecutive
         values, members = torch.unique_consecutive(classes.index_select(0, order), return_counts=True)
@@ -217,7 +218,7 @@ class TreeformerTF(TreeAttention):
         groups = torch.bincount(plan.group_example, minlength=batch).double()
         bookkeeping = 2 * self.num_heads * self.leaves + 2 * groups  # as in `plan`, at batch 1
         if self.bucket_capacity is None:
-            padded = _next_power_of_two(plan.group_queries) * _next_power_of_two(plan.group_keys)
+            padded = _padded_size(plan.group_queries) * _padded_size(plan.group_keys)
             products = per_example(padded, plan.group_example)
         else:
             def fullest(lengths: torch.Tensor) -> torch.Tensor:
@@ -237,7 +238,7 @@ class TreeformerTF(TreeAttention):
         """Executed in evaluation on a *balanced* tree: every leaf holds n/2^h queries and keys.
 
         The executed count depends on the leaf sizes the data produces, in both variants (the
-        exact one pads each leaf to powers of two; the bucketed one pads chunks to the fullest
+        exact one pads each leaf to its size class, `_padded_size`; the bucketed one pads chunks to the fullest
         and counts one chunk per started bucket); `diagnostics()["attention_macs_spent"]` reports
         what a forward pass actually executed.
         """
@@ -246,7 +247,7 @@ class TreeformerTF(TreeAttention):
         # See `plan`: the cumsums of the two sorts, of the chunk counts, and two of `_slots` per
         # group (a leaf, or a chunk of one).
         if self.bucket_capacity is None:
-            size = 1 << (per_leaf - 1).bit_length()
+            size = int(_padded_size(torch.tensor([per_leaf]))[0])
             attention = self.leaves * (2 * size * size * dim + size * size)
             bookkeeping = 2 * self.leaves + 2 * self.leaves
         else:
@@ -278,6 +279,23 @@ def _sort_by_leaf(leaf: torch.Tensor, leaves: int) -> tuple[torch.Tensor, torch.
 def _next_power_of_two(values: torch.Tensor) -> torch.Tensor:
     exponent = torch.ceil(torch.log2(values.double())).long()
     return torch.ones_like(exponent) << exponent
+
+
+# Sizes above this are padded to the next of 2^k and 3·2^(k-1) rather than to the next power of two.
+FINE_CLASSES_ABOVE = 32
+
+
+def _padded_size(values: torch.Tensor) -> torch.Tensor:
+    """The padded length of a size class holding `values` queries or keys (>= 1).
+
+    Powers of two up to FINE_CLASSES_ABOVE; above it also 3·2^(k-1) (48, 96, 192, ...), so a large
+    group is padded by at most 1.5x instead of 2x per side. Small groups keep few classes: at short
+    lengths each class costs more in calls than its padding does in MACs, while a large group's
+    padding is the bulk of its product (trained trees at n=128 already put 50-117 tokens in one leaf).
+    """
+    power = _next_power_of_two(values)
+    three_quarters = power * 3 // 4
+    return torch.where((values > FINE_CLASSES_ABOVE) & (values <= three_quarters), three_quarters, power)
 
 
 def subtree_bounds(height: int) -> torch.Tensor:
