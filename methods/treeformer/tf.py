@@ -10,10 +10,10 @@ any subtree are one contiguous run. Each (example, head, leaf) with queries is a
 queries attend to one run of keys. Groups are batched by size class (both sizes rounded up to a
 power of two, above 32 also to 3·2^k: `_padded_size`; padded, masked), so a balanced tree costs one
 or two batched attention products (baddbmm, softmax, bmm) and one leaf holding everything costs
-what full attention on that leaf
-costs. With `bucket_capacity` = c (a fixed bucket size, as Reformer's), each leaf's keys are capped
-at its first c keys in sequence order and its queries split into chunks of at most c: all buckets
-then share one shape, one batched product; keys beyond a leaf's capacity are attended by no one
+what full attention on that leaf costs. With `bucket_capacity` = c (a fixed bucket size, as
+Reformer's), each leaf's keys are capped at its first c keys in sequence order and its queries split
+into chunks of at most c: all buckets then share one shape, one batched product; keys beyond a
+leaf's capacity are attended by no one
 (the uncapped variant is the exact method; the tests check both against a dense reference).
 
 `macs(seq_len)` is the count executed in evaluation on a balanced tree (the executed count depends
