@@ -26,5 +26,5 @@ FASTER = {  # device type: [(seq_len, height, faster), ...]
     ],
 }
 MEASURED = {
-    'cpu': {'machine': 'AMD EPYC, 2 cores', 'threads': 1, 'commit': '99f74979b591ee384f9f517bfcced08d956500cb', 'time': '2026-12-01T16:01:21+00:00', 'note': "Shared machine: other agents' tests and training runs ran beside this measurement (load average 8-12 on 2 cores), so wall times are inflated and noisy; the verdict uses CPU time on one thread (see the script's docstring).", 'source': 'results/treeformer_speed/tc_implementations.md'},
+    'cpu': {'machine': 'AMD EPYC, 2 cores', 'threads': 1, 'commit': 'a82e7bcf3428912766c9df68b10b3713b5a23e55', 'time': '2026-12-05T13:48:19+00:00', 'note': 'Idle machine: nothing else ran beside it.', 'source': 'results/treeformer_speed/tc_implementations.md'},
 }
