@@ -7,7 +7,7 @@ PY := .venv/bin/python
 # the quick suite's small models; threads=1 also gives the runs results/quick's config hashes.
 MAIN_JOB_FLAGS := --executor subprocess --workers 2 --set threads=1
 
-bench:  ## the main job: the default (quick) suite, offline, then its report; ARGS adds flags
+bench:  ## the main job: the quick suite's main-job tasks (many-keys recall, ListOps), offline, then its report; ARGS adds flags
 	scripts/setup.sh run
 	$(PY) run_benchmark.py $(MAIN_JOB_FLAGS) $(ARGS)
 
