@@ -76,7 +76,8 @@ def compile_report(payload: dict[str, Any]) -> str:
         "Compile seconds: torch's compile callbacks over the first forward and backward; cold = empty inductor "
         "cache, warm = the disk cache the cold compile left (what a sweep's later runs pay). Ratio: compiled / "
         "eager time, paired in each repetition, median and 95% interval (order statistics). Break-even: warm "
-        f"compile seconds over the time saved per step (the eager median times one minus the ratio). Net: seconds a {steps_per_run}-step run saves after "
+        "compile seconds over the time saved per step (the eager median times one minus the ratio). "
+        f"Net: seconds a {steps_per_run}-step run saves after "
         "paying the warm compile (negative: compiling costs more than it saves).",
         "",
         f"| method | shape | compile cold s | compile warm s | eager ms | compiled ms | ratio [95%] | break-even steps "

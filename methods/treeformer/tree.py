@@ -124,9 +124,16 @@ def _node_scores(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     )
 
 
-def _hard_leaves(z: torch.Tensor, paths: torch.Tensor, and_bias: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _node_scale(z: torch.Tensor) -> torch.Tensor:
+    """DGT's scale mean|z| over the nodes (B*H, 1, m) of node scores z (B*H, N, m); detached by construction."""
+    return z.abs().mean(dim=1, keepdim=True)
+
+
+def _hard_leaves(z: torch.Tensor, paths: torch.Tensor, and_bias: Optional[torch.Tensor],
+                 scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """DGT's hard forward on node scores z (B*H, N, m): leaves (B*H, 1, m), and what the backward
-    would need: the nodes walked (B*H, h, m) without the AND bias, the leaf scores with it.
+    would need: the nodes walked (B*H, h, m) without the AND bias, the leaf scores with it. The
+    AND bias's scores use `scale` (`_node_scale(z)`; computed here unless the caller has it).
 
     With s = sign(z) (z >= 0 -> +1), integer leaf scores t = P s (P the fixed path matrix) and leaf
     scores mean|z| * t (+ the AND bias (H, L)), mean|z| detached, the leaf is their argmax. Without
@@ -137,7 +144,7 @@ def _hard_leaves(z: torch.Tensor, paths: torch.Tensor, and_bias: Optional[torch.
     if and_bias is None:
         return _traverse(z)
     bh, _, m = z.shape
-    scale = z.abs().mean(dim=1, keepdim=True)  # (B*H, 1, m)
+    scale = _node_scale(z) if scale is None else scale
     scores = torch.matmul(paths, _signs(z)).mul_(scale)  # (B*H, L, m)
     heads = and_bias.shape[0]
     scores = scores.view(bh // heads, heads, -1, m).add_(and_bias.unsqueeze(-1)).view(bh, -1, m)
@@ -205,8 +212,8 @@ class _DGTRouting(torch.autograd.Function):
     def forward(ctx, x, weight, bias, paths, and_bias, scaled):
         batch, heads, m, _ = x.shape
         z = _node_scores(x, weight, bias)  # (B*H, N, m)
-        scale = z.abs().mean(dim=1, keepdim=True)  # (B*H, 1, m), detached by construction
-        leaf, walked_or_scores = _hard_leaves(z, paths, and_bias)
+        scale = _node_scale(z)
+        leaf, walked_or_scores = _hard_leaves(z, paths, and_bias, scale)
         walked_or_p = walked_or_scores if and_bias is None else torch.softmax(walked_or_scores, dim=1)
         ctx.save_for_backward(x, weight, paths, leaf, z, scale, walked_or_p)
         ctx.scaled, ctx.has_and_bias = scaled, and_bias is not None
@@ -270,13 +277,11 @@ def _traverse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     right, and the nodes it passed (B*H, h, m), root first."""
     nodes = int(z.shape[1])
     height = (nodes + 1).bit_length() - 1  # of a complete tree
-    visited = torch.zeros(z.shape[0], height, z.shape[2], dtype=torch.long, device=z.device)
-    for level in range(1, height + 1):
-        node = visited[:, level - 1 : level]  # (B*H, 1, m): small
-        child = node * 2 + 1 + (z.gather(1, node) < 0)
-        if level == height:
-            return child.sub_(nodes), visited
-        visited[:, level : level + 1] = child
+    path = torch.zeros(z.shape[0], height + 1, z.shape[2], dtype=torch.long, device=z.device)  # root .. leaf
+    for level in range(height):
+        node = path[:, level : level + 1]  # (B*H, 1, m): small
+        path[:, level + 1 : level + 2] = node * 2 + 1 + (z.gather(1, node) < 0)
+    return path[:, height:] - nodes, path[:, :height]
 
 
 class RoutingTree(nn.Module):
