@@ -111,28 +111,39 @@ class Routing:
     gate: torch.Tensor
 
 
-def _node_scores(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """z = x W^T + b laid out nodes first: (B*H, N, m) for x (B, H, m, d), W (H, N, d), b (H, N).
+def _head_tokens(x: torch.Tensor) -> torch.Tensor:
+    """x (B, H, m, d) as (H, B*m, d): each head's tokens of the whole batch in one matrix (a view
+    when x is a head's slice of the model's (B, m, 3, H, d) projection, as q and k are)."""
+    batch, heads, m, dim = x.shape
+    return x.transpose(0, 1).reshape(heads, batch * m, dim)
+
+
+def _node_scores(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """z = x W^T + b laid out nodes first: (H, N, B*m) for tokens (H, B*m, d) (`_head_tokens`),
+    W (H, N, d), b (H, N): one product per head for the whole batch (the tree is the batch's).
 
     Nodes first because every later reduction, softmax and gather runs over the nodes or leaves of
     one token: along a middle dimension they vectorise across the tokens, while along the last
     (31 or 32 entries at h=5) they ran several times slower on CPU.
     """
-    batch, heads, m, dim = x.shape
-    return torch.baddbmm(
-        bias.repeat(batch, 1).unsqueeze(-1), weight.repeat(batch, 1, 1), x.reshape(batch * heads, m, dim).transpose(1, 2)
-    )
+    return torch.baddbmm(bias.unsqueeze(-1), weight, tokens.transpose(1, 2))
+
+
+def _per_example(leaf: torch.Tensor, batch: int) -> torch.Tensor:
+    """Leaves (H, 1, B*m) of the head-major layout as (B, H, m)."""
+    heads = leaf.shape[0]
+    return leaf.view(heads, batch, -1).transpose(0, 1)
 
 
 def _node_scale(z: torch.Tensor) -> torch.Tensor:
-    """DGT's scale mean|z| over the nodes (B*H, 1, m) of node scores z (B*H, N, m); detached by construction."""
+    """DGT's scale mean|z| over the nodes (H, 1, B*m) of node scores z (H, N, B*m); detached by construction."""
     return z.abs().mean(dim=1, keepdim=True)
 
 
 def _hard_leaves(z: torch.Tensor, paths: torch.Tensor, and_bias: Optional[torch.Tensor],
                  scale: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """DGT's hard forward on node scores z (B*H, N, m): leaves (B*H, 1, m), and what the backward
-    would need: the nodes walked (B*H, h, m) without the AND bias, the leaf scores with it. The
+    """DGT's hard forward on node scores z (H, N, B*m): leaves (H, 1, B*m), and what the backward
+    would need: the nodes walked (H, h, B*m) without the AND bias, the leaf scores with it. The
     AND bias's scores use `scale` (`_node_scale(z)`; computed here unless the caller has it).
 
     With s = sign(z) (z >= 0 -> +1), integer leaf scores t = P s (P the fixed path matrix) and leaf
@@ -143,21 +154,18 @@ def _hard_leaves(z: torch.Tensor, paths: torch.Tensor, and_bias: Optional[torch.
     """
     if and_bias is None:
         return _traverse(z)
-    bh, _, m = z.shape
     scale = _node_scale(z) if scale is None else scale
-    scores = torch.matmul(paths, _signs(z)).mul_(scale)  # (B*H, L, m)
-    heads = and_bias.shape[0]
-    scores = scores.view(bh // heads, heads, -1, m).add_(and_bias.unsqueeze(-1)).view(bh, -1, m)
+    scores = torch.matmul(paths, _signs(z)).mul_(scale).add_(and_bias.unsqueeze(-1))  # (H, L, B*m)
     return scores.argmax(dim=1, keepdim=True), scores
 
 
 def _leaf_score_grad(probabilities: torch.Tensor, leaf: torch.Tensor, grad_gate: torch.Tensor) -> torch.Tensor:
-    """d loss / d leaf scores (B*H, L, m) through gate = onehot[leaf] with the identity STE.
+    """d loss / d leaf scores (H, L, B*m) through gate = onehot[leaf] with the identity STE.
 
     The gate's gradient goes to p[leaf] (identity from the one-hot into the softmax), and through
-    the softmax: d p_leaf / d scores = p_leaf (e_leaf - p). `leaf` and `grad_gate` are (B*H, 1, m).
+    the softmax: d p_leaf / d scores = p_leaf (e_leaf - p). `leaf` and `grad_gate` are (H, 1, B*m).
     """
-    step = probabilities.gather(1, leaf) * grad_gate  # (B*H, 1, m): p_leaf * d loss / d gate
+    step = probabilities.gather(1, leaf) * grad_gate  # (H, 1, B*m): p_leaf * d loss / d gate
     return (probabilities * -step).scatter_add_(1, leaf, step)
 
 
@@ -167,7 +175,7 @@ def _signs(z: torch.Tensor) -> torch.Tensor:
 
 
 def _factorised_node_grad(z: torch.Tensor, scale: torch.Tensor, visited: torch.Tensor, grad_gate: torch.Tensor) -> torch.Tensor:
-    """P^T d loss / d leaf scores (B*H, N, m), without the AND bias, in closed form.
+    """P^T d loss / d leaf scores (H, N, B*m), without the AND bias, in closed form.
 
     Leaf l's integer score is h - 2 d_l, d_l the nodes on its path whose sign it goes against, and
     every pattern of disagreements belongs to exactly one leaf, so the softmax over leaves factorises
@@ -179,7 +187,7 @@ def _factorised_node_grad(z: torch.Tensor, scale: torch.Tensor, visited: torch.T
     no path-matrix products.
     """
     height = visited.shape[1]
-    beta = torch.tanh(scale)  # (B*H, 1, m)
+    beta = torch.tanh(scale)  # (H, 1, B*m)
     signs = _signs(z)
     reach = torch.empty_like(z)  # probability of passing each node, level by level
     tilt = torch.empty_like(z)  # beta s_j reach_j: what node j's gradient subtracts
@@ -211,25 +219,27 @@ class _DGTRouting(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, paths, and_bias, scaled):
         batch, heads, m, _ = x.shape
-        z = _node_scores(x, weight, bias)  # (B*H, N, m)
+        tokens = _head_tokens(x)
+        z = _node_scores(tokens, weight, bias)  # (H, N, B*m)
         scale = _node_scale(z)
         leaf, walked_or_scores = _hard_leaves(z, paths, and_bias, scale)
         walked_or_p = walked_or_scores if and_bias is None else torch.softmax(walked_or_scores, dim=1)
-        ctx.save_for_backward(x, weight, paths, leaf, z, scale, walked_or_p)
-        ctx.scaled, ctx.has_and_bias = scaled, and_bias is not None
-        leaf = leaf.view(batch, heads, m)
+        ctx.save_for_backward(tokens, weight, paths, leaf, z, scale, walked_or_p)
+        ctx.scaled, ctx.has_and_bias, ctx.batch = scaled, and_bias is not None, batch
+        leaf = _per_example(leaf, batch)
         ctx.mark_non_differentiable(leaf)
         return leaf, x.new_ones(batch, heads, m)
 
     @staticmethod
     def backward(ctx, _grad_leaf, grad_gate):
-        x, weight, paths, leaf, z, scale, walked_or_p = ctx.saved_tensors
-        batch, heads, m, dim = x.shape
-        grad_gate = grad_gate.reshape(batch * heads, 1, m)
+        tokens, weight, paths, leaf, z, scale, walked_or_p = ctx.saved_tensors
+        heads, _, dim = tokens.shape
+        batch = ctx.batch
+        grad_gate = grad_gate.transpose(0, 1).reshape(heads, 1, -1)  # (H, 1, B*m)
         grad_and_bias = None
         if ctx.has_and_bias:
-            grad_scores = _leaf_score_grad(walked_or_p, leaf, grad_gate)  # (B*H, L, m)
-            grad_and_bias = grad_scores.view(batch, heads, -1, m).sum(dim=(0, 3))
+            grad_scores = _leaf_score_grad(walked_or_p, leaf, grad_gate)  # (H, L, B*m)
+            grad_and_bias = grad_scores.sum(dim=2)
             grad_signs = torch.matmul(paths.t(), grad_scores)  # scores = mean|z| * P s: d/ds is mean|z| P^T
         else:
             grad_signs = _factorised_node_grad(z, scale, walked_or_p, grad_gate)
@@ -238,12 +248,11 @@ class _DGTRouting(torch.autograd.Function):
         # next float past 1 so that |z| = 1 stays inside, as in DGT.
         edge = 1.0 + torch.finfo(z.dtype).eps
         grad_z = torch.ops.aten.hardtanh_backward(grad_signs.mul_(2.0 * scale if ctx.scaled else 2.0), z, -edge, edge)
-        nodes = grad_z.shape[1]
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(grad_z.transpose(1, 2), weight.repeat(batch, 1, 1)).view(batch, heads, m, dim)
-        grad_weight = torch.bmm(grad_z, x.reshape(batch * heads, m, dim)).view(batch, heads, nodes, dim).sum(dim=0)
-        grad_bias = grad_z.sum(dim=2).view(batch, heads, nodes).sum(dim=0)  # (H, N)
+            grad_x = torch.bmm(grad_z.transpose(1, 2), weight).view(heads, batch, -1, dim).transpose(0, 1)
+        grad_weight = torch.bmm(grad_z, tokens)  # (H, N, d)
+        grad_bias = grad_z.sum(dim=2)  # (H, N)
         return grad_x, grad_weight, grad_bias, None, grad_and_bias, None
 
 
@@ -273,13 +282,13 @@ def _walk(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, height: int
 
 
 def _traverse(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leaf index (B*H, 1, m) by walking root to leaf over node scores (B*H, N, m), z < 0 going
-    right, and the nodes it passed (B*H, h, m), root first."""
+    """Leaf index (H, 1, B*m) by walking root to leaf over node scores (H, N, B*m), z < 0 going
+    right, and the nodes it passed (H, h, B*m), root first."""
     nodes = int(z.shape[1])
     height = (nodes + 1).bit_length() - 1  # of a complete tree
     path = torch.zeros(z.shape[0], height + 1, z.shape[2], dtype=torch.long, device=z.device)  # root .. leaf
     for level in range(height):
-        node = path[:, level : level + 1]  # (B*H, 1, m): small
+        node = path[:, level : level + 1]  # (H, 1, B*m): small
         path[:, level + 1 : level + 2] = node * 2 + 1 + (z.gather(1, node) < 0)
     return path[:, height:] - nodes, path[:, :height]
 
@@ -356,7 +365,8 @@ class RoutingTree(nn.Module):
             if self.walks(walk):
                 leaf = _walk(x, weight, bias, self.height)
             else:
-                leaf = _hard_leaves(_node_scores(x, weight, bias), self.paths, self.and_bias)[0].view(x.shape[:-1])
+                leaf = _per_example(_hard_leaves(_node_scores(_head_tokens(x), weight, bias), self.paths, self.and_bias)[0],
+                                    x.shape[0])
             gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
