@@ -411,10 +411,10 @@ def test_tf_diagnostics_count_what_was_spent_and_reset():
     assert core.diagnostics()["forward_calls"] == 0
 
 
-@pytest.mark.parametrize("n,padded", [(20, 32), (32, 32), (40, 48), (64, 64), (70, 96), (100, 128)])
+@pytest.mark.parametrize("n,padded", [(4, 8), (8, 8), (12, 16), (20, 32), (32, 32), (40, 48), (64, 64), (70, 96), (100, 128)])
 def test_tf_pads_a_leaf_to_its_size_class_and_stays_exact(n, padded):
-    """A leaf of n tokens is padded to a power of two up to 32, above it to the next of 2^k and
-    3·2^(k-1); the padding is masked, so the result is still the dense reference's."""
+    """A leaf of n tokens is padded to a power of two of at least 8 up to 32, above it to the next
+    of 2^k and 3·2^(k-1); the padding is masked, so the result is still the dense reference's."""
     core = build("treeformer-tf", n=n, height=2)
     one_leaf_takes_all(core)
     q, k, v, _ = inputs(n=n, padded=False)
@@ -430,7 +430,7 @@ def test_tf_pads_a_leaf_to_its_size_class_and_stays_exact(n, padded):
 
 def test_tf_macs_of_a_balanced_tree_use_the_size_classes():
     bookkeeping = 4 * 4  # as in test_macs_and_algorithmic_macs, 4 leaves
-    for per_leaf, padded in ((30, 32), (40, 48), (60, 64), (90, 96)):
+    for per_leaf, padded in ((3, 8), (12, 16), (30, 32), (40, 48), (60, 64), (90, 96)):
         tf = build("treeformer-tf", n=4 * per_leaf, height=2)
         attention = 4 * (2 * padded * padded * DIM + padded * padded)
         assert tf.macs(4 * per_leaf) == tf.routing_macs(4 * per_leaf) + HEADS * (attention + bookkeeping)
