@@ -50,16 +50,19 @@ class Case:
     """One entry at one (length, scope, pass), built and ready to call."""
 
     run: Callable[[], None]
+    forward: Callable[[], None]  # the timed input's forward without gradient
     core: torch.nn.Module
     seq_len: int
     projection_macs: int  # Q, K, V and output projections (layer scope), else 0
 
     def macs(self) -> float:
-        """Forward MACs the timed input executes, one example; read after a call of `run`.
+        """Forward MACs the timed input executes, one example.
 
-        A data-dependent core reports what its last forward executed (the same in a training
-        forward: the estimator's extra work is backward-only); the others cost `macs(n)`.
+        A data-dependent core reports what its last forward without gradient executed (the same as
+        in a training forward: the estimator's extra work is backward-only, and training forwards
+        record nothing); the others cost `macs(n)`.
         """
+        self.forward()
         reported = self.core.last_forward_macs()
         return self.projection_macs + (float(reported[0].sum()) if reported is not None else self.core.macs(self.seq_len))
 
@@ -88,14 +91,13 @@ def build_case(entry: Entry, seq_len: int, scope: str, pass_: str, opts: Efficie
     if entry.tree == "balanced":
         inputs = _balance(module, core, scope, inputs)
 
+    def forward() -> None:
+        with torch.no_grad():
+            module(*inputs)
+
     if pass_ == "forward":
         module.eval()
-
-        def run() -> None:
-            with torch.no_grad():
-                module(*inputs)
-
-        return Case(run, core, seq_len, projections)
+        return Case(forward, forward, core, seq_len, projections)
 
     module.train()
     leaves = [t.requires_grad_() for t in inputs if t is not None] + list(module.parameters())
@@ -106,7 +108,7 @@ def build_case(entry: Entry, seq_len: int, scope: str, pass_: str, opts: Efficie
             leaf.grad = None
         module(*inputs).backward(grad_out)
 
-    return Case(run, core, seq_len, projections)
+    return Case(run, forward, core, seq_len, projections)
 
 
 class CheckedCore(torch.nn.Module):
