@@ -173,13 +173,13 @@ def test_repetitions_stop_at_the_target_interval_or_are_marked_time_capped(tmp_p
 # --------------------------------------------------------------------------- executed MACs and trees
 
 
-@pytest.mark.parametrize("scope", ["core", "layer"])
-def test_tree_methods_are_timed_with_a_random_and_a_balanced_tree(tmp_path, scope):
+@pytest.mark.parametrize("scope,pass_", [("core", "forward"), ("layer", "forward"), ("layer", "forward_backward")])
+def test_tree_methods_are_timed_with_a_random_and_a_balanced_tree(tmp_path, scope, pass_):
     n, height = 256, 3
     tf = TimedMethod.of("treeformer-tf", options={"height": height})
-    rows = sweep(tmp_path, [tf], [n], scopes=[scope], passes=["forward"])["rows"]
+    rows = sweep(tmp_path, [tf], [n], scopes=[scope], passes=[pass_])["rows"]
     tf_rows = {r["tree"]: r for r in rows if r["method"] == "treeformer-tf"}
-    assert set(tf_rows) == {"random", "balanced"} and cell(rows, "full", n, scope)["tree"] is None
+    assert set(tf_rows) == {"random", "balanced"} and cell(rows, "full", n, scope, pass_)["tree"] is None
     projections = 4 * n * 16 * 16 if scope == "layer" else 0
     formula = create_attention("treeformer-tf", num_heads=2, head_dim=8, max_seq_len=n, height=height).macs(n)
     # The balanced tree executes exactly the balanced-tree formula (n/2^h = 32 per leaf, a power

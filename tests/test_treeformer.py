@@ -391,8 +391,10 @@ def test_bad_options_are_one_line_errors_at_construction(name, options, message)
 def test_tf_diagnostics_count_what_was_spent_and_reset():
     core = build("treeformer-tf", n=32, height=2).eval()
     q, k, v, _ = inputs(n=32, padded=False)
-    core(q, k, v)
-    core(q, k, v)
+    core(q, k, v)  # a forward with gradient, as in training: records nothing
+    with torch.no_grad():
+        core(q, k, v)
+        core(q, k, v)
     queries, keys = core.route_queries_and_keys(q, k, None)
     allowed = tf_allowed(queries.leaf, keys.leaf, 2, "ancestor", None)
     pairs_per_example = allowed.sum().item() / q.shape[0]
@@ -441,7 +443,11 @@ def test_tc_diagnostics_when_one_leaf_takes_all():
     one_leaf_takes_all(core)
     q, k, v, mask = inputs(n=32)
     core(q, k, v, mask)
+    assert core.diagnostics()["forward_calls"] == 0 and core.last_forward_macs() is None  # training forwards record nothing
+    with torch.no_grad():
+        core(q, k, v, mask)
     diag = core.diagnostics()
+    assert diag["forward_calls"] == 1
     assert diag["leaf_occupancy"][0] == 1.0 and diag["leaf_entropy_bits"] == 0.0
     assert diag["keys_reached_fraction"] == 1.0  # through the root, every real key
     assert diag["leaf_imbalance"] == 8.0

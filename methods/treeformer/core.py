@@ -151,11 +151,12 @@ class TreeAttention(AttentionMethod):
 
 
 def records_diagnostics() -> bool:
-    """Whether a forward call feeds `diagnostics` and `last_forward_macs`: not under a FLOP tracer
-    (it would record the tracer's pass) nor while torch.compile traces a training forward (the
-    host syncs would break the graph and their varying values recompile it every step; the harness
-    reads diagnostics after the eager test evaluation only)."""
-    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+    """Whether a forward call feeds `diagnostics` and `last_forward_macs`: only without autograd
+    recording, i.e. in evaluation (the harness reads diagnostics after the test evaluation, the FLOP
+    and efficiency measurements read executed MACs from forwards without gradient), so training
+    steps never pay for it; and not under a FLOP tracer (it would record the tracer's pass) nor
+    while torch.compile traces (host syncs would break the graph)."""
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
 
 def inverse_sqrt(dim: int) -> float:
