@@ -61,6 +61,8 @@ STEP_METHODS = ("sdpa", "treeformer-tf", "treeformer-tc", "full", "linformer", "
 PROFILED_METHODS = ("sdpa", "treeformer-tf", "treeformer-tc")
 STEP_LENGTH, STEP_BATCH, STEP_VOCAB, STEP_CLASSES = 128, 32, 32, 8
 MEMORY_LENGTH, MEMORY_BOUND = 8192, 2.0  # TC's extra memory at n=8192 <= 2x sdpa's, and linear in n
+# Bucketed TF's capacity factor, as scripts/choose_bucket_capacity.py chose it from trained trees.
+CAPACITY_CHOICE = Path(__file__).resolve().parents[1] / "results" / "treeformer_speed" / "bucket_capacity.json"
 MIN_REPEATS = 9
 
 
@@ -111,7 +113,16 @@ class ProjectionsOnly(nn.Module):
         return self.out(v)
 
 
-def cases(tf_capacity_factor: float, peers: bool) -> list[Case]:
+def chosen_capacity_factor() -> tuple[float, str]:
+    """Bucketed TF's capacity factor and where it comes from: scripts/choose_bucket_capacity.py's
+    choice, else 1 (n / 2^h, a balanced leaf) when that script has not run or chose none."""
+    factor = json.loads(CAPACITY_CHOICE.read_text()).get("factor") if CAPACITY_CHOICE.exists() else None
+    if factor is None:
+        return 1.0, "a balanced leaf (scripts/choose_bucket_capacity.py has chosen none)"
+    return float(factor), "chosen by scripts/choose_bucket_capacity.py from trained trees"
+
+
+def cases(tf_capacity_factor: float, capacity_source: str, peers: bool) -> list[Case]:
     def tf_capacity(n: int) -> int:
         return max(1, int(tf_capacity_factor * n / 2**5))
 
@@ -122,7 +133,7 @@ def cases(tf_capacity_factor: float, peers: bool) -> list[Case]:
         Case(
             TF_BUCKETED,
             lambda n: RegistryLayer("treeformer-tf", n, height=5, bucket_capacity=tf_capacity(n)),
-            f"bucket_capacity = {tf_capacity_factor:g} x n/32",
+            f"bucket_capacity = {tf_capacity_factor:g} x n/32: {capacity_source}",
         ),
         Case("projections only", ProjectionsOnly, "identity core: the floor"),
     ]
@@ -404,8 +415,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=MIN_REPEATS,
                         help=f"interleaved repetitions (pairs with sdpa) per part, at least {MIN_REPEATS}")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tf-capacity-factor", type=float, default=1.0,
-                        help="bucketed TF: bucket_capacity = factor x n / 2^5")
+    parser.add_argument("--tf-capacity-factor", type=float, default=None,
+                        help="bucketed TF: bucket_capacity = factor x n / 2^5 (default: the factor "
+                             "scripts/choose_bucket_capacity.py chose, else 1)")
     parser.add_argument("--no-step", dest="step", action="store_false", help="skip the training steps at n=128")
     parser.add_argument("--profile", action="store_true",
                         help=f"also write the profiler table of one training step at n={STEP_LENGTH}")
@@ -437,7 +449,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / f"profile_step_threads{args.threads}.md").write_text(header + profile)
     steps = summarise(measure_steps(STEP_METHODS, args.repeats)) if args.step else []
-    all_cases = cases(args.tf_capacity_factor, args.peers)
+    factor, source = chosen_capacity_factor() if args.tf_capacity_factor is None else (args.tf_capacity_factor, "given")
+    all_cases = cases(factor, source, args.peers)
     rows = []
     for length in args.lengths:
         rows.extend(measure(length, all_cases, args.repeats, args.memory))
