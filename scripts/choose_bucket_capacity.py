@@ -116,14 +116,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     folders = tuple(args.folders)
     layers = tf_layers(args.results, folders)
     if not layers:
-        print(f"error: no finished treeformer-tf record with leaf occupancy under {args.results}/{{{','.join(folders)}}}",
-              file=sys.stderr)
+        where = f"{args.results}/{{{','.join(folders)}}}"
+        print(f"error: no finished treeformer-tf record with leaf occupancy under {where}", file=sys.stderr)
         return 2
     summary = summarise(layers, args.keep)
     command = "python " + " ".join(["scripts/choose_bucket_capacity.py"] + (argv if argv is not None else sys.argv[1:]))
     text = report(summary, command, git_commit(), folders)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({**summary, "command": command, "commit": git_commit()}, indent=2) + "\n")
+    payload = {**summary, "command": command, "commit": git_commit()}
+    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(text)
     print(text)
     return 0

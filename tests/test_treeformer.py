@@ -413,7 +413,9 @@ def test_tf_diagnostics_count_what_was_spent_and_reset():
     assert core.diagnostics()["forward_calls"] == 0
 
 
-@pytest.mark.parametrize("n,padded", [(4, 8), (8, 8), (12, 16), (20, 32), (32, 32), (40, 48), (64, 64), (70, 96), (100, 128)])
+@pytest.mark.parametrize(
+    "n,padded", [(4, 8), (8, 8), (12, 16), (20, 32), (32, 32), (40, 48), (64, 64), (70, 96), (100, 128)]
+)
 def test_tf_pads_a_leaf_to_its_size_class_and_stays_exact(n, padded):
     """A leaf of n tokens is padded to a power of two of at least 8 up to 32, above it to the next
     of 2^k and 3·2^(k-1); the padding is masked, so the result is still the dense reference's."""
@@ -443,7 +445,8 @@ def test_tc_diagnostics_when_one_leaf_takes_all():
     one_leaf_takes_all(core)
     q, k, v, mask = inputs(n=32)
     core(q, k, v, mask)
-    assert core.diagnostics()["forward_calls"] == 0 and core.last_forward_macs() is None  # training forwards record nothing
+    # A forward with gradient, as in training, records nothing.
+    assert core.diagnostics()["forward_calls"] == 0 and core.last_forward_macs() is None
     with torch.no_grad():
         core(q, k, v, mask)
     diag = core.diagnostics()

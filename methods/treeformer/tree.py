@@ -365,8 +365,8 @@ class RoutingTree(nn.Module):
             if self.walks(walk):
                 leaf = _walk(x, weight, bias, self.height)
             else:
-                leaf = _per_example(_hard_leaves(_node_scores(_head_tokens(x), weight, bias), self.paths, self.and_bias)[0],
-                                    x.shape[0])
+                z = _node_scores(_head_tokens(x), weight, bias)
+                leaf = _per_example(_hard_leaves(z, self.paths, self.and_bias)[0], x.shape[0])
             gate = x.new_ones(x.shape[:-1])
         if real is not None:
             real = real[:, None, :]  # (B, 1, m)
