@@ -9,8 +9,8 @@ Implementation, never n x n: queries and keys are sorted by (example, head, leaf
 any subtree are one contiguous run. Each (example, head, leaf) with queries is a *group*: its
 queries attend to one run of keys. Groups are batched by size class (both sizes rounded up to a
 power of two of at least 8, above 32 also to 3·2^k: `_padded_size`; padded, masked), so a balanced
-tree costs one or two batched attention products (baddbmm, softmax, bmm) and one leaf holding everything costs
-what full attention on that leaf costs. With `bucket_capacity` = c (a fixed bucket size, as
+tree costs one or two batched attention products (baddbmm, softmax, bmm) and one leaf holding
+everything costs what full attention on that leaf costs. With `bucket_capacity` = c (a fixed bucket size, as
 Reformer's), each leaf's keys are capped at its first c keys in sequence order and its queries split
 into chunks of at most c: all buckets then share one shape, one batched product; keys beyond a
 leaf's capacity are attended by no one
