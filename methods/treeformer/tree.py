@@ -223,8 +223,9 @@ class _DGTRouting(torch.autograd.Function):
         z = _node_scores(tokens, weight, bias)  # (H, N, B*m)
         scale = _node_scale(z)
         leaf, walked_or_scores = _hard_leaves(z, paths, and_bias, scale)
-        walked_or_p = walked_or_scores if and_bias is None else torch.softmax(walked_or_scores, dim=1)
-        ctx.save_for_backward(tokens, weight, paths, leaf, z, scale, walked_or_p)
+        walked = walked_or_scores if and_bias is None else None
+        probabilities = None if and_bias is None else torch.softmax(walked_or_scores, dim=1)
+        ctx.save_for_backward(tokens, weight, paths, leaf, z, scale, walked, probabilities)
         ctx.scaled, ctx.has_and_bias, ctx.batch = scaled, and_bias is not None, batch
         leaf = _per_example(leaf, batch)
         ctx.mark_non_differentiable(leaf)
@@ -232,17 +233,17 @@ class _DGTRouting(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _grad_leaf, grad_gate):
-        tokens, weight, paths, leaf, z, scale, walked_or_p = ctx.saved_tensors
+        tokens, weight, paths, leaf, z, scale, walked, probabilities = ctx.saved_tensors
         heads, _, dim = tokens.shape
         batch = ctx.batch
         grad_gate = grad_gate.transpose(0, 1).reshape(heads, 1, -1)  # (H, 1, B*m)
         grad_and_bias = None
         if ctx.has_and_bias:
-            grad_scores = _leaf_score_grad(walked_or_p, leaf, grad_gate)  # (H, L, B*m)
+            grad_scores = _leaf_score_grad(probabilities, leaf, grad_gate)  # (H, L, B*m)
             grad_and_bias = grad_scores.sum(dim=2)
             grad_signs = torch.matmul(paths.t(), grad_scores)  # scores = mean|z| * P s: d/ds is mean|z| P^T
         else:
-            grad_signs = _factorised_node_grad(z, scale, walked_or_p, grad_gate)
+            grad_signs = _factorised_node_grad(z, scale, walked, grad_gate)
         # DGT's STE gives d(mean|z| s)/dz = 2 inside the window |z| <= 1 and 0 outside: hardtanh's
         # backward in one pass (a compare and a mask took several), its open interval widened to the
         # next float past 1 so that |z| = 1 stays inside, as in DGT.
