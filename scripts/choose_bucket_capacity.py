@@ -31,7 +31,9 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_common import BenchError  # noqa: E402
 from harness.measure.env import git_commit  # noqa: E402
+from harness.sweep.records import iter_record_paths, read_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORS = (1, 2, 4, 8, 16, 32)
@@ -48,8 +50,8 @@ def tf_layers(results: Path, folders: tuple[str, ...]) -> dict[str, list[dict]]:
     """Per task, the diagnostics of every layer of every finished TF record (each config once)."""
     seen, layers = set(), {}
     for folder in folders:
-        for path in sorted((results / folder / "records").glob("*/*/seed*.json")):
-            record = json.loads(path.read_text())
+        for path in iter_record_paths(results / folder):
+            record = read_record(path)  # a damaged record is a one-line error naming it
             if record.get("status") != "ok" or record.get("attention") != "treeformer-tf":
                 continue
             if record["config_hash"] in seen:  # the same run published in two folders
@@ -114,7 +116,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not 0 < args.keep <= 1:
         parser.error(f"--keep must be in (0, 1], got {args.keep}")
     folders = tuple(args.folders)
-    layers = tf_layers(args.results, folders)
+    try:
+        layers = tf_layers(args.results, folders)
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not layers:
         where = f"{args.results}/{{{','.join(folders)}}}"
         print(f"error: no finished treeformer-tf record with leaf occupancy under {where}", file=sys.stderr)
