@@ -10,11 +10,11 @@ any subtree are one contiguous run. Each (example, head, leaf) with queries is a
 queries attend to one run of keys. Groups are batched by size class (both sizes rounded up to a
 power of two of at least 8, above 32 also to 3·2^k: `_padded_size`; padded, masked), so a balanced
 tree costs one or two batched attention products (baddbmm, softmax, bmm) and one leaf holding
-everything costs what full attention on that leaf costs. With `bucket_capacity` = c (a fixed bucket size, as
-Reformer's), each leaf's keys are capped at its first c keys in sequence order and its queries split
-into chunks of at most c: all buckets then share one shape, one batched product; keys beyond a
-leaf's capacity are attended by no one
-(the uncapped variant is the exact method; the tests check both against a dense reference).
+everything costs what full attention on that leaf costs. With `bucket_capacity` = c (a fixed bucket
+size, as Reformer's), each leaf's keys are capped at its first c keys in sequence order and its
+queries split into chunks of at most c: all buckets then share one shape, one batched product; keys
+beyond a leaf's capacity are attended by no one (the uncapped variant is the exact method; the tests
+check both against a dense reference).
 
 `macs(seq_len)` is the count executed in evaluation on a balanced tree (the executed count depends
 on the learned balance); `diagnostics()["attention_macs_spent"]` reports what forward passes
@@ -292,12 +292,13 @@ def _padded_size(values: torch.Tensor) -> torch.Tensor:
 
     Powers of two from MIN_PADDED_SIZE up to FINE_CLASSES_ABOVE; above it also 3·2^(k-1) (48, 96,
     192, ...), so a large group is padded by at most 1.5x instead of 2x per side. Small groups share
-    few classes: every class is a batched product, forward and backward, and at the quick suite's
-    shape (n=128, 32 leaves, about 4 tokens per leaf at the start) classes of 1, 2 and 4 made about
-    40 products per layer where a floor of 8 makes 11-12, for about twice the (small) padded
-    products; a floor of 16 made 5-6 for five times them and ran slower. A large group's padding is
-    the bulk of its product (in results/quick's TF records at n=128 the fullest leaf holds 82-128
-    tokens on recall, 15-30 on ListOps: `max_leaf_occupancy`).
+    few classes: every class is a batched product, forward and backward. At the quick suite's shape
+    (n=128, 32 leaves, about 4 tokens per leaf at the start; counted on the untrained model of
+    scripts/bench_treeformer.py) classes of 1, 2 and 4 made about 40 classes per layer where a floor
+    of 8 makes 11-12, for about twice the (small) padded products; a floor of 16 would make 5-6 for
+    five times them. A large group's padding is the bulk of its product (in results/quick's TF
+    records at n=128 the fullest leaf holds 82-128 tokens on recall, 15-30 on ListOps:
+    `max_leaf_occupancy`).
     """
     power = _next_power_of_two(values.clamp(min=MIN_PADDED_SIZE))
     three_quarters = power * 3 // 4
