@@ -108,6 +108,7 @@ TC_IMPLEMENTATIONS = [
     pytest.param({"implementation": "all-nodes"}, id="all-nodes"),
     pytest.param({"implementation": "path"}, id="path"),
     pytest.param({"implementation": "path", "and_bias": True}, id="path-and-bias"),  # cannot walk: all nodes
+    pytest.param({"implementation": "fused-path"}, id="fused-path"),  # traced: its eager twin, "path"
 ]
 
 

@@ -73,6 +73,7 @@ TREE_RUNS = {
     "tf": ("treeformer-tf", {"height": 2}, None),
     "tc": ("treeformer-tc", {"height": 2}, None),
     "tc-path": ("treeformer-tc", {"height": 2, "implementation": "path"}, None),
+    "tc-fused-path": ("treeformer-tc", {"height": 2, "implementation": "fused-path"}, None),
     "bootstrapped-tf": ("full", {}, {"warmup_attention": "full", "stages": [
         {"at_step": 3, "attention": "treeformer-tc", "options": {"height": 2}},
         {"at_step": 6, "attention": "treeformer-tc", "options": {"height": 3}},  # grows the tree
@@ -156,7 +157,8 @@ def test_routing_runs_in_fp32_under_autocast(name):
     assert x.grad is not None and x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
 
 
-def test_tc_node_counts_are_exact_under_bf16():
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_tc_node_counts_are_exact_under_bf16(fused):
     """bf16 holds integers exactly only up to 256: TC sums its node aggregates in fp32, so a mean over
     600 equal keys stays that key. Mutation caught: index_add in bf16 (counts stop at 256)."""
     core = create_attention("treeformer-tc", num_heads=1, head_dim=8, max_seq_len=600, height=1,
@@ -165,6 +167,6 @@ def test_tc_node_counts_are_exact_under_bf16():
     v = torch.linspace(0, 1, 600).view(1, 1, 600, 1).expand(1, 1, 600, 8).contiguous()
     with torch.no_grad():
         keys = core.tree.route(k, None)
-        sums = core.node_sums(keys, k.bfloat16(), v.bfloat16())
+        sums = core.node_sums(keys, k.bfloat16(), v.bfloat16(), fused=fused)
     assert sums.dtype == torch.float32
     assert sums[0, 0, -1].item() == 600.0  # the root's count

@@ -66,9 +66,12 @@ VARIANTS = [
     ("treeformer-tc", {"implementation": "path"}),
     ("treeformer-tc", {"aggregate": "sum", "implementation": "all-nodes"}),
     ("treeformer-tc", {"aggregate": "sum", "implementation": "path"}),
+    ("treeformer-tc", {"implementation": "fused-path"}),
+    ("treeformer-tc", {"aggregate": "sum", "implementation": "fused-path"}),
     ("treeformer-tc", {"ste": "scaled"}),
     ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "all-nodes"}),
     ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "path"}),
+    ("treeformer-tc", {"and_bias": True, "overparam_layers": 1, "implementation": "fused-path"}),
 ]
 SCENARIOS = ["random_padded", "empty_leaves", "one_leaf_takes_all", "unpadded"]
 
@@ -199,27 +202,28 @@ def test_walk_without_backward_equals_explicit_traversal():
 @pytest.mark.parametrize("seq_len,height", [(64, 2), (1024, 5), (4096, 10)])
 def test_tc_implementations_count_what_they_execute(seq_len, height):
     options = dict(num_heads=HEADS, head_dim=DIM, max_seq_len=seq_len, height=height)
-    path = create_attention("treeformer-tc", implementation="path", **options)
-    all_nodes = create_attention("treeformer-tc", implementation="all-nodes", **options)
+    cores = {name: create_attention("treeformer-tc", implementation=name, **options) for name in ("path", "all-nodes", "fused-path")}
     auto = create_attention("treeformer-tc", **options)
-    ratio = path.macs(seq_len) / path.algorithmic_macs(seq_len)
+    ratio = cores["path"].macs(seq_len) / cores["path"].algorithmic_macs(seq_len)
     assert 1 / 1.3 <= ratio <= 1.3, ratio
-    assert all_nodes.macs(seq_len) > path.macs(seq_len)
-    chosen = {"path": path, "all-nodes": all_nodes}[auto.executed_implementation(seq_len)]
-    assert auto.macs(seq_len) == chosen.macs(seq_len)
+    assert cores["all-nodes"].macs(seq_len) > cores["path"].macs(seq_len)
+    assert cores["fused-path"].macs(seq_len) == cores["path"].macs(seq_len)  # the same products, fused
+    assert auto.macs(seq_len) == cores[auto.executed_implementation(seq_len)].macs(seq_len)
 
 
 def test_auto_takes_the_nearest_measured_point_and_path_where_nothing_was_measured(monkeypatch):
     from methods.treeformer import tc_choice
 
-    table = {"cpu": [(256, 2, "all-nodes"), (256, 8, "path"), (4096, 2, "path"), (4096, 8, "all-nodes")]}
+    table = {"cpu": [(256, 2, ("all-nodes", "path")), (256, 8, ("fused-path", "path", "all-nodes")),
+                     (4096, 2, ("path", "all-nodes")), (4096, 8, ("all-nodes", "fused-path", "path"))]}
     monkeypatch.setattr(tc_choice, "_table", lambda: table)
-    assert tc_choice.choose_implementation("cpu", 300, 3) == "all-nodes"
-    assert tc_choice.choose_implementation("cpu", 200, 7) == "path"
-    assert tc_choice.choose_implementation("cpu", 8192, 9) == "all-nodes"
-    assert tc_choice.choose_implementation("cuda", 300, 3) == "path"
+    assert tc_choice.choose_implementation("cpu", 300, 3, fused=True) == "all-nodes"
+    assert tc_choice.choose_implementation("cpu", 200, 7, fused=True) == "fused-path"
+    assert tc_choice.choose_implementation("cpu", 200, 7, fused=False) == "path"  # kernels not built: the next
+    assert tc_choice.choose_implementation("cpu", 8192, 9, fused=True) == "all-nodes"
+    assert tc_choice.choose_implementation("cuda", 300, 3, fused=False) == "path"
     core = create_attention("treeformer-tc", num_heads=HEADS, head_dim=DIM, max_seq_len=4096, height=8)
-    assert core.executed_implementation(4096) == "all-nodes" and core.executed_implementation(256) == "path"
+    assert core.executed_implementation(4096) == "all-nodes" and core.executed_implementation(256) == "fused-path"
 
 
 def test_routing_equals_explicit_traversal_and_dgt_argmax():
@@ -303,6 +307,7 @@ GROWN = [
     ("treeformer-tc", {"implementation": "all-nodes"}),
     ("treeformer-tc", {"implementation": "path"}),
     ("treeformer-tc", {"aggregate": "sum", "implementation": "path"}),
+    ("treeformer-tc", {"implementation": "fused-path"}),
 ]
 
 
@@ -327,7 +332,7 @@ def test_growing_keeps_the_output_and_nests_leaves(name, options, overparam_laye
         torch.testing.assert_close(bigger(q, k, v, mask), expected, **EXACT)
 
 
-@pytest.mark.parametrize("implementation", ["all-nodes", "path"])
+@pytest.mark.parametrize("implementation", ["all-nodes", "path", "fused-path"])
 def test_grown_tc_without_log_weights_changes(implementation):
     core = build("treeformer-tc", n=32, height=2, implementation=implementation).eval()
     q, k, v, mask = inputs(n=32)
@@ -373,7 +378,7 @@ def test_and_bias_is_off_by_default_and_learns_when_on():
         ("treeformer-tc", {"height": 6}, "option 'height'=6 gives 2^6=64 leaves, more than max_seq_len=32"),
         ("treeformer-tc", {"aggregate": "max"}, "option 'aggregate': expected one of 'mean', 'sum', got 'max'"),
         ("treeformer-tc", {"implementation": "gather"},
-         "option 'implementation': expected one of 'auto', 'all-nodes', 'path', got 'gather'"),
+         "option 'implementation': expected one of 'auto', 'all-nodes', 'path', 'fused-path', got 'gather'"),
         ("treeformer-tf", {"empty_leaf": "drop"}, "option 'empty_leaf': expected one of 'ancestor', 'zero', got 'drop'"),
         ("treeformer-tf", {"bucket_capacity": 0}, "option 'bucket_capacity' must be a positive integer or null, got 0"),
         ("treeformer-tf", {"bucket_capacity": 2.5}, "option 'bucket_capacity': expected an integer, got 2.5"),

@@ -8,14 +8,19 @@ so every real key and value receives gradient.
 Implementation, O(n·d) aggregation and never n x n:
 1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
 2. internal nodes are the sums of their two children, level by level up to the root;
-3. attention over the path, in one of two ways (`implementation`):
+3. attention over the path, in one of three ways (`implementation`):
    - "all-nodes": one matrix product scores every query against all node aggregates; the softmax
      runs over the h+1 scores of the query's path (gathered by a fixed leaf -> path table), and the
      weights are scattered back for one product with the node values: 2^(h+1)/(h+1) times the
      MACs the path needs, but two BLAS calls, fast on CPU while 2^h is small against n;
    - "path": each query gathers its h+1 path nodes and attends over them alone, O(n·h·d); without a
      backward the routing also evaluates only the h hyperplanes on each token's path;
-   - "auto" (default): the one measured faster for this device, n and h (`tc_choice`).
+   - "fused-path": the same MACs as "path", with the gathers fused into the products by C++ loops
+     that never write the gathered rows (`fused_path`; CPU, built on first use);
+   - "auto" (default): the fastest measured for this device, n and h among those this machine can
+     run (`tc_choice`).
+Each query's attention weights are multiplied by its gate (the STE gate, 1 forward, 0 for padded
+queries) before they meet the values: the same output as gating the output, without a pass over it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from typing import Literal
 
 import torch
 
+from bench_common import BenchError
 from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention, inverse_sqrt, records_diagnostics
+from methods.treeformer import fused_path
+from methods.treeformer.fused_path import LeafSums, PathMix, PathWeights
 from methods.treeformer.tc_choice import choose_implementation
 from methods.treeformer.tree import ancestor_table, needs_grad, path_node_table
 
@@ -46,7 +54,7 @@ class TreeformerTC(TreeAttention):
         overparam_layers: int = 0,
         ste: Literal["dgt", "scaled"] = "dgt",
         and_bias: bool = False,
-        implementation: Literal["auto", "all-nodes", "path"] = "auto",
+        implementation: Literal["auto", "all-nodes", "path", "fused-path"] = "auto",
     ):
         super().__init__(num_heads, head_dim, max_seq_len, height, overparam_layers, ste, and_bias)
         self.aggregate = aggregate
@@ -55,18 +63,25 @@ class TreeformerTC(TreeAttention):
         self.register_buffer("path_nodes", path_node_table(height), persistent=False)  # (L+1, h+1)
 
     def executed_implementation(self, seq_len: int) -> str:
-        """"all-nodes" or "path": the option, or for "auto" the choice for this device, n and h."""
+        """"all-nodes", "path" or "fused-path": the option, or for "auto" the choice for this device,
+        n and h."""
+        device = self.ancestors.device.type
+        if self.implementation == "fused-path" and not (device == "cpu" and fused_path.available()):
+            raise BenchError(f"treeformer-tc option 'implementation': 'fused-path' needs the CPU and its C++ kernels "
+                             f"(device {device}, kernels built: {device == 'cpu' and fused_path.available()}); "
+                             f"use 'auto', 'all-nodes' or 'path'")
         if self.implementation != "auto":
             return self.implementation
-        return choose_implementation(self.ancestors.device.type, seq_len, self.height)
+        return choose_implementation(device, seq_len, self.height, fused=device == "cpu" and fused_path.available())
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)
         batch, heads, n, dim = q.shape
         groups = batch * heads
         implementation = self.executed_implementation(n)
-        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask, walk=implementation == "path")
-        sums = self.node_sums(keys, k, v)  # (G, 2L-1, 2d+1)
+        walk = implementation != "all-nodes"
+        queries, keys = self.route_queries_and_keys(q, k, key_padding_mask, walk=walk)
+        sums = self.node_sums(keys, k, v, fused=implementation == "fused-path")  # (G, 2L-1, 2d+1)
         counts = sums[..., -1]  # (G, 2L-1), 1.0 per key forward
         node_keys, node_values = sums[..., :dim], sums[..., dim : 2 * dim]
         if self.aggregate == "mean":
@@ -76,21 +91,24 @@ class TreeformerTC(TreeAttention):
         leaf = queries.leaf.reshape(groups, n)
         path = self.path_nodes.index_select(0, torch.where(leaf >= 0, leaf, self.leaves).reshape(-1)).view(groups, n, -1)
         bias = self.path_bias(path, counts, q.dtype)  # (G, n, h+1)
-        if implementation == "path":
-            attended = self.attend_path(q.reshape(groups, n, dim), path, bias, node_keys, node_values)
-        else:
-            attended = self.attend_all_nodes(q.reshape(groups, n, dim), path, bias, node_keys, node_values)
         # The gate is 0 for padded queries, whose all-masked rows are thereby dropped.
-        out = attended.view(batch, heads, n, dim) * queries.gate.unsqueeze(-1)
+        operands = (q.reshape(groups, n, dim), path, bias, queries.gate.reshape(groups, n), node_keys, node_values)
+        if implementation == "fused-path" and not torch.jit.is_tracing():
+            attended = self.attend_fused_path(*operands)
+        elif implementation != "all-nodes":  # "path", and "fused-path" for a FLOP tracer (blind to C++ loops)
+            attended = self.attend_path(*operands)
+        else:
+            attended = self.attend_all_nodes(*operands)
+        out = attended.view(batch, heads, n, dim)
         if records_diagnostics():
             self._record_tc(queries, counts.view(batch, heads, -1), n, implementation)
         return out
 
-    def attend_all_nodes(self, q, path, bias, node_keys, node_values) -> torch.Tensor:
+    def attend_all_nodes(self, q, path, bias, gate, node_keys, node_values) -> torch.Tensor:
         """(G, n, d): one product scores each query q (G, n, d) against every node aggregate; the
-        softmax then runs over the h+1 scores of its path alone (gathered), and the weights go back
-        to their nodes (scattered into zeros) for one product with the node values: two BLAS calls,
-        fast on CPU while 2^h is small against n, and no (G, n, 2L-1) mask or softmax.
+        softmax then runs over the h+1 scores of its path alone (gathered), and the gated weights go
+        back to their nodes (scattered into zeros) for one product with the node values: two BLAS
+        calls, fast on CPU while 2^h is small against n, and no (G, n, 2L-1) mask or softmax.
 
         Laid out nodes first, (G, nodes, n): a softmax over h+1 entries along the last dimension
         ran several times slower on CPU than along a middle one, which vectorises across queries.
@@ -98,11 +116,17 @@ class TreeformerTC(TreeAttention):
         path, bias = path.transpose(1, 2).contiguous(), bias.transpose(1, 2)  # (G, h+1, n)
         scores = torch.bmm(node_keys, q.transpose(1, 2))  # (G, 2L-1, n)
         path_scores = scores.gather(1, path).mul_(inverse_sqrt(q.shape[-1])).add_(bias)  # (G, h+1, n)
-        weights = self.drop_attention(torch.softmax(path_scores, dim=1))
+        weights = self.drop_attention(torch.softmax(path_scores, dim=1)) * gate.unsqueeze(1)
         spread = scores.new_zeros(scores.shape).scatter_(1, path, weights)  # (G, 2L-1, n), h+1 non-zero per query
         return torch.bmm(spread.transpose(1, 2), node_values)
 
-    def attend_path(self, q, path, bias, node_keys, node_values) -> torch.Tensor:
+    def attend_fused_path(self, q, path, bias, gate, node_keys, node_values) -> torch.Tensor:
+        """(G, n, d): the path attention with the gathers fused into the products (`fused_path`)."""
+        weights = PathWeights.apply(node_keys, path, q.contiguous(), bias, inverse_sqrt(q.shape[-1]))  # (G, n, h+1)
+        weights = self.drop_attention(weights) * gate.unsqueeze(-1)
+        return PathMix.apply(node_values, path, weights)
+
+    def attend_path(self, q, path, bias, gate, node_keys, node_values) -> torch.Tensor:
         """(G, n, d): each query q (G, n, d) attends over the h+1 nodes of its path alone.
 
         The path's aggregates are gathered per query ((G*n, h+1, d), no all-node product).
@@ -113,7 +137,7 @@ class TreeformerTC(TreeAttention):
         path_keys = node_keys.reshape(-1, dim).index_select(0, rows).view(groups * n, -1, dim)  # (G*n, h+1, d)
         path_values = node_values.reshape(-1, dim).index_select(0, rows).view(groups * n, -1, dim)
         scores = torch.baddbmm(bias.view(groups * n, -1, 1), path_keys, q.reshape(groups * n, dim, 1), alpha=inverse_sqrt(dim))
-        weights = self.drop_attention(torch.softmax(scores, dim=1))  # (G*n, h+1, 1)
+        weights = self.drop_attention(torch.softmax(scores, dim=1)) * gate.view(-1, 1, 1)  # (G*n, h+1, 1)
         return torch.bmm(weights.transpose(1, 2), path_values).view(groups, n, dim)
 
     def path_bias(self, path: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -128,8 +152,23 @@ class TreeformerTC(TreeAttention):
         log_weight = self.tree.node_log_weight.to(dtype).index_select(0, path.reshape(-1)).view(path.shape)
         return log_weight.masked_fill_(~allowed, torch.finfo(dtype).min)
 
-    def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through."""
+    def node_sums(self, keys, k: torch.Tensor, v: torch.Tensor, fused: bool) -> torch.Tensor:
+        """(G = B*H, 2L-1, 2d+1) breadth-first node sums of g·[k, v, 1] over the keys routed through;
+        the leaves' sums by the C++ loops when `fused` (and no FLOP tracer, blind to them, runs)."""
+        batch, heads, _, dim = k.shape
+        groups = batch * heads
+        if fused and not torch.jit.is_tracing():
+            level = LeafSums.apply(k, v, keys.gate, keys.leaf, self.leaves)
+        else:
+            level = self.eager_leaf_sums(keys, k, v)
+        levels = [level]
+        for depth in range(self.height - 1, -1, -1):
+            level = level.view(groups, 2**depth, 2, 2 * dim + 1).sum(dim=2)  # parents
+            levels.append(level)
+        return torch.cat(levels[::-1], dim=1)
+
+    def eager_leaf_sums(self, keys, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(G, L, 2d+1) leaf sums of g·[k, v, 1]: one index_add of [k, v, 1] rows."""
         batch, heads, n, dim = k.shape
         groups = batch * heads
         # Slot of each key: (b*H + h) * L + leaf; padding goes to one extra slot that is dropped.
@@ -140,12 +179,7 @@ class TreeformerTC(TreeAttention):
             level = _GatedLeafSums.apply(k, v, keys.gate, slots, groups * self.leaves + 1)
         else:  # no backward wanted, or a FLOP tracer (blind inside an autograd.Function)
             level = _slot_sums(_rows(k, v), slots, groups * self.leaves + 1)
-        level = level[:-1].view(groups, self.leaves, 2 * dim + 1)
-        levels = [level]
-        for depth in range(self.height - 1, -1, -1):
-            level = level.view(groups, 2**depth, 2, 2 * dim + 1).sum(dim=2)  # parents
-            levels.append(level)
-        return torch.cat(levels[::-1], dim=1)
+        return level[:-1].view(groups, self.leaves, 2 * dim + 1)
 
     @torch.no_grad()
     def _record_tc(self, queries, counts, n, implementation: str) -> None:
@@ -166,7 +200,7 @@ class TreeformerTC(TreeAttention):
             + (float(real_keys.sum()) + batch * (self.leaves - 1)) * heads * row
             + float(path_nodes.sum()) * row
         )
-        walk = implementation == "path"
+        walk = implementation != "all-nodes"
         alone = self.routing_macs(n, 1, walk) + self.num_heads * self._core_macs(n, implementation)
         executed = self.routing_macs(n, batch, walk) + batch * self.num_heads * self._core_macs(n, implementation)
 
@@ -180,8 +214,8 @@ class TreeformerTC(TreeAttention):
 
     def _core_macs(self, seq_len: int, implementation: str) -> int:
         """Per head, past the routing: index_add of n rows of 2d+1, then scores and weighted sum over
-        all 2^(h+1)-1 nodes ("all-nodes") or the h+1 path nodes ("path"), and the softmax over the
-        h+1 path nodes."""
+        all 2^(h+1)-1 nodes ("all-nodes") or the h+1 path nodes (both path implementations), and the
+        softmax over the h+1 path nodes."""
         path = self.height + 1
         scored = 2 * self.leaves - 1 if implementation == "all-nodes" else path
         dim = self.head_dim
@@ -191,7 +225,7 @@ class TreeformerTC(TreeAttention):
         """Executed in evaluation by the implementation that runs at this length (see
         `executed_implementation`), independent of the data: routing plus `_core_macs` per head."""
         implementation = self.executed_implementation(seq_len)
-        walk = implementation == "path"
+        walk = implementation != "all-nodes"
         return self.routing_macs(seq_len, walk=walk) + self.num_heads * self._core_macs(seq_len, implementation)
 
     def algorithmic_macs(self, seq_len: int) -> int:

@@ -1,28 +1,28 @@
-"""Which TC implementation was faster, per device type and (n, h): read by `tc_choice`.
+"""TC's implementations per device type and (n, h), fastest first: read by `tc_choice`.
 
 Written by scripts/measure_tc_implementations.py from the measurements in
 results/treeformer_speed/tc_implementations.md; rerun the script rather than editing this file."""
 
-FASTER = {  # device type: [(seq_len, height, faster), ...]
+RANKING = {  # device type: [(seq_len, height, (fastest, ..., slowest)), ...]
     'cpu': [
-        (256, 2, 'all-nodes'),
-        (256, 4, 'all-nodes'),
-        (256, 6, 'all-nodes'),
-        (256, 8, 'path'),
-        (1024, 2, 'all-nodes'),
-        (1024, 4, 'all-nodes'),
-        (1024, 6, 'all-nodes'),
-        (1024, 8, 'path'),
-        (1024, 10, 'path'),
-        (4096, 2, 'all-nodes'),
-        (4096, 4, 'all-nodes'),
-        (4096, 6, 'all-nodes'),
-        (4096, 8, 'path'),
-        (4096, 10, 'path'),
-        (8192, 2, 'all-nodes'),
-        (8192, 4, 'all-nodes'),
-        (8192, 6, 'all-nodes'),
-        (8192, 8, 'path'),
+        (256, 2, ('all-nodes', 'path')),
+        (256, 4, ('all-nodes', 'path')),
+        (256, 6, ('all-nodes', 'path')),
+        (256, 8, ('path', 'all-nodes')),
+        (1024, 2, ('all-nodes', 'path')),
+        (1024, 4, ('all-nodes', 'path')),
+        (1024, 6, ('all-nodes', 'path')),
+        (1024, 8, ('path', 'all-nodes')),
+        (1024, 10, ('path', 'all-nodes')),
+        (4096, 2, ('all-nodes', 'path')),
+        (4096, 4, ('all-nodes', 'path')),
+        (4096, 6, ('all-nodes', 'path')),
+        (4096, 8, ('path', 'all-nodes')),
+        (4096, 10, ('path', 'all-nodes')),
+        (8192, 2, ('all-nodes', 'path')),
+        (8192, 4, ('all-nodes', 'path')),
+        (8192, 6, ('all-nodes', 'path')),
+        (8192, 8, ('path', 'all-nodes')),
     ],
 }
 MEASURED = {
