@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from harness.measure.env import cpu_model  # noqa: E402
 from methods import create_attention  # noqa: E402
-from methods.treeformer import fused_path, tc_measured  # noqa: E402
+from methods.treeformer import kernels, tc_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADS, HEAD_DIM = 4, 64
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="e.g. whether the machine was shared while measuring")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    implementations = ("all-nodes", "path") + (("fused-path",) if args.device == "cpu" and fused_path.available() else ())
+    implementations = ("all-nodes", "path") + (("fused-path",) if args.device == "cpu" and kernels.available() else ())
     load = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta = {

@@ -13,11 +13,11 @@ import torch
 
 from bench_common import BenchError
 from methods import create_attention
-from methods.treeformer import fused_path
+from methods.treeformer import kernels
 from methods.treeformer.fused_path import LeafSums, PathMix, PathWeights
 
-pytestmark = pytest.mark.skipif(not fused_path.available(), reason="TC's C++ kernels did not build here")
-OPS = torch.ops.treeformer_path if fused_path.available() else None
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="TC's C++ kernels did not build here")
+OPS = torch.ops.treeformer_path if kernels.available() else None
 GROUPS, N, NODES, DIM, WIDTH = 3, 7, 15, 5, 4  # a height-3 tree: 15 nodes, paths of 4
 
 
@@ -139,7 +139,7 @@ def test_an_index_outside_the_tree_is_refused_before_any_read():
 
 
 def test_without_the_kernels_auto_runs_eager_and_asking_for_them_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(fused_path, "available", lambda: False)
+    monkeypatch.setattr(kernels, "available", lambda: False)
     options = dict(num_heads=2, head_dim=DIM, max_seq_len=64, height=3)
     assert create_attention("treeformer-tc", **options).executed_implementation(64) in ("all-nodes", "path")
     core = create_attention("treeformer-tc", implementation="fused-path", **options)

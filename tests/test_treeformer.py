@@ -12,6 +12,7 @@ import torch
 
 from bench_common import BenchError
 from methods import create_attention
+from methods.treeformer import kernels
 from methods.treeformer import tree as tree_module
 from tests.treeformer_reference import dgt_route, tc_dense, tf_allowed, tf_dense, traverse
 
@@ -89,11 +90,22 @@ def scenario_case(name, options, scenario):
     return core, inputs(n=n, padded=scenario != "unpadded")
 
 
+def use_routing(monkeypatch, routing: str) -> None:
+    """Route with the C++ loops ("kernels") or the eager code ("eager", what other devices run)."""
+    if routing == "kernels" and not kernels.available():
+        pytest.skip("the C++ kernels did not build here")
+    if routing == "eager":
+        monkeypatch.setattr(tree_module, "_kernels_run", lambda z: False)
+
+
+@pytest.mark.parametrize("routing", ["kernels", "eager"])
 @pytest.mark.parametrize("name,options", VARIANTS, ids=str)
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_efficient_equals_dense_reference_forward_and_backward(name, options, scenario):
+def test_efficient_equals_dense_reference_forward_and_backward(monkeypatch, name, options, scenario, routing):
     """Leaves, outputs and gradients (q, k, v, every tree parameter) against the independent
-    plain-autograd DGT and the dense attention references, in float64."""
+    plain-autograd DGT and the dense attention references, in float64, with the routing's C++
+    loops and with its eager code."""
+    use_routing(monkeypatch, routing)
     core, (q, k, v, mask) = scenario_case(name, options, scenario)
     ste = options.get("ste", "dgt")
     out = core(q, k, v, key_padding_mask=mask)
@@ -118,7 +130,8 @@ def _flip_routing_gradient(monkeypatch, core):
 
 
 def _drop_p_leaf(monkeypatch, core):
-    """Without the AND bias: the closed form's p_leaf = q^h factor left out."""
+    """Without the AND bias: the closed form's p_leaf = q^h factor left out (eager code)."""
+    use_routing(monkeypatch, "eager")
     closed_form = tree_module._factorised_node_grad
 
     def without_p_leaf(z, scale, visited, grad_gate):
@@ -130,7 +143,8 @@ def _drop_p_leaf(monkeypatch, core):
 
 def _walked_path_only(monkeypatch, core):
     """Without the AND bias: the gradient of the one-hot alone, as if the softmax gave p = e_leaf
-    (p_leaf * d gate * s_j on the walked nodes, nothing spread over the others)."""
+    (p_leaf * d gate * s_j on the walked nodes, nothing spread over the others; eager code)."""
+    use_routing(monkeypatch, "eager")
 
     def path_only(z, scale, visited, grad_gate):
         signs = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)

@@ -11,73 +11,13 @@ same three loops:
 Two more loops sum the keys and values into their leaves (TC's node aggregates start there) and
 give that sum's backward, reading k and v in place instead of writing (B*H*n, 2d+1) [k, v, 1] rows.
 
-The kernels are built from source with the system compiler on first use (torch's cpp_extension,
-cached under torch's extension folder: about 20 s once per machine) and run on the CPU only.
-`available()` says whether they built; where they cannot, TC runs its eager implementations.
+The loops are C++ (`kernels`: CPU only, built on first use); where they cannot be built TC runs its
+eager implementations.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import warnings
-from pathlib import Path
-
 import torch
-
-SOURCE = Path(__file__).with_name("path_kernels.cpp")
-FLAGS = ["-O3"]  # -mavx2 -mfma measured no faster: the loops wait on memory, not arithmetic
-
-
-@torch.compiler.assume_constant_result  # torch.compile reads it once while tracing, not per call
-@functools.cache
-def available() -> bool:
-    """True when the kernels are built and loaded (building them on the first call)."""
-    try:
-        from torch.utils import cpp_extension
-
-        if shutil.which("ninja") is None:  # torch's builder calls `ninja`; the pip wheel ships one
-            import ninja
-
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        cpp_extension.load(name="treeformer_path_kernels", sources=[str(SOURCE)], extra_cflags=FLAGS,
-                           is_python_module=False)
-    except Exception as error:  # no compiler, no ninja, a failed build: the eager paths remain
-        warnings.warn(f"TC's fused path kernels could not be built ({error}); TC runs its eager implementations")
-        return False
-    _register_fakes()
-    return True
-
-
-def _register_fakes() -> None:
-    """Shapes without data, so torch.compile can trace through the kernels."""
-
-    @torch.library.register_fake("treeformer_path::path_dots")
-    def _(nodes, path, rows, bias, alpha, softmax):
-        return nodes.new_empty(path.shape)
-
-    @torch.library.register_fake("treeformer_path::softmax_backward")
-    def _(weights, grad):
-        return weights.new_empty(weights.shape)
-
-    @torch.library.register_fake("treeformer_path::path_mix")
-    def _(nodes, path, weights):
-        return nodes.new_empty(path.shape[:2] + nodes.shape[2:])
-
-    @torch.library.register_fake("treeformer_path::path_scatter")
-    def _(weights, rows, path, num_nodes):
-        return rows.new_empty((rows.shape[0], num_nodes, rows.shape[2]))
-
-    @torch.library.register_fake("treeformer_path::leaf_sums")
-    def _(keys, values, leaf, num_leaves):
-        batch, heads, _, dim = keys.shape
-        dtype = torch.promote_types(keys.dtype, torch.float32)
-        return keys.new_empty((batch * heads, num_leaves, 2 * dim + 1), dtype=dtype)
-
-    @torch.library.register_fake("treeformer_path::leaf_sums_backward")
-    def _(grad, keys, values, leaf):
-        return keys.new_empty(keys.shape), keys.new_empty(keys.shape), keys.new_empty(keys.shape[:-1])
 
 
 class PathWeights(torch.autograd.Function):

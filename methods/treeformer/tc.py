@@ -16,7 +16,7 @@ Implementation, O(n·d) aggregation and never n x n:
    - "path": each query gathers its h+1 path nodes and attends over them alone, O(n·h·d); without a
      backward the routing also evaluates only the h hyperplanes on each token's path;
    - "fused-path": the same MACs as "path", with the gathers fused into the products by C++ loops
-     that never write the gathered rows (`fused_path`; CPU, built on first use);
+     that never write the gathered rows (`fused_path`; C++, CPU only, built on first use);
    - "auto" (default): the fastest measured for this device, n and h among those this machine can
      run (`tc_choice`).
 Each query's attention weights are multiplied by its gate (the STE gate, 1 forward, 0 for padded
@@ -33,7 +33,7 @@ from bench_common import BenchError
 from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention, inverse_sqrt, records_diagnostics
-from methods.treeformer import fused_path
+from methods.treeformer import kernels
 from methods.treeformer.fused_path import LeafSums, PathMix, PathWeights
 from methods.treeformer.tc_choice import choose_implementation
 from methods.treeformer.tree import ancestor_table, needs_grad, path_node_table
@@ -66,13 +66,13 @@ class TreeformerTC(TreeAttention):
         """"all-nodes", "path" or "fused-path": the option, or for "auto" the choice for this device,
         n and h."""
         device = self.ancestors.device.type
-        if self.implementation == "fused-path" and not (device == "cpu" and fused_path.available()):
+        if self.implementation == "fused-path" and not (device == "cpu" and kernels.available()):
             raise BenchError(f"treeformer-tc option 'implementation': 'fused-path' needs the CPU and its C++ kernels "
-                             f"(device {device}, kernels built: {device == 'cpu' and fused_path.available()}); "
+                             f"(device {device}, kernels built: {device == 'cpu' and kernels.available()}); "
                              f"use 'auto', 'all-nodes' or 'path'")
         if self.implementation != "auto":
             return self.implementation
-        return choose_implementation(device, seq_len, self.height, fused=device == "cpu" and fused_path.available())
+        return choose_implementation(device, seq_len, self.height, fused=device == "cpu" and kernels.available())
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)

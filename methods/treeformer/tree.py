@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from bench_common import BenchError
+from methods.treeformer import kernels
 
 MAX_HEIGHT = 10  # 1024 leaves; the (leaves x nodes) path matrix stays small
 STE_VARIANTS = ("dgt", "scaled")
@@ -206,6 +207,29 @@ def _factorised_node_grad(z: torch.Tensor, scale: torch.Tensor, visited: torch.T
     return tilt.neg_().scatter_add_(1, visited, signs.gather(1, visited)).mul_(p_leaf * grad_gate)
 
 
+def _ste_window(grad_signs: torch.Tensor, z: torch.Tensor, scale: torch.Tensor, scaled: bool) -> torch.Tensor:
+    """d loss / d z from d loss / d signs (H, N, B*m). DGT's STE gives d(mean|z| s)/dz = 2 inside the
+    window |z| <= 1 and 0 outside (2 mean|z| when `scaled`): hardtanh's backward in one pass (a
+    compare and a mask took several), its open interval widened to the next float past 1 so that
+    |z| = 1 stays inside, as in DGT."""
+    edge = 1.0 + torch.finfo(z.dtype).eps
+    return torch.ops.aten.hardtanh_backward(grad_signs.mul_(2.0 * scale if scaled else 2.0), z, -edge, edge)
+
+
+def _kernels_run(z: torch.Tensor) -> bool:
+    """Whether the C++ routing loops (`kernels`) take node scores z: on the CPU, where they built."""
+    return z.device.type == "cpu" and kernels.available()
+
+
+def _walk_and_scale(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Leaves (H, 1, B*m), walked nodes (H, h, B*m) and DGT's scale mean|z| (H, 1, B*m) of node
+    scores z (H, N, B*m): one C++ pass over z where the kernels run, else `_traverse` and `_node_scale`."""
+    if _kernels_run(z):
+        return torch.ops.treeformer_routing.dgt_walk(z)
+    leaf, walked = _traverse(z)
+    return leaf, walked, _node_scale(z)
+
+
 class _DGTRouting(torch.autograd.Function):
     """Hard DGT routing forward (`_hard_leaves`) with DGT's straight-through backward.
 
@@ -221,10 +245,13 @@ class _DGTRouting(torch.autograd.Function):
         batch, heads, m, _ = x.shape
         tokens = _head_tokens(x)
         z = _node_scores(tokens, weight, bias)  # (H, N, B*m)
-        scale = _node_scale(z)
-        leaf, walked_or_scores = _hard_leaves(z, paths, and_bias, scale)
-        walked = walked_or_scores if and_bias is None else None
-        probabilities = None if and_bias is None else torch.softmax(walked_or_scores, dim=1)
+        walked = probabilities = None
+        if and_bias is None:
+            leaf, walked, scale = _walk_and_scale(z)
+        else:
+            scale = _node_scale(z)
+            leaf, scores = _hard_leaves(z, paths, and_bias, scale)
+            probabilities = torch.softmax(scores, dim=1)
         ctx.save_for_backward(tokens, weight, paths, leaf, z, scale, walked, probabilities)
         ctx.scaled, ctx.has_and_bias, ctx.batch = scaled, and_bias is not None, batch
         leaf = _per_example(leaf, batch)
@@ -242,13 +269,14 @@ class _DGTRouting(torch.autograd.Function):
             grad_scores = _leaf_score_grad(probabilities, leaf, grad_gate)  # (H, L, B*m)
             grad_and_bias = grad_scores.sum(dim=2)
             grad_signs = torch.matmul(paths.t(), grad_scores)  # scores = mean|z| * P s: d/ds is mean|z| P^T
+            grad_z = _ste_window(grad_signs, z, scale, ctx.scaled)
+        elif _kernels_run(z):
+            beta = torch.tanh(scale)
+            p_leaf = beta.add(1.0).mul_(0.5).log_().mul_(walked.shape[1]).exp_()  # q^h, as `_factorised_node_grad`
+            factor = p_leaf.mul_(grad_gate).mul_(2.0 * scale if ctx.scaled else 2.0)
+            grad_z = torch.ops.treeformer_routing.dgt_walk_backward(z, walked, beta, factor)
         else:
-            grad_signs = _factorised_node_grad(z, scale, walked, grad_gate)
-        # DGT's STE gives d(mean|z| s)/dz = 2 inside the window |z| <= 1 and 0 outside: hardtanh's
-        # backward in one pass (a compare and a mask took several), its open interval widened to the
-        # next float past 1 so that |z| = 1 stays inside, as in DGT.
-        edge = 1.0 + torch.finfo(z.dtype).eps
-        grad_z = torch.ops.aten.hardtanh_backward(grad_signs.mul_(2.0 * scale if ctx.scaled else 2.0), z, -edge, edge)
+            grad_z = _ste_window(_factorised_node_grad(z, scale, walked, grad_gate), z, scale, ctx.scaled)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.bmm(grad_z.transpose(1, 2), weight).view(heads, batch, -1, dim).transpose(0, 1)
