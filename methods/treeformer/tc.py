@@ -6,7 +6,8 @@ over the nodes on its own root-to-leaf path; empty nodes are excluded. The root 
 so every real key and value receives gradient.
 
 Implementation, O(n·d) aggregation and never n x n:
-1. each real key adds g·[k, v, 1] into its leaf (one index_add; g is the STE gate, 1 forward);
+1. each real key adds g·[k, v, 1] into its leaf (one index_add, or C++ loops with "fused-path";
+   g is the STE gate, 1 forward);
 2. internal nodes are the sums of their two children, level by level up to the root;
 3. attention over the path, in one of three ways (`implementation`):
    - "all-nodes": one matrix product scores every query against all node aggregates; the softmax
@@ -29,11 +30,11 @@ from typing import Literal
 
 import torch
 
+import methods.treeformer.kernels as kernels
 from bench_common import BenchError
 from methods.base import check_qkv
 from methods.registry import register_attention
 from methods.treeformer.core import TreeAttention, inverse_sqrt, records_diagnostics
-from methods.treeformer import kernels
 from methods.treeformer.fused_path import LeafSums, PathMix, PathWeights
 from methods.treeformer.tc_choice import choose_implementation
 from methods.treeformer.tree import ancestor_table, needs_grad, path_node_table

@@ -35,8 +35,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+import methods.treeformer.kernels as kernels
 from bench_common import BenchError
-from methods.treeformer import kernels
 
 MAX_HEIGHT = 10  # 1024 leaves; the (leaves x nodes) path matrix stays small
 STE_VARIANTS = ("dgt", "scaled")
