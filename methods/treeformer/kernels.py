@@ -1,13 +1,14 @@
 """The tree methods' C++ loops (`path_kernels.cpp`, `routing_kernels.cpp`): built on first use.
 
 torch's cpp_extension compiles them with the system compiler and caches the library under torch's
-extension folder (about 20 s once per machine); they run on the CPU only. `available()` says whether
-they built; where they cannot (no compiler, no ninja, another device), the methods run their eager
-PyTorch code, which computes the same functions.
+extension folder (about 20 s, once per machine and checkout); they run on the CPU only.
+`available()` says whether they built; where they cannot (no compiler, no ninja, another device),
+the methods run their eager PyTorch code, which computes the same functions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import warnings
@@ -17,6 +18,9 @@ from typing import Optional
 import torch
 
 SOURCES = [Path(__file__).with_name(name) for name in ("path_kernels.cpp", "routing_kernels.cpp")]
+# One build folder per checkout: torch keys its cache by name and rebuilds when the source paths
+# change, so two checkouts sharing one name would rebuild each other's library on every first use.
+NAME = "treeformer_kernels_" + hashlib.sha1(str(SOURCES[0].parent).encode()).hexdigest()[:10]
 # OpenMP: at::parallel_for runs serially unless the extension is compiled with it; the library it
 # links, libgomp.so.1, is the one torch has loaded already. -mavx2 -mfma measured no faster.
 FLAGS = ["-O3", "-fopenmp"]
@@ -42,7 +46,7 @@ def _build() -> bool:
             import ninja
 
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        cpp_extension.load(name="treeformer_kernels", sources=[str(source) for source in SOURCES], extra_cflags=FLAGS,
+        cpp_extension.load(name=NAME, sources=[str(source) for source in SOURCES], extra_cflags=FLAGS,
                            extra_ldflags=["-fopenmp"], is_python_module=False)
     except Exception as error:  # no compiler, no ninja, a failed build: the eager code remains
         warnings.warn(f"the tree methods' C++ kernels could not be built ({error}); they run their eager code")

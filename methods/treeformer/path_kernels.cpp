@@ -8,7 +8,7 @@
 //   softmax_backward(weights, grad)[g, i, j]          = weights * (grad - sum_j weights * grad), the softmax's backward
 // Shapes: nodes (G, N, d), path, weights and bias (G, n, P), rows (G, n, d). Operands are made
 // contiguous first: on the 2-core VM this was written on, reading the projections' strided
-// (B, n, H, d) views in place ran about twice slower than one copy and contiguous reads.
+// (B, n, H, d) views in place ran slower than one copy and contiguous reads.
 // Sums run in the scalar type's opmath type (fp32 for bf16 and fp16).
 //
 // Two more loops sum the keys into their leaves, the first step of TC's node aggregates, reading
@@ -92,6 +92,7 @@ at::Tensor path_dots(const at::Tensor& nodes_in, const at::Tensor& path_in, cons
   const int64_t queries = path.size(0) * path.size(1), n = path.size(1), width = path.size(2);
   const int64_t num_nodes = nodes.size(1), dim = nodes.size(2);
   check_path(path, num_nodes, "path_dots");
+  TORCH_CHECK(width > 0 || !softmax, "path_dots: a softmax over empty paths");
   auto out = at::empty(path.sizes(), nodes.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, nodes.scalar_type(), "path_dots", [&] {
     using acc_t = at::opmath_type<scalar_t>;
