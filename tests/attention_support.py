@@ -12,15 +12,23 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+import pytest
 import torch
 from torch import nn
 
+import methods.treeformer.kernels as kernels
 from harness.config import layered as cfg
 from harness.measure.flops import analyze
 from harness.sweep.matching import solve_option
 from methods import AttentionMethod, create_attention
 
 HEADS, HEAD_DIM = 2, 8
+NEEDS_KERNELS = pytest.mark.skipif(not kernels.available(), reason="the tree methods' C++ kernels did not build here")
+
+
+def with_kernels(*values, **param) -> pytest.param:
+    """A parameter set that runs the C++ kernels (TC's "fused-path"): skipped where they did not build."""
+    return pytest.param(*values, marks=NEEDS_KERNELS, **param)
 
 Attend = Callable[..., torch.Tensor]  # (q, k, v, key_padding_mask=...) -> output, as an attention core
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from attention_support import with_kernels
 from harness.measure.flops import analyze, count_macs, count_split_macs, per_example_core_macs
 from harness.training.model import EncoderClassifier, ModelConfig
 from methods import create_attention
@@ -129,7 +130,7 @@ def test_tf_algorithmic_count_on_a_tree_that_sends_every_token_to_one_leaf():
     pytest.param("treeformer-tf", {"height": 2, "bucket_capacity": 12}, id="tf-bucketed"),
     pytest.param("treeformer-tc", {"height": 3}, id="tc"),
     pytest.param("treeformer-tc", {"height": 3, "implementation": "path", "overparam_layers": 1}, id="tc-path"),
-    pytest.param("treeformer-tc", {"height": 3, "implementation": "fused-path"}, id="tc-fused-path"),
+    with_kernels("treeformer-tc", {"height": 3, "implementation": "fused-path"}, id="tc-fused-path"),
 ])
 def test_a_batch_reports_what_each_example_costs_alone(attention, options):
     """Counting the split in one batch gives each example what it executes and needs in a batch of

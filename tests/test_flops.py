@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attention_support import CoreOnly
+from attention_support import CoreOnly, with_kernels
 from harness.measure.flops import analyze, count_macs
 from harness.training.model import EncoderClassifier, ModelConfig
 from methods import AttentionMethod, create_attention, get_attention_class, list_attentions, register_attention
@@ -108,7 +108,7 @@ TC_IMPLEMENTATIONS = [
     pytest.param({"implementation": "all-nodes"}, id="all-nodes"),
     pytest.param({"implementation": "path"}, id="path"),
     pytest.param({"implementation": "path", "and_bias": True}, id="path-and-bias"),  # cannot walk: all nodes
-    pytest.param({"implementation": "fused-path"}, id="fused-path"),  # traced: its eager twin, "path"
+    with_kernels({"implementation": "fused-path"}, id="fused-path"),  # traced: its eager twin, "path"
 ]
 
 

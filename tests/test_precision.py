@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attention_support import with_kernels
 from bench_common import BenchError
 from harness.training.bootstrap import build_bootstrap
 from harness.training.loop import Splits, autocast, train
@@ -93,7 +94,8 @@ class TreeSnapshot:
             self.weights = [core.tree.weight.detach().clone() for core in model.attention_cores()]
 
 
-@pytest.mark.parametrize("run", sorted(TREE_RUNS))
+@pytest.mark.parametrize("run", [with_kernels(run) if TREE_RUNS[run][1].get("implementation") == "fused-path" else run
+                                 for run in sorted(TREE_RUNS)])
 def test_treeformer_trains_through_the_loop_under_cpu_bf16(run):
     attention, options, bootstrap = TREE_RUNS[run]
     task = TINY_TASKS["tiny-majority"]
@@ -157,7 +159,7 @@ def test_routing_runs_in_fp32_under_autocast(name):
     assert x.grad is not None and x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+@pytest.mark.parametrize("fused", [pytest.param(False, id="eager"), with_kernels(True, id="fused")])
 def test_tc_node_counts_are_exact_under_bf16(fused):
     """bf16 holds integers exactly only up to 256: TC sums its node aggregates in fp32, so a mean over
     600 equal keys stays that key. Mutation caught: index_add in bf16 (counts stop at 256)."""
