@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="e.g. whether the machine was shared while measuring")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    implementations = ("all-nodes", "path") + (("fused-path",) if args.device == "cpu" and kernels.available() else ())
+    implementations = ("all-nodes", "path") + (("fused-path",) if kernels.run_on(args.device) else ())
     load = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     meta = {

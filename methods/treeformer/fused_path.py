@@ -55,7 +55,6 @@ class PathMix(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         node_values, path, weights = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
         grad_values = grad_weights = None
         if ctx.needs_input_grad[2]:
             grad_weights = torch.ops.treeformer_path.path_dots(node_values, path, grad_out, None, 1.0, False)

@@ -38,6 +38,11 @@ def available() -> bool:
     return _built
 
 
+def run_on(device_type: str) -> bool:
+    """Whether the kernels run for tensors on this device type: the CPU, where they built."""
+    return device_type == "cpu" and available()
+
+
 def _build() -> bool:
     try:
         from torch.utils import cpp_extension

@@ -67,13 +67,13 @@ class TreeformerTC(TreeAttention):
         """"all-nodes", "path" or "fused-path": the option, or for "auto" the choice for this device,
         n and h."""
         device = self.ancestors.device.type
-        if self.implementation == "fused-path" and not (device == "cpu" and kernels.available()):
+        fused = kernels.run_on(device)
+        if self.implementation == "fused-path" and not fused:
             raise BenchError(f"treeformer-tc option 'implementation': 'fused-path' needs the CPU and its C++ kernels "
-                             f"(device {device}, kernels built: {device == 'cpu' and kernels.available()}); "
-                             f"use 'auto', 'all-nodes' or 'path'")
+                             f"where they built (device {device}); use 'auto', 'all-nodes' or 'path'")
         if self.implementation != "auto":
             return self.implementation
-        return choose_implementation(device, seq_len, self.height, fused=device == "cpu" and kernels.available())
+        return choose_implementation(device, seq_len, self.height, fused=fused)
 
     def forward(self, q, k, v, key_padding_mask=None):
         check_qkv(q, k, v, key_padding_mask)

@@ -202,9 +202,17 @@ def _factorised_node_grad(z: torch.Tensor, scale: torch.Tensor, visited: torch.T
             children = reach[:, last : 2 * last + 1].unflatten(1, (last - first, 2))
             torch.add(parents, tilt[:, first:last], out=children[:, :, 0]).mul_(0.5)
             torch.sub(parents, tilt[:, first:last], out=children[:, :, 1]).mul_(0.5)
-    q = beta.add(1.0).mul_(0.5)
-    p_leaf = q.log_().mul_(height).exp_()  # q^h (pow ran slower here than log and exp)
-    return tilt.neg_().scatter_add_(1, visited, signs.gather(1, visited)).mul_(p_leaf * grad_gate)
+    return tilt.neg_().scatter_add_(1, visited, signs.gather(1, visited)).mul_(_leaf_probability(beta, height) * grad_gate)
+
+
+def _leaf_probability(beta: torch.Tensor, height: int) -> torch.Tensor:
+    """p_leaf = q^h with q = (1 + beta) / 2, beta = tanh(mean|z|) (pow ran slower here than log and exp)."""
+    return beta.add(1.0).mul_(0.5).log_().mul_(height).exp_()
+
+
+def _ste_factor(scale: torch.Tensor, scaled: bool) -> torch.Tensor | float:
+    """DGT's STE slope inside its window: 2, or 2 mean|z| for the `scaled` variant."""
+    return 2.0 * scale if scaled else 2.0
 
 
 def _ste_window(grad_signs: torch.Tensor, z: torch.Tensor, scale: torch.Tensor, scaled: bool) -> torch.Tensor:
@@ -213,12 +221,12 @@ def _ste_window(grad_signs: torch.Tensor, z: torch.Tensor, scale: torch.Tensor, 
     compare and a mask took several), its open interval widened to the next float past 1 so that
     |z| = 1 stays inside, as in DGT."""
     edge = 1.0 + torch.finfo(z.dtype).eps
-    return torch.ops.aten.hardtanh_backward(grad_signs.mul_(2.0 * scale if scaled else 2.0), z, -edge, edge)
+    return torch.ops.aten.hardtanh_backward(grad_signs.mul_(_ste_factor(scale, scaled)), z, -edge, edge)
 
 
 def _kernels_run(z: torch.Tensor) -> bool:
     """Whether the C++ routing loops (`kernels`) take node scores z: on the CPU, where they built."""
-    return z.device.type == "cpu" and kernels.available()
+    return kernels.run_on(z.device.type)
 
 
 def _walk_and_scale(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -272,8 +280,7 @@ class _DGTRouting(torch.autograd.Function):
             grad_z = _ste_window(grad_signs, z, scale, ctx.scaled)
         elif _kernels_run(z):
             beta = torch.tanh(scale)
-            p_leaf = beta.add(1.0).mul_(0.5).log_().mul_(walked.shape[1]).exp_()  # q^h, as `_factorised_node_grad`
-            factor = p_leaf.mul_(grad_gate).mul_(2.0 * scale if ctx.scaled else 2.0)
+            factor = _leaf_probability(beta, walked.shape[1]).mul_(grad_gate).mul_(_ste_factor(scale, ctx.scaled))
             grad_z = torch.ops.treeformer_routing.dgt_walk_backward(z, walked, beta, factor)
         else:
             grad_z = _ste_window(_factorised_node_grad(z, scale, walked, grad_gate), z, scale, ctx.scaled)
